@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench [NAME]` prints `name: value` lines, ratios measured in one run."""

@@ -1,0 +1,3 @@
+"""Memorization-based machine unlearning explorer."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""Model records: publishing trained weights, importing a user's weights, loading them back.
+
+Weights are read only through safetensors or `torch.load(weights_only=True)`, so a model file
+can never run code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from . import data as data_mod
+from . import models, training
+from .errors import UserError
+from .workspace import Workspace
+
+
+class CheckpointError(UserError):
+    """A weights file that cannot become a model of the asked architecture; one-line message."""
+
+
+def dataset_record(ws: Workspace, spec: data_mod.DatasetSpec, ds: data_mod.Dataset) -> dict:
+    """The catalog's record of this exact dataset (splits, noise, flipped ids), made once."""
+    for rec in ws.find("dataset"):
+        if all(rec.get(k) == v for k, v in spec.as_meta().items()):
+            return rec
+    return ws.put(
+        "dataset",
+        {
+            **spec.as_meta(),
+            "classes": ds.classes,
+            "n_train": ds.n_train,
+            "n_test": len(ds.y_test),
+            "shape": list(ds.shape),
+            "flipped": ds.flipped.tolist(),
+        },
+    )
+
+
+def spec_of(rec: dict) -> data_mod.DatasetSpec:
+    fields = data_mod.DatasetSpec.__dataclass_fields__
+    return data_mod.DatasetSpec(**{k: rec[k] for k in fields if k in rec})
+
+
+def dataset_of(ws: Workspace, model_rec: dict) -> data_mod.Dataset:
+    return data_mod.load(spec_of(ws.get(model_rec["dataset_id"], "dataset")))
+
+
+def evaluate(model: nn.Module, ds: data_mod.Dataset) -> dict:
+    return {
+        "train_acc": training.accuracy(model, ds.x_train, ds.y_train),
+        "test_acc": training.accuracy(model, ds.x_test, ds.y_test),
+        "per_class_acc": training.per_class_accuracy(model, ds.x_test, ds.y_test, ds.num_classes),
+    }
+
+
+def load_model(ws: Workspace, rec: dict, which: str = "weights", device: torch.device | str = "cpu") -> nn.Module:
+    ds_rec = ws.get(rec["dataset_id"], "dataset")
+    channels, size, _ = ds_rec["shape"]
+    model = models.build(rec["arch"], channels, len(ds_rec["classes"]), size)
+    model.load_state_dict(load_file(ws.read(rec, f"{which}.safetensors")))
+    return model.to(device)
+
+
+def train(
+    ws: Workspace,
+    spec: data_mod.DatasetSpec,
+    arch: str,
+    recipe: training.Recipe,
+    device: torch.device,
+    progress: training.Progress = training._no_progress,
+    name: str | None = None,
+) -> dict:
+    """Train a model from scratch, record its dynamics, and publish it as one record."""
+    ds = data_mod.load(spec)
+    model = training.init_model(arch, ds, recipe.seed)
+    init = training.state_bytes(model)
+    result = training.fit(
+        model, ds.x_train, ds.y_train, recipe, device, x_test=ds.x_test, y_test=ds.y_test, progress=progress
+    )
+    ds_rec = dataset_record(ws, spec, ds)
+    return ws.put(
+        "model",
+        {
+            "name": name or f"{spec.name} {arch}",
+            "source": "trained",
+            "arch": arch,
+            "dataset": spec.name,
+            "dataset_id": ds_rec["id"],
+            "recipe": recipe.as_meta(),
+            "epochs": recipe.epochs,
+            "log": result.log,
+            "seconds": result.seconds,
+            "device": device.type,
+            "has_dynamics": True,
+            **evaluate(model, ds),
+        },
+        files={
+            "weights.safetensors": training.state_bytes(model),
+            "init.safetensors": init,
+            "dynamics.npz": training.dynamics_bytes(result.dynamics),
+        },
+    )
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors or torch file (plain, or under 'state_dict'/'model')."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such file: {path}")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - unpickling refusals, corrupt zips, bad headers
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"{path.name} is neither a safetensors file nor a torch weights file that loads "
+                f"safely ({reason[:160]})"
+            ) from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path.name} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def import_model(ws: Workspace, path: Path, arch: str, spec: data_mod.DatasetSpec, name: str | None = None) -> dict:
+    """Check a user's weights against the architecture and dataset, then register them."""
+    state = read_weights_file(path)  # fails before anything else is touched
+    ds = data_mod.load(spec)
+    model = models.for_dataset(arch, ds)
+    expected = model.state_dict()
+    head_key = next((k for k in reversed(expected) if k.endswith("weight") and expected[k].ndim == 2), None)
+    if head_key in state and head_key in expected and state[head_key].shape[0] != expected[head_key].shape[0]:
+        raise CheckpointError(
+            f"the file's model has {state[head_key].shape[0]} classes but {spec.name} has {ds.num_classes}"
+        )
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    wrong_shape = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+    if missing or unexpected or wrong_shape:
+        example = sorted(missing or unexpected or wrong_shape)[0]
+        raise CheckpointError(
+            f"the weights do not fit a {arch} for {spec.name} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong_shape)} mis-shaped keys; "
+            f"e.g. {example!r})"
+        )
+    model.load_state_dict(state)
+    ds_rec = dataset_record(ws, spec, ds)
+    return ws.put(
+        "model",
+        {
+            "name": name or Path(path).name,
+            "source": "imported",
+            "arch": arch,
+            "dataset": spec.name,
+            "dataset_id": ds_rec["id"],
+            "recipe": None,
+            "epochs": None,
+            "log": [],
+            "has_dynamics": False,
+            **evaluate(model, ds),
+        },
+        files={"weights.safetensors": training.state_bytes(model)},
+    )

@@ -1,0 +1,292 @@
+"""Command-line interface: a thin shell over the library (contract in DESIGN.md).
+
+Exit codes: 0 success, 2 bad input (one line on stderr, nothing written), 1 internal error.
+With --json the last line on stdout is one JSON object (or, for `list`, one JSON array).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from . import checkpoints, devices, forget_sets, jobs, runs, training, unlearning
+from .data import DatasetSpec
+from .errors import UserError
+from .workspace import Workspace, WorkspaceError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Memorization-based machine unlearning explorer.")
+forget_set_app = typer.Typer(no_args_is_help=True, help="Build forget sets.")
+app.add_typer(forget_set_app, name="forget-set")
+
+# Errors caused by what the user asked for: exit 2 with their one-line message.
+USER_ERRORS = UserError
+
+WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace folder [default: ./workspace or $EXPLORER_WORKSPACE].")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on the last line.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
+JobOpt = Annotated[Optional[str], typer.Option("--job", hidden=True, help="Report into this job row (set by the app).")]
+
+
+class Listable(str, Enum):
+    models = "models"
+    scores = "scores"
+    forget_sets = "forget-sets"
+    runs = "runs"
+    jobs = "jobs"
+
+
+LIST_KINDS = {"models": "model", "scores": "scores", "forget-sets": "forget_set", "runs": "run"}
+
+
+def fail(message: str, code: int = 2):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def terminal_progress(enabled: bool):
+    """A progress bar on stderr for foreground commands."""
+    if not enabled:
+        yield lambda fraction, message: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("starting", total=1.0)
+        yield lambda fraction, message: bar.update(task, completed=fraction, description=message)
+
+
+def execute(workspace: Path | None, job: str | None, as_json: bool, work: Callable[[Workspace, Callable], dict],
+            summary: Callable[[dict], str]) -> dict:
+    """Run a command's work in the foreground or as a job, map errors to exit codes, print."""
+    try:
+        ws = Workspace(workspace)
+        if job:
+            record = jobs.run(ws, job, lambda progress: work(ws, progress))
+        else:
+            with terminal_progress(sys.stderr.isatty()) as progress:
+                record = work(ws, progress)
+    except USER_ERRORS as err:
+        fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+    except jobs.Cancelled:
+        typer.echo("cancelled; nothing was written", err=True)
+        raise typer.Exit(143)
+    except typer.Exit:
+        raise
+    except Exception as err:  # noqa: BLE001 - an internal error: keep the traceback for the log
+        traceback.print_exc()
+        fail(f"internal error: {err}", code=1)
+    emit(record, as_json, summary(record))
+    return record
+
+
+def emit(record, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(record, default=str) if as_json else text)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="digits, mnist, fashion_mnist, cifar10, cifar100, svhn or imagefolder.")] = "digits",
+    arch: Annotated[str, typer.Option(help="mlp, cnn, resnet18, resnet50 or vgg16_bn.")] = "cnn",
+    epochs: int = training.Recipe.epochs,
+    lr: float = training.Recipe.lr,
+    momentum: float = training.Recipe.momentum,
+    weight_decay: float = training.Recipe.weight_decay,
+    batch_size: int = training.Recipe.batch_size,
+    seed: int = training.Recipe.seed,
+    cosine: Annotated[bool, typer.Option(help="Cosine learning-rate schedule.")] = False,
+    label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped to another class.")] = 0.0,
+    split_seed: int = 0,
+    data_root: Annotated[str, typer.Option(help="Where torchvision datasets live (or the ImageFolder root).")] = "data",
+    name: Optional[str] = None,
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+):
+    """Train a model from scratch, recording per-sample dynamics, and register it."""
+
+    def work(ws, progress):
+        dev = devices.resolve(device)
+        recipe = training.Recipe(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                 batch_size=batch_size, seed=seed, cosine=cosine)
+        spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise)
+        return checkpoints.train(ws, spec, arch, recipe, dev, progress, name=name)
+
+    execute(workspace, job, as_json, work,
+            lambda r: f"trained {r['id']}: {r['dataset']} {r['arch']}, test acc {r['test_acc']:.3f}, "
+                      f"train acc {r['train_acc']:.3f} ({r['seconds']:.1f} s on {r['device']})")
+
+
+@app.command("import-model")
+def import_model(
+    file: Annotated[Path, typer.Argument(help="A .safetensors file, or a torch file of weights (loaded with weights_only=True).")],
+    arch: Annotated[str, typer.Option(help="The architecture the weights belong to.")],
+    dataset: Annotated[str, typer.Option(help="The dataset the model was trained on.")],
+    data_root: str = "data",
+    split_seed: int = 0,
+    name: Optional[str] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+):
+    """Register a model trained elsewhere (no training dynamics)."""
+
+    def work(ws, progress):
+        return checkpoints.import_model(ws, file, arch, DatasetSpec(name=dataset, root=data_root, split_seed=split_seed), name)
+
+    execute(workspace, job, as_json, work,
+            lambda r: f"imported {r['id']}: {r['dataset']} {r['arch']}, test acc {r['test_acc']:.3f}")
+
+
+@forget_set_app.command("create")
+def forget_set_create(
+    model: Annotated[str, typer.Option(help="Model id whose training set the forget set is drawn from.")],
+    strategy: Annotated[str, typer.Option(help="random, class or ids.")] = "random",
+    size: Optional[int] = None,
+    seed: int = 0,
+    class_: Annotated[Optional[list[int]], typer.Option("--class", help="A class to forget (repeatable).")] = None,
+    ids_file: Annotated[Optional[Path], typer.Option(help="Text file of sample ids (whitespace or comma separated).")] = None,
+    name: Optional[str] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Make a forget set of training samples."""
+
+    def work(ws, progress):
+        ids = None
+        if ids_file is not None:
+            try:
+                ids = [int(t) for t in ids_file.read_text().replace(",", " ").split()]
+            except (OSError, ValueError) as err:
+                raise forget_sets.ForgetSetError(f"cannot read sample ids from {ids_file}: {err}") from None
+        return forget_sets.create(ws, ws.get(model, "model"), strategy, name=name, size=size, seed=seed,
+                                  classes=class_, ids=ids)
+
+    execute(workspace, None, as_json, work,
+            lambda r: f"forget set {r['id']}: {r['size']} samples from classes {r['classes']}, ES {r['es']:.2f}")
+
+
+@app.command()
+def unlearn(
+    model: Annotated[str, typer.Argument(help="Model id.")],
+    forget: Annotated[str, typer.Option("--forget", help="Forget-set id.")],
+    method: Annotated[str, typer.Option(help=f"One of: {', '.join(unlearning.REGISTRY)}.")] = "finetune",
+    params: Annotated[str, typer.Option(help='Method parameters as JSON, e.g. \'{"epochs": 5, "lr": 0.01}\'.')] = "{}",
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+):
+    """Unlearn a forget set and measure the result against the retrained oracle."""
+
+    def work(ws, progress):
+        try:
+            parsed = json.loads(params)
+        except json.JSONDecodeError as err:
+            raise unlearning.ParamError(f"--params is not valid JSON: {err}") from None
+        if not isinstance(parsed, dict):
+            raise unlearning.ParamError("--params must be a JSON object")
+        return runs.unlearn(ws, ws.get(model, "model"), ws.get(forget, "forget_set"), method, parsed,
+                            devices.resolve(device), progress)
+
+    def summary(r):
+        m = r["metrics"]
+        return (f"run {r['id']}: {r['method']} · forget acc {r['original']['acc_forget']:.3f} → {m['acc_forget']:.3f} "
+                f"(oracle {r['oracle']['acc_forget']:.3f}) · ToW {m['tow']:.3f} · {m['speedup']:.1f}× faster than retraining")
+
+    execute(workspace, job, as_json, work, summary)
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+COLUMNS = {
+    "models": ["id", "name", "source", "arch", "dataset", "epochs", "train_acc", "test_acc"],
+    "scores": ["id", "model_id", "name", "seconds", "device"],
+    "forget-sets": ["id", "name", "strategy", "size", "es"],
+    "runs": ["id", "method", "model_id", "forget_set_id"],
+    "jobs": ["id", "title", "state", "progress", "message"],
+}
+
+
+@app.command("list")
+def list_(
+    what: Annotated[Listable, typer.Argument(help="What to list.")] = Listable.models,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+):
+    """List the records of one kind."""
+    try:
+        ws = Workspace(workspace)
+        rows = jobs.list_jobs(ws) if what.value == "jobs" else ws.find(LIST_KINDS[what.value])
+    except WorkspaceError as err:
+        fail(str(err))
+    emit(rows, as_json, _table(rows, COLUMNS[what.value]) if rows else f"no {what.value} yet")
+
+
+@app.command()
+def show(
+    record_id: Annotated[str, typer.Argument(help="Any record id (m-…, fs-…, r-…, j-…).")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Show one record with its metrics."""
+    try:
+        ws = Workspace(workspace)
+        rec = jobs.get(ws, record_id) if record_id.startswith("j-") else ws.get(record_id)
+    except WorkspaceError as err:
+        fail(str(err))
+    bulky = {"ids", "flipped", "log", "files"}
+    text = "\n".join(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}"
+                     for k, v in rec.items() if k not in bulky)
+    emit(rec, as_json, text)
+
+
+@app.command("jobs")
+def jobs_(
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+):
+    """List background jobs (the same as `list jobs`)."""
+    list_(Listable.jobs, workspace, as_json)
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Cancel a running job; it stops cleanly and publishes nothing."""
+    try:
+        ws = Workspace(workspace)
+        jobs.cancel(ws, job_id)
+        job = jobs.get(ws, job_id)
+    except WorkspaceError as err:
+        fail(str(err))
+    emit(job, as_json, f"{job_id}: {job['state']} ({job['message']})")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,223 @@
+"""Datasets: the embedded digits set, torchvision datasets from a data root, ImageFolder.
+
+A loaded dataset is a handful of in-memory tensors. Training samples are addressed by their
+index in the training split (the "sample id" used everywhere else); test samples by their index
+in the test split.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+
+class DataError(UserError):
+    """A dataset that cannot be loaded; the message is one line naming what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What identifies a dataset: enough to rebuild the exact same splits and labels."""
+
+    name: str = "digits"
+    root: str = "data"
+    split_seed: int = 0
+    label_noise: float = 0.0
+    noise_seed: int = 0
+    test_fraction: float = 0.25  # only for sets without a test split of their own
+
+    def as_meta(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class Dataset:
+    spec: DatasetSpec
+    classes: list[str]
+    x_train: torch.Tensor  # float32 (n, C, H, W), normalized
+    y_train: torch.Tensor  # int64 labels the model trains on (noisy when label_noise > 0)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    y_train_clean: torch.Tensor
+    thumbs_train: np.ndarray  # uint8 (n, H, W) or (n, H, W, 3) for display
+    flipped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+
+# -- raw sources: each returns uint8 images (n, H, W, C) and int labels for train and test -------
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 8×8 digits (pixel values 0–16) and their labels.
+
+    Read straight from the file scikit-learn ships: importing `sklearn.datasets` costs over a
+    second in every job process, the file costs milliseconds."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is not None and path.exists():
+        table = np.loadtxt(path, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.images, d.target
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train ids, test ids) with each class split in the same proportion."""
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        test.append(members[: int(round(test_fraction * len(members)))])
+    test = np.sort(np.concatenate(test))
+    return np.setdiff1d(np.arange(len(labels)), test), test
+
+
+def _digits(spec: DatasetSpec):
+    images, target = _digits_arrays()
+    images = np.round(images * (255 / 16)).astype(np.uint8)[..., None]
+    tr, te = stratified_split(target, spec.test_fraction, spec.split_seed)
+    classes = [str(c) for c in range(10)]
+    return classes, images[tr], target[tr], images[te], target[te]
+
+
+def _missing(name: str, root: Path, err: Exception) -> DataError:
+    return DataError(
+        f"{name} is not in {root} and could not be downloaded ({type(err).__name__}); "
+        f"run once with internet access or put the files in {root}"
+    )
+
+
+def _torchvision(cls_name: str, layout: str):
+    """A loader for a torchvision dataset; `layout` says how it stores images and splits."""
+
+    def load(spec: DatasetSpec):
+        import torchvision
+
+        cls = getattr(torchvision.datasets, cls_name)
+        root = Path(spec.root).expanduser()
+        parts = []
+        for train in (True, False):
+            kwargs = {"split": "train" if train else "test"} if layout == "svhn" else {"train": train}
+            try:
+                try:
+                    ds = cls(str(root), download=False, **kwargs)
+                except RuntimeError:  # not on disk: try the network once
+                    ds = cls(str(root), download=True, **kwargs)
+            except Exception as err:  # noqa: BLE001 - any failure here means "data not available"
+                raise _missing(cls_name, root, err) from None
+            data = np.asarray(ds.data)
+            if layout == "gray":  # (n, H, W) tensor
+                data = data[..., None]
+            elif layout == "svhn":  # (n, C, H, W)
+                data = data.transpose(0, 2, 3, 1)
+            labels = np.asarray(getattr(ds, "labels", None) if layout == "svhn" else ds.targets)
+            parts += [data.astype(np.uint8), labels.astype(np.int64)]
+        classes = list(getattr(ds, "classes", None) or [str(c) for c in range(int(parts[1].max()) + 1)])
+        return [classes, *parts]
+
+    return load
+
+
+def _image_folder(spec: DatasetSpec, size: int = 32):
+    """`root/<class>/*.png` (split by seed) or `root/train/<class>/…` + `root/test/<class>/…`."""
+    from PIL import Image
+
+    root = Path(spec.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist")
+
+    def scan(folder: Path):
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        images, labels = [], []
+        for label, cls in enumerate(classes):
+            for f in sorted(folder.joinpath(cls).iterdir()):
+                try:
+                    with Image.open(f) as im:
+                        images.append(np.asarray(im.convert("RGB").resize((size, size))))
+                except OSError:
+                    continue  # not an image: skip it
+                labels.append(label)
+        if not images:
+            raise DataError(f"no images found under {folder} (expected {folder}/<class>/<image>)")
+        return classes, np.stack(images), np.asarray(labels)
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        classes, xtr, ytr = scan(root / "train")
+        _, xte, yte = scan(root / "test")
+        return classes, xtr, ytr, xte, yte
+    classes, x, y = scan(root)
+    tr, te = stratified_split(y, spec.test_fraction, spec.split_seed)
+    return classes, x[tr], y[tr], x[te], y[te]
+
+
+SOURCES = {
+    "digits": _digits,
+    "mnist": _torchvision("MNIST", "gray"),
+    "fashion_mnist": _torchvision("FashionMNIST", "gray"),
+    "cifar10": _torchvision("CIFAR10", "rgb"),
+    "cifar100": _torchvision("CIFAR100", "rgb"),
+    "svhn": _torchvision("SVHN", "svhn"),
+    "imagefolder": _image_folder,
+}
+
+
+def flip_labels(labels: np.ndarray, num_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Give round(fraction·n) samples, chosen by seed, a uniformly random *different* label."""
+    rng = np.random.default_rng(seed)
+    n_flip = int(round(fraction * len(labels)))
+    flipped = np.sort(rng.choice(len(labels), size=n_flip, replace=False))
+    noisy = labels.copy()
+    offsets = rng.integers(1, num_classes, size=n_flip)  # never 0, so the label always changes
+    noisy[flipped] = (labels[flipped] + offsets) % num_classes
+    return noisy, flipped
+
+
+def _to_tensor(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    return (x - torch.from_numpy(mean)[:, None, None]) / torch.from_numpy(std)[:, None, None]
+
+
+@functools.lru_cache(maxsize=4)
+def load(spec: DatasetSpec) -> Dataset:
+    if spec.name not in SOURCES:
+        raise DataError(f"unknown dataset {spec.name!r}; choose one of {', '.join(SOURCES)}")
+    if not 0 <= spec.label_noise < 1:
+        raise DataError(f"label noise must be in [0, 1), got {spec.label_noise}")
+    classes, xtr, ytr, xte, yte = SOURCES[spec.name](spec)
+    ytr, yte = np.asarray(ytr, dtype=np.int64), np.asarray(yte, dtype=np.int64)
+    noisy, flipped = flip_labels(ytr, len(classes), spec.label_noise, spec.noise_seed)
+    # Per-channel statistics of the training split, so every architecture sees standardized input.
+    pixels = xtr.reshape(-1, xtr.shape[-1]).astype(np.float64) / 255
+    mean, std = pixels.mean(0).astype(np.float32), (pixels.std(0) + 1e-8).astype(np.float32)
+    return Dataset(
+        spec=spec,
+        classes=[str(c) for c in classes],
+        x_train=_to_tensor(xtr, mean, std),
+        y_train=torch.from_numpy(noisy),
+        x_test=_to_tensor(xte, mean, std),
+        y_test=torch.from_numpy(yte),
+        y_train_clean=torch.from_numpy(ytr),
+        thumbs_train=xtr[..., 0] if xtr.shape[-1] == 1 else xtr,
+        flipped=flipped,
+    )

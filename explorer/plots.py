@@ -1,0 +1,103 @@
+"""Plotly figure builders: pure functions of arrays and records, so they are testable and the
+pages stay thin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = {"original": "#636efa", "unlearned": "#ef553b", "oracle": "#00cc96"}
+
+
+def training_curves(log: Sequence[Mapping]) -> go.Figure:
+    """Loss and accuracy per epoch, side by side."""
+    epochs = [row["epoch"] for row in log]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "accuracy"))
+    fig.add_trace(go.Scatter(x=epochs, y=[r["loss"] for r in log], name="loss", mode="lines+markers"), 1, 1)
+    fig.add_trace(go.Scatter(x=epochs, y=[r["train_acc"] for r in log], name="train (running)", mode="lines+markers"), 1, 2)
+    if log and "test_acc" in log[0]:
+        fig.add_trace(go.Scatter(x=epochs, y=[r["test_acc"] for r in log], name="test", mode="lines+markers"), 1, 2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(height=340, margin=dict(t=40, b=40, l=40, r=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def per_class_accuracy(acc: Sequence[float], classes: Sequence[str]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(classes), y=list(acc), text=[f"{a:.2f}" for a in acc], textposition="outside"))
+    fig.update_layout(title="test accuracy per class", yaxis=dict(range=[0, 1.1], title="accuracy"),
+                      xaxis=dict(title="class", type="category"), height=320, margin=dict(t=40, b=40, l=40, r=10))
+    return fig
+
+
+def histogram(values: np.ndarray, labels: np.ndarray | None = None, title: str = "", xlabel: str = "value",
+              class_names: Sequence[str] | None = None) -> go.Figure:
+    """Distribution of one score, stacked by class when labels are given."""
+    fig = go.Figure()
+    if labels is None:
+        fig.add_trace(go.Histogram(x=values, nbinsx=40, name=xlabel))
+    else:
+        for c in np.unique(labels):
+            name = class_names[c] if class_names is not None else str(c)
+            fig.add_trace(go.Histogram(x=values[labels == c], name=f"class {name}", nbinsx=40))
+        fig.update_layout(barmode="stack")
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title="samples", height=340,
+                      margin=dict(t=40, b=40, l=40, r=10))
+    return fig
+
+
+def sample_map(xy: np.ndarray, color: np.ndarray, ids: np.ndarray, labels: np.ndarray, color_name: str,
+               highlight: np.ndarray | None = None) -> go.Figure:
+    """A WebGL scatter of the samples, coloured by a score; every point carries its sample id in
+    custom_data so a selection can be mapped back to samples whatever the trace layout."""
+    fig = go.Figure(
+        go.Scattergl(
+            x=xy[:, 0], y=xy[:, 1], mode="markers",
+            marker=dict(color=color, colorscale="Viridis", size=6, colorbar=dict(title=color_name), showscale=True),
+            customdata=np.c_[ids, labels, color],
+            hovertemplate="id %{customdata[0]}<br>label %{customdata[1]}<br>" + color_name
+            + " %{customdata[2]:.3f}<extra></extra>",
+            name="samples",
+        )
+    )
+    if highlight is not None and len(highlight):
+        fig.add_trace(go.Scattergl(x=xy[highlight, 0], y=xy[highlight, 1], mode="markers", name="forget set",
+                                   marker=dict(color="rgba(0,0,0,0)", size=10, line=dict(color="red", width=1.5)),
+                                   hoverinfo="skip"))
+    fig.update_layout(height=560, dragmode="lasso", margin=dict(t=20, b=20, l=20, r=20),
+                      xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False), showlegend=False)
+    return fig
+
+
+def selected_ids(selection: Mapping | None) -> list[int]:
+    """Sample ids of the points in a Streamlit plotly selection event. The browser sends
+    custom_data as a dict {"0": id, …} or a list; points of helper traces carry none."""
+    points = (selection or {}).get("points", []) if isinstance(selection, Mapping) else []
+    ids = set()
+    for point in points:
+        data = point.get("customdata", point.get("custom_data"))
+        if isinstance(data, Mapping):
+            data = data.get("0", data.get(0))
+        elif isinstance(data, Sequence) and not isinstance(data, str):
+            data = data[0] if data else None
+        if data is not None:
+            ids.add(int(float(data)))
+    return sorted(ids)
+
+
+def before_after(original: Mapping, unlearned: Mapping, oracle: Mapping | None = None) -> go.Figure:
+    """Grouped bars of accuracy on retain / forget / test (and MIA efficacy) per model."""
+    keys = ["acc_retain", "acc_forget", "acc_test", "mia_efficacy"]
+    names = ["retain acc", "forget acc", "test acc", "MIA efficacy"]
+    fig = go.Figure()
+    for label, values in (("original", original), ("unlearned", unlearned), ("oracle", oracle)):
+        if values is None:
+            continue
+        ys = [values.get(k) for k in keys]
+        fig.add_trace(go.Bar(name=label, x=names, y=ys, marker_color=PALETTE[label],
+                             text=[f"{y:.3f}" if y is not None else "" for y in ys], textposition="outside"))
+    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.12]), height=380, margin=dict(t=30, b=40, l=40, r=10))
+    return fig

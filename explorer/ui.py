@@ -1,0 +1,142 @@
+"""Streamlit building blocks shared by the pages: the workspace, cached data, pickers, job
+progress and image galleries. Everything slow is cached or runs as a job."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from . import checkpoints, devices, embeddings, jobs, memorization
+from .workspace import Workspace, default_path
+
+
+@st.cache_resource(show_spinner=False)
+def _workspace(path: str) -> Workspace:
+    return Workspace(path)
+
+
+def workspace() -> Workspace:
+    return _workspace(str(default_path().resolve()))
+
+
+@st.cache_resource(show_spinner=False)
+def device_name() -> str:
+    return devices.describe(devices.resolve("auto"))
+
+
+def dataset(ws: Workspace, model_rec: dict):
+    return checkpoints.dataset_of(ws, model_rec)  # lru-cached in explorer.data
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def proxies(ws_path: str, model_id: str) -> dict[str, np.ndarray]:
+    ws = _workspace(ws_path)
+    return memorization.learning_event_proxies(memorization.load_dynamics(ws, ws.get(model_id, "model")))
+
+
+@st.cache_data(show_spinner="Computing features…", max_entries=16)
+def features(ws_path: str, model_id: str) -> np.ndarray:
+    """Penultimate features of the model's training samples."""
+    ws = _workspace(ws_path)
+    rec = ws.get(model_id, "model")
+    return embeddings.features(checkpoints.load_model(ws, rec), checkpoints.dataset_of(ws, rec).x_train)
+
+
+@st.cache_data(show_spinner="Computing the map…", max_entries=16)
+def sample_map(ws_path: str, model_id: str, method: str = "pca") -> np.ndarray:
+    return embeddings.project(features(ws_path, model_id), method)
+
+
+def model_label(rec: dict) -> str:
+    acc = f" · test acc {rec['test_acc']:.3f}" if rec.get("test_acc") is not None else ""
+    return f"{rec['name']} · {rec['id']}{acc}"
+
+
+def pick_model(ws: Workspace, key: str, dynamics_only: bool = False, include_oracles: bool = False) -> dict | None:
+    """A model selectbox; returns None (after saying why) when there is nothing to pick."""
+    recs = [r for r in ws.find("model") if include_oracles or r.get("source") != "oracle"]
+    if dynamics_only:
+        recs = [r for r in recs if r.get("has_dynamics")]
+    if not recs:
+        st.info("No trained model yet. Train one on the **Models** page (digits trains in seconds)."
+                if dynamics_only else "No model yet. Train or import one on the **Models** page.")
+        return None
+    recs = recs[::-1]  # newest first
+    default = st.session_state.get("model_id")
+    index = next((i for i, r in enumerate(recs) if r["id"] == default), 0)
+    rec = st.selectbox("Model", recs, index=index, format_func=model_label, key=key)
+    st.session_state["model_id"] = rec["id"]
+    return rec
+
+
+def launch(ws: Workspace, argv: list[str], title: str, state_key: str) -> str:
+    """Start a CLI command as a background job and remember it for this page."""
+    job_id = jobs.submit(ws, argv, title)
+    st.session_state[state_key] = job_id
+    return job_id
+
+
+def job_status(ws: Workspace, state_key: str) -> None:
+    """Live progress of the job this page launched last; reruns the page once when it ends."""
+    job_id = st.session_state.get(state_key)
+    if not job_id:
+        return
+
+    @st.fragment(run_every=1.0)
+    def _poll():
+        jobs.refresh(ws)
+        job = jobs.get(ws, job_id)
+        if job["state"] in jobs.ACTIVE:
+            st.progress(job["progress"], text=f"{job['title']}: {job['message']}")
+            if st.button("Cancel", key=f"cancel-{job_id}"):
+                jobs.cancel(ws, job_id)
+            return
+        st.session_state.pop(state_key, None)
+        st.session_state["last_job"] = job
+        st.rerun(scope="app")
+
+    _poll()
+
+
+def last_job_message() -> None:
+    """Say once how the last finished job ended."""
+    job = st.session_state.pop("last_job", None)
+    if not job:
+        return
+    if job["state"] == "succeeded":
+        st.success(f"{job['title']}: done → {job['result_id']}")
+    elif job["state"] == "cancelled":
+        st.warning(f"{job['title']}: cancelled, nothing was saved")
+    else:
+        st.error(f"{job['title']} failed: {job['message']}")
+
+
+def upscale(image: np.ndarray, size: int = 64) -> np.ndarray:
+    """Nearest-neighbour enlargement so 8×8 digits stay crisp."""
+    factor = max(1, size // image.shape[0])
+    return image.repeat(factor, 0).repeat(factor, 1)
+
+
+def gallery(images: np.ndarray, captions: list[str], columns: int = 10) -> None:
+    if len(images) == 0:
+        st.caption("No images.")
+        return
+    cols = st.columns(columns)
+    for i, (img, cap) in enumerate(zip(images, captions)):
+        cols[i % columns].image(upscale(img), caption=cap, width=64)
+
+
+def sidebar(ws: Workspace) -> None:
+    with st.sidebar:
+        st.caption(f"Workspace: `{ws.path.resolve()}`")
+        st.caption(f"Device: **{device_name()}**")
+
+        @st.fragment(run_every=2.0)
+        def _running():
+            active = jobs.list_jobs(ws, active_only=True)
+            if active:
+                st.markdown("**Running jobs**")
+            for job in active:
+                st.progress(job["progress"], text=f"{job['title']} · {job['message']}")
+
+        _running()

@@ -1,0 +1,69 @@
+import secrets
+
+import pandas as pd
+import streamlit as st
+
+from explorer import data, models, plots, training, ui
+
+ws = ui.workspace()
+st.title("Models")
+ui.last_job_message()
+
+train_tab, import_tab = st.tabs(["Train", "Import"])
+with train_tab:
+    with st.form("train"):
+        c1, c2, c3 = st.columns(3)
+        dataset = c1.selectbox("Dataset", list(data.SOURCES), help="digits is embedded; the others load from the data root.")
+        arch = c2.selectbox("Architecture", list(models.ARCHS), index=list(models.ARCHS).index("cnn"))
+        epochs = c3.number_input("Epochs", 1, 500, training.Recipe.epochs)
+        lr = c1.number_input("Learning rate", 1e-5, 1.0, training.Recipe.lr, format="%.4f")
+        batch = c2.number_input("Batch size", 1, 4096, training.Recipe.batch_size)
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
+        noise = c1.slider("Label noise", 0.0, 0.5, 0.0, 0.01, help="Fraction of training labels flipped to another class. Mislabeled samples can only be fit by memorizing them: train longer (60+ epochs on digits) to see it.")
+        root = c2.text_input("Data root", "data", help="Folder holding torchvision datasets or an ImageFolder.")
+        if st.form_submit_button("Train", type="primary"):
+            argv = ["train", "--dataset", dataset, "--arch", arch, "--epochs", str(epochs), "--lr", str(lr),
+                    "--batch-size", str(batch), "--seed", str(seed), "--label-noise", str(noise), "--data-root", root]
+            ui.launch(ws, argv, f"train {dataset} {arch}", "train_job")
+    ui.job_status(ws, "train_job")
+
+with import_tab:
+    with st.form("import"):
+        upload = st.file_uploader("Weights", type=["safetensors", "pt", "pth", "bin"],
+                                  help="safetensors, or a torch file of tensors (loaded with weights_only=True).")
+        c1, c2 = st.columns(2)
+        imp_arch = c1.selectbox("Architecture", list(models.ARCHS), key="imp_arch")
+        imp_dataset = c2.selectbox("Dataset it was trained on", list(data.SOURCES), key="imp_ds")
+        imp_root = c1.text_input("Data root", "data", key="imp_root")
+        if st.form_submit_button("Import") and upload is not None:
+            suffix = ".safetensors" if upload.name.endswith(".safetensors") else ".pt"
+            path = ws.path / "uploads" / f"{secrets.token_hex(8)}{suffix}"  # never the user's file name
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(upload.getvalue())
+            argv = ["import-model", str(path), "--arch", imp_arch, "--dataset", imp_dataset, "--data-root", imp_root,
+                    "--name", upload.name]
+            ui.launch(ws, argv, f"import {upload.name}", "import_job")
+    ui.job_status(ws, "import_job")
+
+recs = ws.find("model")
+if not recs:
+    st.info("No models yet: train one above. The default (digits, cnn, 30 epochs) takes about ten seconds.")
+    st.stop()
+
+st.subheader("All models")
+cols = ["id", "name", "source", "arch", "dataset", "epochs", "train_acc", "test_acc", "seconds", "device"]
+st.dataframe(pd.DataFrame(recs[::-1]).reindex(columns=cols), hide_index=True)
+
+rec = ui.pick_model(ws, "models_pick", include_oracles=True)
+if rec:
+    ds_rec = ws.get(rec["dataset_id"], "dataset")
+    left, right = st.columns(2)
+    with left:
+        if rec.get("log"):
+            st.plotly_chart(plots.training_curves(rec["log"]), key="curves")
+        else:
+            st.info("Imported models have no training log.")
+    with right:
+        st.plotly_chart(plots.per_class_accuracy(rec["per_class_acc"], ds_rec["classes"]), key="per_class")
+    if ds_rec.get("flipped"):
+        st.caption(f"{len(ds_rec['flipped'])} training labels were flipped (label noise {ds_rec['label_noise']:.0%}).")

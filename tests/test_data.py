@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from explorer import data
+from explorer.data import DataError, DatasetSpec
+
+
+def test_digits_split_is_stratified_seeded_and_disjoint():
+    ds = data.load(DatasetSpec())
+    assert ds.n_train + len(ds.y_test) == 1797
+    assert ds.shape == (1, 8, 8) and ds.num_classes == 10
+    train_frac = np.bincount(ds.y_train.numpy()) / np.bincount(ds.y_test.numpy())
+    assert np.allclose(train_frac, 3, atol=0.2)  # 75/25 in every class
+    again = data.load(DatasetSpec(split_seed=0, noise_seed=1))  # a different cache entry, same split
+    assert torch.equal(again.x_train, ds.x_train)
+    other = data.load(DatasetSpec(split_seed=1))
+    assert not torch.equal(other.y_train, ds.y_train)
+
+
+def test_digits_inputs_are_standardized_and_thumbnails_uint8():
+    ds = data.load(DatasetSpec())
+    assert abs(ds.x_train.mean().item()) < 1e-4 and abs(ds.x_train.std().item() - 1) < 1e-2
+    assert ds.thumbs_train.dtype == np.uint8 and ds.thumbs_train.shape == (ds.n_train, 8, 8)
+
+
+def test_label_noise_flips_exactly_the_recorded_ids():
+    ds = data.load(DatasetSpec(label_noise=0.1, noise_seed=3))
+    clean, noisy = ds.y_train_clean.numpy(), ds.y_train.numpy()
+    assert len(ds.flipped) == round(0.1 * ds.n_train)
+    assert np.array_equal(np.flatnonzero(clean != noisy), ds.flipped)
+    assert data.load(DatasetSpec(label_noise=0.1, noise_seed=3)).flipped.tolist() == ds.flipped.tolist()
+
+
+def test_flip_labels_works_for_any_class_count():
+    labels = np.arange(1000) % 100
+    noisy, flipped = data.flip_labels(labels, 100, 0.5, seed=0)
+    assert (noisy[flipped] != labels[flipped]).all() and noisy.max() < 100
+
+
+@pytest.mark.parametrize("spec, message", [
+    (DatasetSpec(name="imagenet"), "unknown dataset"),
+    (DatasetSpec(label_noise=1.5), "label noise"),
+])
+def test_bad_specs_fail_with_one_line(spec, message):
+    with pytest.raises(DataError, match=message):
+        data.load(spec)
+
+
+def test_missing_torchvision_data_offline_names_the_path(tmp_path, monkeypatch):
+    import torchvision
+
+    class Offline:
+        def __init__(self, root, download=False, **kwargs):
+            raise RuntimeError("Dataset not found.") if not download else OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    with pytest.raises(DataError) as err:
+        data.load(DatasetSpec(name="mnist", root=str(tmp_path / "nowhere")))
+    assert str(tmp_path / "nowhere") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_image_folder_loads_classes_and_splits(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    ds = data.load(DatasetSpec(name="imagefolder", root=str(tmp_path)))
+    assert ds.classes == ["cat", "dog"] and ds.shape == (3, 32, 32)
+    assert ds.n_train == 12 and len(ds.y_test) == 4
+    assert ds.thumbs_train.shape == (12, 32, 32, 3)

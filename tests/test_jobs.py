@@ -1,0 +1,49 @@
+import os
+import signal
+import time
+
+from explorer import jobs
+
+
+def _wait_running(ws, job_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs.get(ws, job_id)
+        if job["state"] == "running" and job["progress"] > 0:
+            return job
+        assert job["state"] in jobs.ACTIVE, job
+        time.sleep(0.1)
+    raise AssertionError("job never started making progress")
+
+
+def test_job_reports_progress_and_result(ws):
+    job_id = jobs.submit(ws, ["train", "--arch", "mlp", "--epochs", "3", "--device", "cpu"], "train mlp")
+    job = jobs.wait(ws, job_id, timeout=120)
+    assert job["state"] == "succeeded", jobs.log_tail(job)
+    assert job["progress"] == 1.0 and job["finished"] >= job["started"]
+    assert ws.get(job["result_id"], "model")["epochs"] == 3
+    assert "epoch 3/3" in jobs.log_tail(job)
+
+
+def test_cancel_stops_cleanly_and_writes_nothing(ws):
+    job_id = jobs.submit(ws, ["train", "--arch", "cnn", "--epochs", "500", "--device", "cpu"], "long train")
+    _wait_running(ws, job_id)
+    jobs.cancel(ws, job_id)
+    job = jobs.wait(ws, job_id, timeout=60)
+    assert job["state"] == "cancelled" and job["result_id"] is None
+    assert ws.find("model") == [] and not ws.artifact("model", "x", "y").parent.exists()
+
+
+def test_killed_job_is_shown_as_failed_with_its_log_tail(ws):
+    job_id = jobs.submit(ws, ["train", "--arch", "cnn", "--epochs", "500", "--device", "cpu"], "doomed train")
+    job = _wait_running(ws, job_id)
+    os.kill(job["pid"], signal.SIGKILL)
+    job = jobs.wait(ws, job_id, timeout=30)
+    assert job["state"] == "failed"
+    assert job["message"].startswith("process died: ") and "epoch" in job["message"]
+
+
+def test_bad_input_job_fails_with_the_reason(ws):
+    job = jobs.wait(ws, jobs.submit(ws, ["train", "--arch", "transformer"], "bad train"), timeout=60)
+    assert job["state"] == "failed" and "unknown architecture" in job["message"]
+    assert ws.find("model") == []

@@ -1,0 +1,115 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import checkpoints, data, models, optim, training
+from explorer.data import DatasetSpec
+from explorer.training import Recipe, RecipeError
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load(DatasetSpec())
+
+
+def _train(ds, arch="mlp", **recipe):
+    recipe = Recipe(**{"epochs": 3, **recipe})
+    model = training.init_model(arch, ds, recipe.seed)
+    result = training.fit(model, ds.x_train, ds.y_train, recipe, CPU, x_test=ds.x_test, y_test=ds.y_test)
+    return model, result
+
+
+def test_same_seed_gives_same_weights_and_another_seed_does_not(digits):
+    a, _ = _train(digits, "cnn", epochs=2, seed=5)
+    b, _ = _train(digits, "cnn", epochs=2, seed=5)
+    c, _ = _train(digits, "cnn", epochs=2, seed=6)
+    assert training.state_bytes(a) == training.state_bytes(b)
+    assert training.state_bytes(a) != training.state_bytes(c)
+
+
+def test_dynamics_have_one_column_per_epoch_and_sane_values(digits):
+    _, result = _train(digits, epochs=4)
+    dyn = result.dynamics
+    assert set(dyn) == set(training.DYNAMICS)
+    for values in dyn.values():
+        assert values.shape == (digits.n_train, 4) and np.isfinite(values).all()
+    assert set(np.unique(dyn["correct"])) <= {0.0, 1.0}
+    assert (dyn["confidence"] <= dyn["max_conf"] + 1e-6).all()
+    assert (dyn["neg_entropy"] <= 1e-6).all() and (dyn["neg_entropy"] >= -math.log(10) - 1e-4).all()
+    assert np.allclose(dyn["loss"], -np.log(dyn["confidence"]), atol=1e-4)
+
+
+def test_dynamics_are_recorded_for_the_right_sample(digits):
+    """With a negligible learning rate the model never changes, so each sample's recorded
+    confidence must equal the initial model's prediction for that very sample."""
+    model = training.init_model("mlp", digits, 0)
+    expected = models.predict_proba(model, digits.x_train).gather(1, digits.y_train[:, None])[:, 0].numpy()
+    result = training.fit(model, digits.x_train, digits.y_train, Recipe(epochs=2, lr=1e-12, momentum=0), CPU)
+    assert np.allclose(result.dynamics["confidence"], expected[:, None], atol=1e-5)
+
+
+def test_progress_reports_each_epoch_and_ends_at_one(digits):
+    seen = []
+    model = training.init_model("mlp", digits, 0)
+    training.fit(model, digits.x_train, digits.y_train, Recipe(epochs=3), CPU, progress=lambda f, m: seen.append(f))
+    assert seen == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_training_learns_digits(digits):
+    model, result = _train(digits, epochs=10)
+    assert result.log[-1]["test_acc"] > 0.9
+    assert result.log[-1]["loss"] < result.log[0]["loss"]
+
+
+def test_cosine_schedule_trains_too(digits):
+    _, result = _train(digits, epochs=5, cosine=True)
+    assert result.log[-1]["test_acc"] > 0.85
+
+
+def test_recipe_rejects_impossible_values():
+    with pytest.raises(RecipeError):
+        Recipe(epochs=0)
+    with pytest.raises(RecipeError):
+        Recipe(lr=-1)
+
+
+def test_sgd_matches_torch_sgd():
+    torch.manual_seed(0)
+    ours, ref = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    ref.load_state_dict(ours.state_dict())
+    opt_ours = optim.SGD(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for _ in range(5):
+        x = torch.randn(8, 5)
+        for model, opt in ((ours, opt_ours), (ref, opt_ref)):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            opt.step()
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_cosine_lr_goes_from_base_to_zero():
+    assert optim.cosine_lr(0.1, 0, 100) == pytest.approx(0.1)
+    assert optim.cosine_lr(0.1, 50, 100) == pytest.approx(0.05)
+    assert optim.cosine_lr(0.1, 100, 100) == pytest.approx(0.0)
+
+
+def test_train_publishes_model_with_weights_init_and_dynamics(ws):
+    rec = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", Recipe(epochs=3), CPU)
+    assert set(rec["files"]) == {"weights.safetensors", "init.safetensors", "dynamics.npz"}
+    assert rec["epochs"] == 3 and len(rec["log"]) == 3 and len(rec["per_class_acc"]) == 10
+    ds_rec = ws.get(rec["dataset_id"], "dataset")
+    assert len(ds_rec["flipped"]) == round(0.05 * ds_rec["n_train"])
+    loaded = checkpoints.load_model(ws, rec)
+    ds = checkpoints.dataset_of(ws, rec)
+    assert training.accuracy(loaded, ds.x_test, ds.y_test) == pytest.approx(rec["test_acc"])
+    init = checkpoints.load_model(ws, rec, which="init")
+    assert training.state_bytes(init) == training.state_bytes(training.init_model("mlp", ds, 0))
+    # A second model on the same data reuses the dataset record.
+    again = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", Recipe(epochs=1), CPU)
+    assert again["dataset_id"] == rec["dataset_id"]

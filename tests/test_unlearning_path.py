@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import torch
+
+from explorer import forget_sets, metrics, plots, runs, unlearning
+from explorer.forget_sets import ForgetSetError
+
+CPU = torch.device("cpu")
+LABELS = np.repeat(np.arange(10), 30)
+
+
+def test_random_forget_set_is_seeded_and_sized():
+    a = forget_sets.choose("random", LABELS, size=25, seed=1)
+    assert len(a) == 25 and len(np.unique(a)) == 25
+    assert np.array_equal(a, forget_sets.choose("random", LABELS, size=25, seed=1))
+    assert not np.array_equal(a, forget_sets.choose("random", LABELS, size=25, seed=2))
+
+
+def test_class_forget_set_takes_only_those_classes():
+    ids = forget_sets.choose("class", LABELS, classes=[2, 7])
+    assert set(LABELS[ids]) == {2, 7} and len(ids) == 60
+    assert len(forget_sets.choose("class", LABELS, classes=[2], size=10)) == 10
+
+
+@pytest.mark.parametrize("strategy, how, message", [
+    ("random", {"size": 0}, "--size"),
+    ("class", {"classes": [12]}, "no class 12"),
+    ("ids", {"ids": []}, "empty"),
+    ("ids", {"ids": [5, 300]}, "0–299"),
+    ("ids", {"ids": list(range(300))}, "whole training set"),
+    ("bucket", {}, "unknown strategy"),
+])
+def test_impossible_forget_sets_are_refused(strategy, how, message):
+    with pytest.raises(ForgetSetError, match=message):
+        forget_sets.choose(strategy, LABELS, **how)
+
+
+def test_selected_ids_reads_browser_and_apptest_formats():
+    selection = {"points": [
+        {"curve_number": 0, "point_index": 4, "customdata": {"0": 17, "1": 3}},  # real browser
+        {"curve_number": 0, "point_index": 5, "custom_data": [9.0, 1, 0.5]},  # list form
+        {"curve_number": 1, "point_index": 0},  # a highlight trace point: no id
+        {"customdata": {"0": 17}},  # duplicate
+    ]}
+    assert plots.selected_ids(selection) == [9, 17]
+    assert plots.selected_ids(None) == [] and plots.selected_ids({"points": []}) == []
+
+
+def test_sample_map_carries_ids_for_selection():
+    xy = np.random.default_rng(0).normal(size=(5, 2))
+    fig = plots.sample_map(xy, np.arange(5.0), np.arange(100, 105), np.zeros(5, int), "score", highlight=np.array([1]))
+    assert [row[0] for row in fig.data[0].customdata] == [100, 101, 102, 103, 104]
+    assert fig.layout.dragmode == "lasso" and len(fig.data) == 2
+
+
+def test_tow_is_one_only_when_matching_the_oracle():
+    oracle = {"acc_forget": 0.5, "acc_retain": 1.0, "acc_test": 0.9, "mia_efficacy": 0.4}
+    assert metrics.tow(oracle, oracle) == 1.0
+    worse = {**oracle, "acc_forget": 1.0}
+    assert metrics.tow(worse, oracle) == pytest.approx(0.5)
+    assert metrics.tow(worse, oracle, first="mia_efficacy") == 1.0
+
+
+def test_entanglement_grows_when_the_forget_set_blends_in():
+    rng = np.random.default_rng(0)
+    retain = rng.normal(0, 1, size=(200, 4))
+    far = rng.normal(10, 1, size=(20, 4))
+    near = rng.normal(0.5, 1, size=(20, 4))
+    forget = np.arange(200, 220)
+    separated = metrics.entanglement(np.r_[retain, far], forget)
+    entangled = metrics.entanglement(np.r_[retain, near], forget)
+    assert entangled > 10 * separated
+
+
+def test_run_measures_against_a_cached_oracle(populated):
+    ws, model, fs, run = populated["ws"], populated["model"], populated["forget_set"], populated["run"]
+    m = run["metrics"]
+    for key in ("acc_retain", "acc_forget", "acc_test", "mia_efficacy", "tow", "tow_mia"):
+        assert 0 <= m[key] <= 1
+    assert m["speedup"] == pytest.approx(m["retrain_seconds"] / m["seconds"])
+    oracle = ws.get(run["oracle_id"], "model")
+    assert oracle["source"] == "oracle" and oracle["recipe"] == model["recipe"]
+    again = runs.unlearn(ws, model, fs, "finetune", {"epochs": 1}, CPU)
+    assert again["oracle_id"] == run["oracle_id"]  # retrained once per (model, forget set)
+    assert again["original"] == run["original"]
+
+
+def test_finetune_moves_forget_accuracy_toward_the_oracle(populated):
+    run = populated["run"]
+    # The original memorized the flipped labels; the oracle never saw them and cannot fit them.
+    assert run["original"]["acc_forget"] > 0.6 and run["oracle"]["acc_forget"] < 0.2
+    assert run["metrics"]["acc_forget"] < run["original"]["acc_forget"]
+    assert run["metrics"]["acc_retain"] > 0.9
+
+
+def test_methods_reject_unknown_parameters():
+    with pytest.raises(unlearning.ParamError, match="no parameter"):
+        unlearning.make("finetune", {"learning_rate": 0.1})
+    with pytest.raises(unlearning.ParamError, match="unknown method"):
+        unlearning.make("amnesia")

@@ -1,0 +1,86 @@
+import multiprocessing as mp
+
+import pytest
+
+from explorer import jobs, workspace
+from explorer.workspace import Workspace, WorkspaceError
+
+
+def test_put_get_find_round_trip(ws):
+    rec = ws.put("model", {"arch": "cnn", "dataset": "digits"}, files={"weights.safetensors": b"abc"})
+    assert rec["id"].startswith("m-") and rec["kind"] == "model"
+    assert ws.get(rec["id"])["arch"] == "cnn"
+    assert ws.read(rec, "weights.safetensors").read_bytes() == b"abc"
+    assert [r["id"] for r in ws.find("model", arch="cnn")] == [rec["id"]]
+    assert ws.find("model", arch="mlp") == []
+    with pytest.raises(WorkspaceError, match="no forget set"):
+        ws.get(rec["id"], "forget_set")
+
+
+def test_failed_publish_leaves_no_record(ws, monkeypatch):
+    real = workspace.write_atomic
+    calls = []
+
+    def flaky(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(path, data)
+
+    monkeypatch.setattr(workspace, "write_atomic", flaky)
+    with pytest.raises(OSError):
+        ws.put("model", {"arch": "cnn"}, files={"a.bin": b"1", "b.bin": b"2"})
+    assert ws.find("model") == []
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "f.bin"
+    workspace.write_atomic(target, b"one")
+    workspace.write_atomic(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_schema_version_and_migration_keeps_records(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path)
+    assert ws.schema_version() == len(workspace.MIGRATIONS)
+    rec = ws.put("dataset", {"name": "digits"})
+    monkeypatch.setattr(workspace, "MIGRATIONS", [*workspace.MIGRATIONS, "ALTER TABLE records ADD COLUMN note TEXT"])
+    upgraded = Workspace(tmp_path)
+    assert upgraded.schema_version() == len(workspace.MIGRATIONS)
+    assert upgraded.get(rec["id"])["name"] == "digits"
+
+
+def test_newer_workspace_is_refused(tmp_path, monkeypatch):
+    Workspace(tmp_path)
+    with Workspace(tmp_path).connect(write=True) as con:
+        con.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(WorkspaceError, match="newer"):
+        Workspace(tmp_path)
+
+
+def _writer(path, barrier, tag, count):
+    ws = Workspace(path)
+    barrier.wait()
+    for i in range(count):
+        ws.put("scores", {"writer": tag, "i": i}, files={"values.bin": bytes([i % 256])})
+        with ws.connect(write=True) as con:
+            con.execute(
+                "INSERT INTO jobs (id, argv, title, state, created) VALUES (?, '[]', 't', 'running', 0)",
+                (f"j-{tag}-{i}",),
+            )
+
+
+def test_two_processes_writing_at_once_both_land(tmp_path):
+    Workspace(tmp_path)
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_writer, args=(tmp_path, barrier, tag, 40)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    ws = Workspace(tmp_path)
+    assert len(ws.find("scores", writer="a")) == 40 and len(ws.find("scores", writer="b")) == 40
+    assert len(jobs.list_jobs(ws)) == 80
