@@ -16,7 +16,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from . import checkpoints, devices, forget_sets, jobs, runs, training, unlearning
+from . import checkpoints, devices, forget_sets, jobs, memorization, proxies, runs, scores, training, unlearning
 from .data import DatasetSpec
 from .errors import UserError
 from .workspace import Workspace, WorkspaceError
@@ -208,6 +208,102 @@ def unlearn(
                 f"(oracle {r['oracle']['acc_forget']:.3f}) · ToW {m['tow']:.3f} · {m['speedup']:.1f}× faster than retraining")
 
     execute(workspace, job, as_json, work, summary)
+
+
+@app.command()
+def memorize(
+    model: Annotated[str, typer.Argument(help="Model id.")],
+    exact: Annotated[bool, typer.Option("--exact", help="Run the exact Feldman–Zhang estimator.")] = False,
+    models_: Annotated[int, typer.Option("--models", help="How many models K to train on random subsets.")] = memorization.ExactConfig.models,
+    ratio: Annotated[float, typer.Option(help="Fraction r of the training set in each subset.")] = memorization.ExactConfig.ratio,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per model [default: the model's own recipe].")] = None,
+    seed: int = 0,
+    engine: Annotated[str, typer.Option(help="auto, batched (K models at once) or sequential.")] = "auto",
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+):
+    """Exact memorization of every training sample; resumes where an interrupted run stopped."""
+    if not exact:
+        fail("say --exact to run the exact estimator (for the cheap proxies use `proxies MODEL`)")
+
+    def work(ws, progress):
+        cfg = memorization.ExactConfig(models=models_, ratio=ratio, epochs=epochs, seed=seed, engine=engine)
+        cfg.check()
+        return memorization.exact(ws, ws.get(model, "model"), cfg, devices.resolve(device), progress)
+
+    execute(workspace, job, as_json, work,
+            lambda r: f"exact memorization {r['id']}: {r['models']} models, {r['seconds']:.1f} s on {r['device']} "
+                      f"({r['params']['engine']}); {r['never_held_out']} samples never held out")
+
+
+@app.command("proxies")
+def proxies_(
+    model: Annotated[str, typer.Argument(help="Model id.")],
+    only: Annotated[Optional[str], typer.Option(help=f"Comma-separated subset of: {', '.join(proxies.ALL)}.")] = None,
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+):
+    """Compute memorization proxies, one score set each (all that the model allows by default)."""
+
+    def work(ws, progress):
+        names = [t.strip() for t in only.split(",") if t.strip()] if only else None
+        records, skipped = proxies.compute(ws, ws.get(model, "model"), names, devices.resolve(device), progress)
+        for name, why in skipped.items():
+            typer.echo(f"skipped {name}: {why}", err=True)
+        return {"id": records[0]["id"], "kind": "scores", "ids": [r["id"] for r in records], "scores": records,
+                "skipped": skipped}
+
+    execute(workspace, job, as_json, work,
+            lambda r: "\n".join(f"{s['id']}  {s['name']:<18} {s['seconds'] * 1000:9.1f} ms on {s['device']}"
+                                for s in r["scores"]))
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def export(
+    record_id: Annotated[str, typer.Argument(help="A score set (per-sample values) or a run (metrics).")],
+    format_: Annotated[ExportFormat, typer.Option("--format", help="csv or json.")] = ExportFormat.csv,
+    out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
+    workspace: WorkspaceOpt = None,
+):
+    """Export a score set's per-sample values, or a run's metrics."""
+    import csv
+    import io
+
+    try:
+        ws = Workspace(workspace)
+        rec = ws.get(record_id)
+        if rec["kind"] == "scores":
+            rows = scores.export_rows(ws, rec)
+        elif rec["kind"] == "run":
+            rows = [{"id": rec["id"], "method": rec["method"], **rec["metrics"]}]
+        else:
+            raise UserError(f"{record_id} is a {rec['kind']}; export takes a score set or a run")
+    except UserError as err:
+        fail(str(err))
+    if format_ is ExportFormat.json:
+        text = json.dumps(rows)
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buf.getvalue().rstrip("\n")
+    if out is None:
+        typer.echo(text)
+    else:
+        from .workspace import write_atomic
+
+        write_atomic(out, (text + "\n").encode())
+        typer.echo(f"wrote {len(rows)} rows to {out}", err=True)
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:

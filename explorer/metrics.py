@@ -72,3 +72,35 @@ def entanglement(features: torch.Tensor, forget_ids) -> float:
     within = ((g_r - mu_r) ** 2).sum(1).mean() + ((g_s - mu_s) ** 2).sum(1).mean()
     between = 0.5 * (((mu_r - mu) ** 2).sum() + ((mu_s - mu) ** 2).sum())
     return float(within / between)
+
+
+def rank_agreement(reference: np.ndarray, other: np.ndarray, k: int) -> dict[str, float]:
+    """How well `other` (oriented: higher = more memorized) tracks `reference` (e.g. exact
+    memorization): Spearman, Pearson and Kendall correlations, and precision@k — the fraction
+    of `other`'s top k that are among the reference's top k. Pairs with a NaN are left out."""
+    from scipy import stats
+
+    keep = np.isfinite(reference) & np.isfinite(other)
+    a, b = np.asarray(reference, float)[keep], np.asarray(other, float)[keep]
+    k = max(1, min(k, len(a)))
+    top_a = set(np.argsort(-a, kind="stable")[:k])
+    top_b = np.argsort(-b, kind="stable")[:k]
+    return {
+        "spearman": float(stats.spearmanr(a, b).statistic),
+        "pearson": float(stats.pearsonr(a, b).statistic),
+        "kendall": float(stats.kendalltau(a, b).statistic),
+        "precision_at_k": len(top_a.intersection(top_b)) / k,
+        "k": k,
+        "n": int(keep.sum()),
+    }
+
+
+def auroc(positives: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of `score` (higher = positive) for a boolean label; NaNs dropped."""
+    from sklearn.metrics import roc_auc_score
+
+    keep = np.isfinite(score)
+    positives = np.asarray(positives, bool)[keep]
+    if positives.all() or not positives.any():
+        return float("nan")
+    return float(roc_auc_score(positives, np.asarray(score)[keep]))

@@ -101,3 +101,77 @@ def before_after(original: Mapping, unlearned: Mapping, oracle: Mapping | None =
                              text=[f"{y:.3f}" if y is not None else "" for y in ys], textposition="outside"))
     fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.12]), height=380, margin=dict(t=30, b=40, l=40, r=10))
     return fig
+
+
+def convergence(rows: Sequence[Mapping]) -> go.Figure:
+    """The exact estimate settling as models are added."""
+    x = [r["models"] for r in rows]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=x, y=[r["mean_stderr"] for r in rows], name="mean std. error", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=x, y=[r["mean_abs_change"] for r in rows], name="mean |change| since last point",
+                             mode="lines+markers"), secondary_y=True)
+    fig.update_xaxes(title_text="models trained")
+    fig.update_yaxes(title_text="std. error", secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title_text="|change|", secondary_y=True, rangemode="tozero")
+    fig.update_layout(height=320, margin=dict(t=30, b=40, l=50, r=50), legend=dict(orientation="h", y=1.15))
+    return fig
+
+
+def score_vs_score(x: np.ndarray, y: np.ndarray, ids: np.ndarray, labels: np.ndarray, x_name: str, y_name: str,
+                   flipped: np.ndarray | None = None) -> go.Figure:
+    """One point per sample, WebGL; hover shows id, label and both values."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    groups = [("samples", keep)] if flipped is None or not flipped.any() else [
+        ("clean label", keep & ~flipped), ("flipped label", keep & flipped)]
+    fig = go.Figure()
+    for name, mask in groups:
+        fig.add_trace(go.Scattergl(
+            x=x[mask], y=y[mask], mode="markers", name=name, marker=dict(size=5, opacity=0.6),
+            customdata=np.c_[ids[mask], labels[mask]],
+            hovertemplate=f"id %{{customdata[0]}}<br>label %{{customdata[1]}}<br>{x_name} %{{x:.3f}}<br>"
+                          f"{y_name} %{{y:.3f}}<extra></extra>",
+        ))
+    fig.update_layout(xaxis_title=x_name, yaxis_title=y_name, height=420, margin=dict(t=20, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=1.08))
+    return fig
+
+
+def correlation_heatmap(names: Sequence[str], matrix: np.ndarray) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=matrix, x=list(names), y=list(names), zmin=-1, zmax=1, colorscale="RdBu",
+                               text=[[f"{v:.2f}" for v in row] for row in matrix], texttemplate="%{text}"))
+    fig.update_layout(height=120 + 40 * len(names), margin=dict(t=20, b=40, l=40, r=10), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def cost_chart(seconds: Mapping[str, float], reference: str = "exact") -> go.Figure:
+    """Compute seconds per score set on a log axis, each bar labelled with how many times
+    cheaper than the reference it is."""
+    names = list(seconds)
+    values = [max(seconds[n], 1e-6) for n in names]
+    ref = seconds.get(reference)
+    text = [f"{v:.3g} s" + (f" · {ref / v:,.0f}× cheaper" if ref and n != reference and v > 0 else "")
+            for n, v in zip(names, values)]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", text=text, textposition="auto",
+                           marker_color=["#ef553b" if n == reference else "#636efa" for n in names]))
+    fig.update_layout(xaxis=dict(type="log", title="seconds (log scale)"), height=80 + 32 * len(names),
+                      margin=dict(t=20, b=40, l=10, r=10), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def per_class_box(values: np.ndarray, labels: np.ndarray, class_names: Sequence[str], name: str) -> go.Figure:
+    fig = go.Figure()
+    for c in np.unique(labels):
+        fig.add_trace(go.Box(y=values[labels == c], name=str(class_names[c]), boxpoints="outliers"))
+    fig.update_layout(yaxis_title=name, xaxis_title="class", showlegend=False, height=340,
+                      margin=dict(t=20, b=40, l=50, r=10))
+    return fig
+
+
+def auroc_bars(aurocs: Mapping[str, float]) -> go.Figure:
+    names = list(aurocs)
+    fig = go.Figure(go.Bar(x=names, y=[aurocs[n] for n in names], text=[f"{aurocs[n]:.3f}" for n in names],
+                           textposition="outside"))
+    fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
+    fig.update_layout(yaxis=dict(range=[0, 1.08], title="AUROC for finding flipped labels"), height=340,
+                      margin=dict(t=20, b=40, l=50, r=10))
+    return fig

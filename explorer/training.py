@@ -25,7 +25,7 @@ from .errors import UserError
 
 Progress = Callable[[float, str], None]
 
-DYNAMICS = ("confidence", "max_conf", "neg_entropy", "correct", "loss")
+DYNAMICS = ("confidence", "max_conf", "neg_entropy", "correct", "loss", "sq_norm")
 
 
 class RecipeError(UserError):
@@ -80,6 +80,7 @@ class DynamicsRecorder:
                 (p * logp).sum(1),  # log-softmax is finite, so 0·log 0 cannot produce NaN
                 (logits.argmax(1) == y).float(),
                 loss.float(),
+                (p * p).sum(1),  # with confidence this gives EL2N: ‖p − e_y‖² = Σp² − 2p_y + 1
             ]
         )
         self.values[:, ids, epoch] = stats

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from . import checkpoints, devices, embeddings, jobs, memorization
+from . import checkpoints, devices, embeddings, jobs, proxies, scores
 from .workspace import Workspace, default_path
 
 
@@ -29,9 +29,27 @@ def dataset(ws: Workspace, model_rec: dict):
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def proxies(ws_path: str, model_id: str) -> dict[str, np.ndarray]:
+def dynamics_proxies(ws_path: str, model_id: str) -> dict[str, np.ndarray]:
     ws = _workspace(ws_path)
-    return memorization.learning_event_proxies(memorization.load_dynamics(ws, ws.get(model_id, "model")))
+    return proxies.from_dynamics(proxies.load_dynamics(ws, ws.get(model_id, "model")))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def score_set(ws_path: str, score_id: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A stored score set's values and extra arrays (records never change, so cache by id)."""
+    loaded = scores.load(_workspace(ws_path), score_id)
+    return loaded.values, loaded.arrays
+
+
+def available_scores(ws: Workspace, rec: dict) -> dict[str, np.ndarray]:
+    """Raw values of every score this model has: the newest stored score set of each name,
+    and, for a model trained here, the learning-event proxies straight from its dynamics."""
+    ws_path = str(ws.path.resolve())
+    found = {name: score_set(ws_path, srec["id"])[0] for name, srec in scores.latest(ws, rec["id"]).items()}
+    if rec.get("has_dynamics"):
+        for name, values in dynamics_proxies(ws_path, rec["id"]).items():
+            found.setdefault(name, values)
+    return {name: found[name] for name in scores.SCORES if name in found}
 
 
 @st.cache_data(show_spinner="Computing features…", max_entries=16)

@@ -1,36 +1,139 @@
 import numpy as np
+import pandas as pd
 import streamlit as st
 
-from explorer import plots, ui
+from explorer import memorization, metrics, plots, proxies, scores, ui
 
 ws = ui.workspace()
+ws_path = str(ws.path.resolve())
 st.title("Memorization")
 st.caption(
-    "How strongly did the model memorize each training sample? Cheap proxies come from the "
-    "model's own training dynamics; the exact Feldman–Zhang estimate (many models on random "
-    "70% subsets) and the other proxies are coming to this page next."
+    "How strongly did the model memorize each training sample? **Exact** memorization (Feldman & Zhang) "
+    "trains many models on random 70% subsets and compares accuracy on a sample when it was in the subset "
+    "against when it was not. **Proxies** estimate the same thing far more cheaply."
 )
+ui.last_job_message()
 
-rec = ui.pick_model(ws, "mem_pick", dynamics_only=True)
+rec = ui.pick_model(ws, "mem_pick")
 if rec is None:
     st.stop()
-
 ds = ui.dataset(ws, rec)
-conf = ui.proxies(str(ws.path.resolve()), rec["id"])["confidence"]
-labels = ds.y_train.numpy()
-flipped = set(ds.flipped.tolist())
+labels, ids = ds.y_train.numpy(), np.arange(ds.n_train)
+flipped = np.zeros(ds.n_train, bool)
+flipped[ds.flipped] = True
 
-st.subheader("Mean true-label confidence during training")
-st.caption("Averaged over epochs. Low confidence = learned late or never = likely memorized.")
-st.plotly_chart(plots.histogram(conf, labels, xlabel="mean confidence", class_names=ds.classes), key="conf_hist")
+# -- compute ------------------------------------------------------------------------------------
+exact_col, proxy_col = st.columns(2)
+with exact_col.form("exact"):
+    st.markdown("**Exact memorization**")
+    c1, c2, c3 = st.columns(3)
+    k = c1.number_input("Models K", 2, 10_000, 128, help="256–512 is plenty for digits.")
+    ratio = c2.number_input("Subset ratio", 0.05, 0.95, 0.7, 0.05)
+    epochs = c3.number_input("Epochs", 1, 500, int(rec.get("epochs") or 30))
+    if rec.get("seconds"):
+        guess = rec["seconds"] * ratio * epochs / (rec.get("epochs") or epochs) * k
+        st.caption(f"One model at a time this would take about {guess / 60:.1f} min here; "
+                   "batched engines (MLP, or any small net on a GPU) are several times faster.")
+    if st.form_submit_button("Compute exact", type="primary"):
+        ui.launch(ws, ["memorize", rec["id"], "--exact", "--models", str(k), "--ratio", str(ratio),
+                       "--epochs", str(epochs)], f"exact memorization of {rec['id']}", "exact_job")
+with proxy_col.form("proxies"):
+    st.markdown("**Proxies**")
+    possible = list(proxies.ALL if rec.get("has_dynamics") else proxies.FROM_MODEL)
+    chosen = st.multiselect("Proxies", possible, default=possible, format_func=lambda n: f"{n} · {scores.label(n)}")
+    if not rec.get("has_dynamics"):
+        st.caption("This model was not trained here, so the learning-event proxies (confidence, bi_acc, …) "
+                   "are unavailable: they need its training dynamics.")
+    if st.form_submit_button("Compute proxies") and chosen:
+        ui.launch(ws, ["proxies", rec["id"], "--only", ",".join(chosen)], f"proxies of {rec['id']}", "proxy_job")
+with exact_col:
+    ui.job_status(ws, "exact_job")
+with proxy_col:
+    ui.job_status(ws, "proxy_job")
 
+
+@st.fragment(run_every=2.0)
+def live_convergence():
+    running = memorization.in_progress(ws, rec["id"])
+    if running:
+        run = running[-1]
+        st.markdown(f"**Exact estimate converging** — {run['done']} of {run['models']} models so far")
+        step = max(1, run["done"] // 12)
+        st.plotly_chart(plots.convergence(memorization.convergence(run["masks"], run["correct"], step)),
+                        key="live_conv")
+
+
+live_convergence()
+
+available = ui.available_scores(ws, rec)
+stored = scores.latest(ws, rec["id"])
+if not available:
+    st.info("No scores yet for this model: compute exact memorization or the proxies above.")
+    st.stop()
+
+# -- exact vs proxies ---------------------------------------------------------------------------
+if "exact" in stored:
+    exact = available["exact"]
+    _, arrays = ui.score_set(ws_path, stored["exact"]["id"])
+    with st.expander(f"How the exact estimate converged ({stored['exact']['models']} models, "
+                     f"{stored['exact']['never_held_out']} samples never held out)"):
+        step = max(1, stored["exact"]["models"] // 16)
+        st.plotly_chart(plots.convergence(memorization.convergence(arrays["masks"], arrays["correct"], step)),
+                        key="final_conv")
+    others = [n for n in available if n != "exact"]
+    if others:
+        st.subheader("Proxies against exact memorization")
+        c1, c2 = st.columns([2, 1])
+        name = c1.selectbox("Proxy", others, format_func=lambda n: f"{n} · {scores.label(n)}")
+        top_k = c2.number_input("k for precision@k", 1, ds.n_train, max(10, ds.n_train // 20))
+        proxy = scores.oriented(name, available[name])
+        agree = metrics.rank_agreement(exact, proxy, int(top_k))
+        cols = st.columns(4)
+        for col, key in zip(cols, ("spearman", "pearson", "kendall", "precision_at_k")):
+            col.metric(key.replace("_", " "), f"{agree[key]:.3f}")
+        st.caption(f"Proxy oriented so that higher = more memorized ({'as is' if scores.orientation(name) > 0 else 'negated'}); "
+                   f"{agree['n']} samples with a defined exact score.")
+        st.plotly_chart(plots.score_vs_score(exact, proxy, ids, labels, "exact memorization", f"{name} (oriented)",
+                                             flipped if flipped.any() else None), key="scatter")
+else:
+    st.info("Compute exact memorization to compare each proxy against it.")
+
+if len(available) > 1:
+    st.subheader("Rank correlations between all scores")
+    names = list(available)
+    oriented = np.array([scores.oriented(n, available[n]) for n in names])
+    matrix = pd.DataFrame(oriented.T, columns=names).corr(method="spearman").to_numpy()
+    st.plotly_chart(plots.correlation_heatmap(names, matrix), key="corr")
+
+costs = {n: r["seconds"] for n, r in stored.items()}
+if costs:
+    st.subheader("Cost")
+    st.caption("Compute seconds of each stored score set. Learning-event proxies reuse what training recorded.")
+    st.plotly_chart(plots.cost_chart(costs), key="cost")
+
+if flipped.any():
+    st.subheader("Finding the mislabeled samples")
+    st.caption(f"{flipped.sum()} training labels were flipped. AUROC of each score for telling them apart.")
+    st.plotly_chart(plots.auroc_bars({n: metrics.auroc(flipped, scores.oriented(n, v)) for n, v in available.items()}),
+                    key="auroc")
+
+# -- one score in detail ------------------------------------------------------------------------
+st.subheader("Per class and per sample")
+shown = st.selectbox("Score", list(available), format_func=lambda n: f"{n} · {scores.label(n)}", key="detail")
+values = available[shown]
+st.plotly_chart(plots.per_class_box(values, labels, ds.classes, shown), key="per_class")
 count = st.slider("Images", 10, 60, 20, 10)
-order = np.argsort(conf)
-st.subheader("Least confident training samples")
-ui.gallery(ds.thumbs_train[order[:count]],
-           [f"#{i} y={ds.classes[labels[i]]} {conf[i]:.2f}" + (" ⚑" if i in flipped else "") for i in order[:count]])
-if flipped:
+order = np.argsort(-scores.oriented(shown, values), kind="stable")
+order = order[np.isfinite(values[order])]
+
+
+def captions(idx):
+    return [f"#{i} y={ds.classes[labels[i]]} {values[i]:.2f}" + (" ⚑" if flipped[i] else "") for i in idx]
+
+
+st.markdown("**Most memorized**")
+ui.gallery(ds.thumbs_train[order[:count]], captions(order[:count]))
+st.markdown("**Least memorized**")
+ui.gallery(ds.thumbs_train[order[::-1][:count]], captions(order[::-1][:count]))
+if flipped.any():
     st.caption("⚑ = label flipped by label noise.")
-st.subheader("Most confident training samples")
-ui.gallery(ds.thumbs_train[order[::-1][:count]],
-           [f"#{i} y={ds.classes[labels[i]]} {conf[i]:.2f}" for i in order[::-1][:count]])

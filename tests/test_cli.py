@@ -133,3 +133,47 @@ def test_real_process_entry_point(tmp_path):
     assert last_json(res.stdout)["kind"] == "model"
     bad = run_cli("train", "--arch", "nope", workspace=tmp_path / "ws")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown architecture 'nope'; choose one of mlp, cnn, resnet18, resnet50, vgg16_bn"
+
+
+def test_memorize_proxies_and_export_contract(populated, tmp_path):
+    ws, model = populated["ws"], populated["model"]
+    res = cli(ws, "memorize", model["id"], "--exact", "--models", "4", "--epochs", "2", "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.output
+    exact = last_json(res.stdout)
+    assert exact["kind"] == "scores" and exact["name"] == "exact" and exact["model_id"] == model["id"]
+    assert {"seconds", "device", "never_held_out"} <= set(exact)
+
+    res = cli(ws, "proxies", model["id"], "--only", "confidence,bi_acc", "--json")
+    assert res.exit_code == 0, res.output
+    out = last_json(res.stdout)
+    assert [s["name"] for s in out["scores"]] == ["confidence", "bi_acc"] and out["id"] == out["ids"][0]
+
+    res = cli(ws, "export", exact["id"], "--format", "csv")
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == "sample_id,label,value,stderr,flipped"  # the populated model has label noise
+    assert len(lines) == 1 + checkpoints.dataset_of(ws, model).n_train
+    res = cli(ws, "export", out["ids"][0], "--format", "json", "--out", str(tmp_path / "conf.json"))
+    rows = json.loads((tmp_path / "conf.json").read_text())
+    assert set(rows[0]) == {"sample_id", "label", "value", "flipped"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--exact", "--ratio", "1.5"), "ratio"),
+    (("--exact", "--models", "1"), "at least 2"),
+    ((), "--exact"),
+])
+def test_memorize_bad_input_exits_2(populated, args, message):
+    ws = populated["ws"]
+    before = snapshot(ws)
+    res = cli(ws, "memorize", populated["model"]["id"], *args)
+    assert res.exit_code == 2 and message in res.stderr, res.output
+    assert snapshot(ws) == before
+
+
+def test_proxies_and_export_bad_input_exit_2(populated):
+    ws = populated["ws"]
+    before = snapshot(ws)
+    assert cli(ws, "proxies", populated["model"]["id"], "--only", "vibes").exit_code == 2
+    res = cli(ws, "export", populated["model"]["id"])
+    assert res.exit_code == 2 and "export takes a score set or a run" in res.stderr
+    assert snapshot(ws) == before

@@ -4,8 +4,9 @@ forms launch the jobs they promise."""
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
-from explorer import jobs
+from conftest import CPU, ROOT
+from explorer import checkpoints, jobs, memorization, proxies, scores, training
+from explorer.data import DatasetSpec
 from explorer.workspace import Workspace
 
 PAGES = ["home", "models", "memorization", "explore", "unlearn", "compare", "jobs"]
@@ -39,10 +40,42 @@ def test_models_page_shows_curves_and_per_class_accuracy(monkeypatch, populated)
     assert populated["model"]["id"] in at.dataframe[0].value["id"].tolist()
 
 
-def test_memorization_page_shows_histogram_and_galleries(monkeypatch, populated):
-    at = open_page(monkeypatch, populated["ws"], "memorization")
-    assert len(at.get("plotly_chart")) == 1
-    assert len(at.get("image")) == 2 * 20  # least and most confident, 20 each by default
+@pytest.fixture(scope="module")
+def scored(populated):
+    """The populated workspace with exact memorization and every proxy computed."""
+    ws, model = populated["ws"], populated["model"]
+    if "exact" not in scores.latest(ws, model["id"]):
+        memorization.exact(ws, model, memorization.ExactConfig(models=8, epochs=10), CPU)
+        proxies.compute(ws, model, None, CPU)
+    return populated
+
+
+def test_memorization_page_before_any_score_set_uses_the_dynamics(monkeypatch, ws):
+    checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=2), CPU)
+    at = open_page(monkeypatch, ws, "memorization")
+    assert not at.exception
+    assert {el.key for el in at.get("plotly_chart")} == {"corr", "per_class"}  # no exact, nothing stored
+    assert len(at.get("image")) == 2 * 20  # most and least memorized, 20 each by default
+
+
+def test_memorization_page_compares_proxies_with_exact(monkeypatch, scored):
+    at = open_page(monkeypatch, scored["ws"], "memorization")
+    assert not at.exception
+    keys = {el.key for el in at.get("plotly_chart")}
+    assert {"final_conv", "scatter", "corr", "cost", "auroc", "per_class"} <= keys
+    assert {m.label for m in at.metric} >= {"spearman", "pearson", "kendall", "precision at k"}
+
+
+def test_memorization_form_launches_exact_job(monkeypatch, populated):
+    ws = populated["ws"]
+    at = open_page(monkeypatch, ws, "memorization")
+    at.number_input[0].set_value(4)  # K
+    at.number_input[2].set_value(2)  # epochs
+    at.button[0].click().run()
+    assert not at.exception
+    job = next(j for j in jobs.list_jobs(ws) if j["argv"][0] == "memorize")
+    assert job["argv"][:6] == ["memorize", populated["model"]["id"], "--exact", "--models", "4", "--ratio"]
+    assert jobs.wait(ws, job["id"], timeout=180)["state"] == "succeeded"
 
 
 def test_compare_page_lists_runs(monkeypatch, populated):

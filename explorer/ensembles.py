@@ -1,0 +1,108 @@
+"""Training many small models on different subsets, as one batched computation where it pays.
+
+The batched engine stacks the K models' parameters and runs them through `torch.func.vmap`:
+each model draws its own mini-batches from its own subset, with the same initial weights, batch
+order and update as `training.fit` would give it alone, so the engine is a speed choice, not a
+different estimator. Models with batch-norm (running statistics updated in place) train one at
+a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from . import models, optim, training
+from .training import Progress, Recipe, _no_progress
+
+BATCHABLE = {"mlp", "cnn"}
+
+
+def engine_for(arch: str, device: torch.device) -> str:
+    """Measured on a 2-core CPU (bench/memorization.py): batching a 64-128-10 MLP is several
+    times faster than one model at a time, while vmapped (grouped) convolutions are slower than
+    plain ones on CPU; on a GPU batching pays for both."""
+    if arch not in BATCHABLE:
+        return "sequential"
+    if device.type == "cpu" and arch != "mlp":
+        return "sequential"
+    return "batched"
+
+
+def _predict_correct(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                     device: torch.device, batch: int = 512) -> torch.Tensor:
+    """Correctness (…, n) of predictions `predict(x_batch) -> (…, b, classes)`."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            logits = predict(x[i : i + batch].to(device))
+            out.append((logits.argmax(-1) == y[i : i + batch].to(device)).cpu())
+    return torch.cat(out, -1)
+
+
+def _sequential(arch, ds, subsets, seeds, recipe, device, progress):
+    train_c, test_c = [], []
+    for k, (subset, seed) in enumerate(zip(subsets, seeds)):
+        model = training.init_model(arch, ds, seed)
+        sub = torch.as_tensor(subset)
+        step = lambda f, m, k=k: progress((k + f) / len(seeds), m)  # noqa: E731
+        training.fit(model, ds.x_train[sub], ds.y_train[sub], Recipe(**{**recipe.as_meta(), "seed": seed}), device,
+                     record_dynamics=False, progress=step)
+        model.eval()
+        train_c.append(_predict_correct(model, ds.x_train, ds.y_train, device))
+        test_c.append(_predict_correct(model, ds.x_test, ds.y_test, device))
+    return torch.stack(train_c), torch.stack(test_c)
+
+
+def _batched(arch, ds, subsets, seeds, recipe, device, progress):
+    nets = [training.init_model(arch, ds, seed).to(device) for seed in seeds]
+    params, buffers = stack_module_state(nets)
+    skeleton = copy.deepcopy(nets[0]).to("meta")
+
+    def forward(p, b, x):
+        return functional_call(skeleton, (p, b), (x,))
+
+    per_model = vmap(forward)  # each model its own inputs: (K, B, …)
+    shared = vmap(forward, in_dims=(0, 0, None))  # every model the same inputs: (B, …)
+
+    K, m = subsets.shape
+    subsets = torch.as_tensor(subsets).to(device)
+    x, y = ds.x_train.to(device), ds.y_train.to(device)
+    opt = optim.SGD(list(params.values()), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    orders = [torch.Generator().manual_seed(seed) for seed in seeds]  # as training.fit seeds its batch order
+    total_steps = recipe.epochs * math.ceil(m / recipe.batch_size)
+    step = 0
+    for epoch in range(recipe.epochs):
+        perms = torch.stack([torch.randperm(m, generator=g) for g in orders]).to(device)
+        order = subsets.gather(1, perms)
+        for i in range(0, m, recipe.batch_size):
+            ids = order[:, i : i + recipe.batch_size]
+            logits = per_model(params, buffers, x[ids])
+            losses = F.cross_entropy(logits.flatten(0, 1), y[ids].flatten(), reduction="none")
+            if recipe.cosine:
+                opt.lr = optim.cosine_lr(recipe.lr, step, total_steps)
+            opt.zero_grad()
+            losses.view(K, -1).mean(1).sum().backward()  # sum of per-model means: independent gradients
+            opt.step()
+            step += 1
+        progress((epoch + 1) / recipe.epochs, f"epoch {epoch + 1}/{recipe.epochs} of {K} models at once")
+    predict = lambda xb: shared(params, buffers, xb)  # noqa: E731
+    return _predict_correct(predict, ds.x_train, ds.y_train, device), _predict_correct(predict, ds.x_test, ds.y_test, device)
+
+
+def train_correctness(arch: str, ds, subsets: torch.Tensor, seeds: list[int], recipe: Recipe, device: torch.device,
+                      engine: str = "auto", progress: Progress = _no_progress) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train one model per row of `subsets` (sample ids, equal lengths), model k from seed
+    `seeds[k]`, and return whether each got each training and each test sample right:
+    bool tensors (K, n_train) and (K, n_test)."""
+    if engine == "auto":
+        engine = engine_for(arch, device)
+    if engine == "batched" and arch not in BATCHABLE:
+        raise models.ArchError(f"{arch} cannot be trained batched (it has batch-norm); use the sequential engine")
+    run = _batched if engine == "batched" else _sequential
+    return run(arch, ds, torch.as_tensor(subsets), list(seeds), recipe, device, progress)

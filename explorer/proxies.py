@@ -1,0 +1,174 @@
+"""Cheap memorization proxies (METHODS.md §2).
+
+Learning-event proxies come from the dynamics recorded while the model trained, so they cost
+next to nothing but need a model trained here. Holdout retraining and loss curvature need only
+the final model, so they also work for an imported one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoints, models, optim, scores
+from .errors import UserError
+from .training import Progress, _no_progress
+from .workspace import Workspace
+
+FROM_DYNAMICS = ("confidence", "max_conf", "entropy", "bi_acc", "loss", "el2n", "forgetting_events")
+FROM_MODEL = ("ho_ret", "curvature")
+ALL = FROM_DYNAMICS + FROM_MODEL
+
+
+def load_dynamics(ws: Workspace, model_rec: dict) -> dict[str, np.ndarray]:
+    """The samples × epochs arrays recorded while the model trained."""
+    if not model_rec.get("has_dynamics"):
+        raise UserError(f"model {model_rec['id']} has no training dynamics (it was {model_rec.get('source')})")
+    with np.load(ws.read(model_rec, "dynamics.npz")) as z:
+        return {k: z[k] for k in z.files}
+
+
+def forgetting_events(correct: np.ndarray) -> np.ndarray:
+    """Correct → incorrect transitions per sample (Toneva et al.); a sample never learned counts
+    as forgotten at every epoch, more than any learned sample can be."""
+    correct = correct.astype(bool)
+    events = (correct[:, :-1] & ~correct[:, 1:]).sum(1).astype(np.float64)
+    events[~correct.any(1)] = correct.shape[1]
+    return events
+
+
+def el2n(dynamics: dict[str, np.ndarray], early: int | None = None) -> np.ndarray:
+    """‖softmax − one-hot(y)‖₂ averaged over the first `early` epochs (default: the first tenth,
+    at least one), from Σp² and p_y recorded in training (Paul et al. 2021)."""
+    epochs = dynamics["confidence"].shape[1]
+    early = early or max(1, math.ceil(epochs / 10))
+    sq = dynamics["sq_norm"][:, :early] - 2 * dynamics["confidence"][:, :early] + 1
+    return np.sqrt(np.clip(sq, 0, None)).mean(1)
+
+
+def from_dynamics(dynamics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every learning-event proxy, raw orientation (see scores.SCORES)."""
+    values = {
+        "confidence": dynamics["confidence"].mean(1),
+        "max_conf": dynamics["max_conf"].mean(1),
+        "entropy": dynamics["neg_entropy"].mean(1),
+        "bi_acc": dynamics["correct"].mean(1),
+        "loss": dynamics["loss"][:, -1],
+        "forgetting_events": forgetting_events(dynamics["correct"]),
+    }
+    if "sq_norm" in dynamics:  # recorded since EL2N was added
+        values["el2n"] = el2n(dynamics)
+    return values
+
+
+def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    p, q = p.clamp_min(1e-10), q.clamp_min(1e-10)
+    return 0.5 * ((p * (p / q).log()).sum(1) + (q * (q / p).log()).sum(1))
+
+
+def holdout_retraining(model: nn.Module, ds, device: torch.device, lr: float = 0.1, max_epochs: int = 30,
+                       patience: int = 4, batch_size: int = 64, seed: int = 0,
+                       progress: Progress = _no_progress) -> np.ndarray:
+    """Fine-tune a copy on held-out data (the test split) until its summed training loss stops
+    falling for `patience` epochs; score each training sample by the symmetric KL between the
+    original's and the copy's softmax (Carlini et al. 2019, as used by RUM)."""
+    before = models.predict_proba(model, ds.x_train)
+    tuned = copy.deepcopy(model).to(device).train()
+    x, y = ds.x_test.to(device), ds.y_test.to(device)
+    opt = optim.SGD(tuned.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    order = torch.Generator().manual_seed(seed)
+    best, stale = math.inf, 0
+    for epoch in range(max_epochs):
+        total = 0.0
+        for ids in torch.randperm(len(y), generator=order).to(device).split(batch_size):
+            loss = F.cross_entropy(tuned(x[ids]), y[ids])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        progress((epoch + 1) / max_epochs, f"holdout retraining: epoch {epoch + 1}, loss {total:.2f}")
+        if total < best:
+            best, stale = total, 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    after = models.predict_proba(tuned, ds.x_train)
+    return symmetric_kl(before, after).double().numpy()
+
+
+def curvature(model: nn.Module, ds, device: torch.device, h: float = 0.01, batch_size: int = 256) -> np.ndarray:
+    """Loss curvature around each sample on the final model (Garg et al. 2023):
+    ‖∇ₓℓ(x + z) − ∇ₓℓ(x)‖₂ with z = h·sign(∇ₓℓ)/‖sign(∇ₓℓ)‖."""
+    model = model.to(device).eval()
+
+    def input_grad(x, y):
+        x = x.detach().requires_grad_(True)
+        # Summed loss: each sample's input gradient is its own (eval mode, no cross-sample terms).
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
+        return grad
+
+    out = []
+    for i in range(0, ds.n_train, batch_size):
+        x, y = ds.x_train[i : i + batch_size].to(device), ds.y_train[i : i + batch_size].to(device)
+        g = input_grad(x, y)
+        direction = g.sign()
+        norms = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
+        z = h * direction / norms.view(-1, *[1] * (x.dim() - 1))
+        out.append((input_grad(x + z, y) - g).flatten(1).norm(dim=1).cpu())
+    return torch.cat(out).double().numpy()
+
+
+def compute(ws: Workspace, model_rec: dict, only: list[str] | None, device: torch.device,
+            progress: Progress = _no_progress) -> tuple[list[dict], dict[str, str]]:
+    """Publish one score set per proxy asked for; returns (records, skipped name -> why)."""
+    wanted = list(only or ALL)
+    unknown = [w for w in wanted if w not in ALL]
+    if unknown:
+        raise UserError(f"unknown proxy {unknown[0]!r}; choose from {', '.join(ALL)}")
+    skipped = {}
+    if not model_rec.get("has_dynamics"):
+        for name in [w for w in wanted if w in FROM_DYNAMICS]:
+            skipped[name] = "needs training dynamics: train the model here to get it"
+        wanted = [w for w in wanted if w not in FROM_DYNAMICS]
+    if not wanted:
+        raise UserError(f"none of the asked proxies can be computed for {model_rec['id']}: {', '.join(skipped)} "
+                        "need training dynamics")
+    records = []
+    dyn_names = [w for w in wanted if w in FROM_DYNAMICS]
+    if dyn_names:
+        start = time.perf_counter()
+        values = from_dynamics(load_dynamics(ws, model_rec))
+        seconds = (time.perf_counter() - start) / len(dyn_names)  # one pass serves them all
+        for name in [d for d in dyn_names if d not in values]:
+            skipped[name] = "its dynamics were not recorded for this model; retrain it"
+        for name in [d for d in dyn_names if d in values]:
+            records.append(scores.publish(ws, model_rec, name, values[name], seconds, "cpu",
+                                          params={"source": "training dynamics"}))
+    ds = checkpoints.dataset_of(ws, model_rec)
+    model_names = [w for w in wanted if w in FROM_MODEL]
+    for i, name in enumerate(model_names):
+        model = checkpoints.load_model(ws, model_rec, device=device)
+
+        def step(f, msg, i=i):
+            progress((i + f) / len(model_names), msg)
+
+        start = time.perf_counter()
+        if name == "ho_ret":
+            values = holdout_retraining(model, ds, device, progress=step)
+            params = {"lr": 0.1, "max_epochs": 30, "patience": 4, "holdout": "test split"}
+        else:
+            values = curvature(model, ds, device)
+            params = {"h": 0.01, "variant": "final model"}
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        records.append(scores.publish(ws, model_rec, name, values, time.perf_counter() - start, device.type,
+                                      params=params))
+        step(1.0, f"{name} done")
+    return records, skipped

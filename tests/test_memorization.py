@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import torch
+
+from explorer import checkpoints, ensembles, memorization, scores, training
+from explorer.data import DatasetSpec
+from explorer.errors import UserError
+from explorer.memorization import ExactConfig
+
+CPU = torch.device("cpu")
+
+
+def test_estimate_matches_the_definition_by_hand():
+    masks = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=bool)
+    correct = np.array([[1, 1, 0], [1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=bool)
+    est = memorization.estimate(masks, correct)
+    # sample 0: in models 0,1,3 (all right), out in model 2 (wrong) -> 1 - 0
+    # sample 1: in 0,2,3 (right, wrong, right) -> 2/3; out in 1 (wrong) -> 0
+    # sample 2: in 1,2,3 (all right); out in 0 (wrong) -> 1
+    assert est["values"] == pytest.approx([1.0, 2 / 3, 1.0])
+    assert est["cscore"] == pytest.approx([0.0, 0.0, 0.0])
+    p_in = 2 / 3
+    assert est["stderr"][1] == pytest.approx(np.sqrt(p_in * (1 - p_in) / 3))
+    never_out = memorization.estimate(np.ones((2, 3), bool), np.ones((2, 3), bool))
+    assert np.isnan(never_out["values"]).all()
+
+
+def test_subsets_are_seeded_uniform_and_of_the_right_size():
+    subs = memorization.subsets(100, 0.7, 50, seed=3)
+    assert subs.shape == (50, 70) and all(len(set(row)) == 70 for row in subs)
+    assert np.array_equal(subs, memorization.subsets(100, 0.7, 50, seed=3))
+    inclusion = memorization.masks_of(subs, 100).mean(0)
+    assert abs(inclusion.mean() - 0.7) < 1e-9 and inclusion.min() > 0.4
+
+
+@pytest.fixture(scope="module")
+def noisy_model(tmp_path_factory):
+    from explorer.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("mem") / "ws")
+    rec = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", training.Recipe(epochs=40), CPU)
+    return ws, rec
+
+
+def test_batched_and_sequential_engines_train_the_same_models():
+    from explorer import data
+
+    ds = data.load(DatasetSpec())
+    subs = torch.as_tensor(memorization.subsets(ds.n_train, 0.7, 3, seed=0))
+    recipe = training.Recipe(epochs=3)
+    seq = ensembles.train_correctness("mlp", ds, subs, [1, 2, 3], recipe, CPU, "sequential")
+    bat = ensembles.train_correctness("mlp", ds, subs, [1, 2, 3], recipe, CPU, "batched")
+    for a, b in zip(seq, bat):
+        assert (a == b).float().mean() > 0.995
+
+
+def test_exact_finds_flipped_labels_memorized(noisy_model):
+    ws, rec = noisy_model
+    out = memorization.exact(ws, rec, ExactConfig(models=24, epochs=40), CPU)
+    assert out["name"] == "exact" and out["model_id"] == rec["id"] and out["models"] == 24
+    s = scores.load(ws, out)
+    flipped = np.zeros(rec_n := len(s.values), bool)
+    flipped[checkpoints.dataset_of(ws, rec).flipped] = True
+    assert s.arrays["masks"].shape == (24, rec_n) and s.arrays["correct"].shape == (24, rec_n)
+    assert np.nanmean(s.values[flipped]) > np.nanmean(s.values[~flipped]) + 0.3
+    assert out["never_held_out"] == int(np.isnan(s.values).sum())
+    assert not list((ws.path / "partial").glob("*"))  # partial chunks are gone once published
+
+
+def test_interrupted_run_resumes_to_the_same_estimate(noisy_model, monkeypatch, tmp_path):
+    ws, rec = noisy_model
+    cfg = ExactConfig(models=8, epochs=3, chunk=2, seed=7)
+    real = ensembles.train_correctness
+    calls = []
+
+    def dies_on_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if the process were stopped mid-run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ensembles, "train_correctness", dies_on_third_chunk)
+    before = len(ws.find("scores"))
+    with pytest.raises(KeyboardInterrupt):
+        memorization.exact(ws, rec, cfg, CPU)
+    assert len(ws.find("scores")) == before  # nothing published
+    [partial] = memorization.in_progress(ws, rec["id"])
+    assert partial["done"] == 4 and partial["masks"].shape == (4, partial["n"])
+
+    calls.clear()
+    monkeypatch.setattr(ensembles, "train_correctness", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    resumed = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
+    assert len(calls) == 2  # only the two chunks that were missing
+
+    fresh = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
+    assert np.array_equal(resumed.arrays["correct"], fresh.arrays["correct"])
+    assert np.allclose(resumed.values, fresh.values, equal_nan=True)
+
+
+def test_convergence_reports_shrinking_error():
+    rng = np.random.default_rng(0)
+    masks = rng.random((64, 200)) < 0.7
+    correct = rng.random((64, 200)) < np.where(masks, 0.9, 0.6)
+    rows = memorization.convergence(masks, correct, step=16)
+    assert [r["models"] for r in rows] == [16, 32, 48, 64]
+    assert rows[-1]["mean_stderr"] < rows[0]["mean_stderr"]
+    assert rows[0]["mean_abs_change"] is None and rows[-1]["mean_abs_change"] < rows[1]["mean_abs_change"]
+
+
+@pytest.mark.parametrize("cfg", [ExactConfig(models=1), ExactConfig(ratio=1.0), ExactConfig(epochs=0),
+                                 ExactConfig(engine="warp")])
+def test_bad_configs_are_refused(cfg):
+    with pytest.raises(UserError):
+        cfg.check()
+
+
+def test_batched_engine_refuses_batch_norm_models():
+    from explorer import data
+    from explorer.models import ArchError
+
+    with pytest.raises(ArchError, match="batch-norm"):
+        ensembles.train_correctness("resnet18", data.load(DatasetSpec()), torch.zeros(2, 5, dtype=torch.long),
+                                    [0, 1], training.Recipe(epochs=1), CPU, "batched")
+
+
+def test_killed_job_resumes_to_the_same_estimate(noisy_model):
+    import os
+    import signal
+    import time
+
+    from explorer import jobs
+
+    ws, rec = noisy_model
+    argv = ["memorize", rec["id"], "--exact", "--models", "16", "--epochs", "20", "--engine", "sequential",
+            "--seed", "11", "--device", "cpu"]
+    job_id = jobs.submit(ws, argv, "exact")
+    deadline = time.monotonic() + 120
+    while not list((ws.path / "partial").glob(f"exact-{rec['id']}-*/chunk-*.npz")):
+        assert time.monotonic() < deadline and jobs.get(ws, job_id)["state"] in jobs.ACTIVE
+        time.sleep(0.1)
+    os.kill(jobs.get(ws, job_id)["pid"], signal.SIGKILL)
+    assert jobs.wait(ws, job_id, timeout=30)["state"] == "failed"
+
+    cfg = ExactConfig(models=16, epochs=20, engine="sequential", seed=11)
+    [partial] = memorization.in_progress(ws, rec["id"])
+    assert 0 < partial["done"] < 16
+    resumed = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
+    fresh = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
+    assert np.array_equal(resumed.arrays["correct"], fresh.arrays["correct"])
