@@ -15,7 +15,7 @@ PAGES = ["home", "models", "memorization", "explore", "unlearn", "compare", "job
 def open_page(monkeypatch, workspace: Workspace, page: str) -> AppTest:
     monkeypatch.setenv("EXPLORER_WORKSPACE", str(workspace.path))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"views/{page}.py")
     return at.run()
 
 
@@ -54,7 +54,7 @@ def test_memorization_page_before_any_score_set_uses_the_dynamics(monkeypatch, w
     checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=2), CPU)
     at = open_page(monkeypatch, ws, "memorization")
     assert not at.exception
-    assert {el.key for el in at.get("plotly_chart")} == {"corr", "per_class"}  # no exact, nothing stored
+    assert {el.key for el in at.get("plotly_chart")} == {"corr", "histogram", "per_class"}  # no exact
     assert len(at.get("image")) == 2 * 20  # most and least memorized, 20 each by default
 
 
@@ -62,7 +62,7 @@ def test_memorization_page_compares_proxies_with_exact(monkeypatch, scored):
     at = open_page(monkeypatch, scored["ws"], "memorization")
     assert not at.exception
     keys = {el.key for el in at.get("plotly_chart")}
-    assert {"final_conv", "scatter", "corr", "cost", "auroc", "per_class"} <= keys
+    assert {"final_conv", "scatter", "corr", "cost", "auroc", "histogram", "per_class"} <= keys
     assert {m.label for m in at.metric} >= {"spearman", "pearson", "kendall", "precision at k"}
 
 

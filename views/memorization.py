@@ -121,7 +121,9 @@ if flipped.any():
 st.subheader("Per class and per sample")
 shown = st.selectbox("Score", list(available), format_func=lambda n: f"{n} · {scores.label(n)}", key="detail")
 values = available[shown]
-st.plotly_chart(plots.per_class_box(values, labels, ds.classes, shown), key="per_class")
+left, right = st.columns(2)
+left.plotly_chart(plots.histogram(values, labels, xlabel=shown, class_names=ds.classes), key="histogram")
+right.plotly_chart(plots.per_class_box(values, labels, ds.classes, shown), key="per_class")
 count = st.slider("Images", 10, 60, 20, 10)
 order = np.argsort(-scores.oriented(shown, values), kind="stable")
 order = order[np.isfinite(values[order])]
