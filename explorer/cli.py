@@ -19,14 +19,11 @@ import typer
 from . import checkpoints, devices, forget_sets, jobs, memorization, proxies, runs, scores, training, unlearning
 from .data import DatasetSpec
 from .errors import UserError
-from .workspace import Workspace, WorkspaceError
+from .workspace import Workspace, write_atomic
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Memorization-based machine unlearning explorer.")
 forget_set_app = typer.Typer(no_args_is_help=True, help="Build forget sets.")
 app.add_typer(forget_set_app, name="forget-set")
-
-# Errors caused by what the user asked for: exit 2 with their one-line message.
-USER_ERRORS = UserError
 
 WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace folder [default: ./workspace or $EXPLORER_WORKSPACE].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on the last line.")]
@@ -75,7 +72,7 @@ def execute(workspace: Path | None, job: str | None, as_json: bool, work: Callab
         else:
             with terminal_progress(sys.stderr.isatty()) as progress:
                 record = work(ws, progress)
-    except USER_ERRORS as err:
+    except UserError as err:  # caused by what the user asked for: exit 2, one line
         fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
     except jobs.Cancelled:
         typer.echo("cancelled; nothing was written", err=True)
@@ -87,6 +84,14 @@ def execute(workspace: Path | None, job: str | None, as_json: bool, work: Callab
         fail(f"internal error: {err}", code=1)
     emit(record, as_json, summary(record))
     return record
+
+
+def query(workspace: Path | None, fetch: Callable[[Workspace], object]):
+    """Run a quick read-only command body, turning bad input into exit 2."""
+    try:
+        return fetch(Workspace(workspace))
+    except UserError as err:
+        fail(str(err))
 
 
 def emit(record, as_json: bool, text: str) -> None:
@@ -278,17 +283,15 @@ def export(
     import csv
     import io
 
-    try:
-        ws = Workspace(workspace)
+    def fetch(ws):
         rec = ws.get(record_id)
         if rec["kind"] == "scores":
-            rows = scores.export_rows(ws, rec)
-        elif rec["kind"] == "run":
-            rows = [{"id": rec["id"], "method": rec["method"], **rec["metrics"]}]
-        else:
-            raise UserError(f"{record_id} is a {rec['kind']}; export takes a score set or a run")
-    except UserError as err:
-        fail(str(err))
+            return scores.export_rows(ws, rec)
+        if rec["kind"] == "run":
+            return [{"id": rec["id"], "method": rec["method"], **rec["metrics"]}]
+        raise UserError(f"{record_id} is a {rec['kind']}; export takes a score set or a run")
+
+    rows = query(workspace, fetch)
     if format_ is ExportFormat.json:
         text = json.dumps(rows)
     else:
@@ -300,8 +303,6 @@ def export(
     if out is None:
         typer.echo(text)
     else:
-        from .workspace import write_atomic
-
         write_atomic(out, (text + "\n").encode())
         typer.echo(f"wrote {len(rows)} rows to {out}", err=True)
 
@@ -333,11 +334,7 @@ def list_(
     as_json: JsonOpt = False,
 ):
     """List the records of one kind."""
-    try:
-        ws = Workspace(workspace)
-        rows = jobs.list_jobs(ws) if what.value == "jobs" else ws.find(LIST_KINDS[what.value])
-    except WorkspaceError as err:
-        fail(str(err))
+    rows = query(workspace, lambda ws: jobs.list_jobs(ws) if what.value == "jobs" else ws.find(LIST_KINDS[what.value]))
     emit(rows, as_json, _table(rows, COLUMNS[what.value]) if rows else f"no {what.value} yet")
 
 
@@ -348,11 +345,7 @@ def show(
     as_json: JsonOpt = False,
 ):
     """Show one record with its metrics."""
-    try:
-        ws = Workspace(workspace)
-        rec = jobs.get(ws, record_id) if record_id.startswith("j-") else ws.get(record_id)
-    except WorkspaceError as err:
-        fail(str(err))
+    rec = query(workspace, lambda ws: jobs.get(ws, record_id) if record_id.startswith("j-") else ws.get(record_id))
     bulky = {"ids", "flipped", "log", "files"}
     text = "\n".join(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}"
                      for k, v in rec.items() if k not in bulky)
@@ -375,12 +368,12 @@ def cancel(
     as_json: JsonOpt = False,
 ):
     """Cancel a running job; it stops cleanly and publishes nothing."""
-    try:
-        ws = Workspace(workspace)
+
+    def stop(ws):
         jobs.cancel(ws, job_id)
-        job = jobs.get(ws, job_id)
-    except WorkspaceError as err:
-        fail(str(err))
+        return jobs.get(ws, job_id)
+
+    job = query(workspace, stop)
     emit(job, as_json, f"{job_id}: {job['state']} ({job['message']})")
 
 

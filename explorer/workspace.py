@@ -156,15 +156,22 @@ class Workspace:
         if kind not in KINDS or kind == "job":
             raise WorkspaceError(f"unknown record kind {kind!r}")
         rec_id = rec_id or self.new_id(kind)
-        for name, data in (files or {}).items():
-            write_atomic(self.artifact(kind, rec_id, name), data)
         meta = {**meta, "files": sorted(files or {})}
         created = time.time()
-        with self.connect(write=True) as con:
-            con.execute(
-                "INSERT INTO records (id, kind, created, meta) VALUES (?, ?, ?, ?)",
-                (rec_id, kind, created, json.dumps(meta)),
-            )
+        written: list[Path] = []
+        try:
+            for name, data in (files or {}).items():
+                written.append(self.artifact(kind, rec_id, name))
+                write_atomic(written[-1], data)
+            with self.connect(write=True) as con:
+                con.execute(
+                    "INSERT INTO records (id, kind, created, meta) VALUES (?, ?, ?, ?)",
+                    (rec_id, kind, created, json.dumps(meta)),
+                )
+        except BaseException:  # a failure or a cancel mid-publish: leave no orphan files either
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         return {"id": rec_id, "kind": kind, "created": created, **meta}
 
     def update_meta(self, rec_id: str, **changes) -> dict:

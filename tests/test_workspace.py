@@ -31,6 +31,7 @@ def test_failed_publish_leaves_no_record(ws, monkeypatch):
     with pytest.raises(OSError):
         ws.put("model", {"arch": "cnn"}, files={"a.bin": b"1", "b.bin": b"2"})
     assert ws.find("model") == []
+    assert list(ws.artifacts.rglob("*.bin")) == []  # the file written before the failure is gone too
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
