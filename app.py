@@ -8,7 +8,7 @@ import streamlit as st
 
 from explorer import ui
 
-st.set_page_config(page_title="Unlearning Explorer", page_icon=":material/psychology:", layout="wide")
+st.set_page_config(page_title="Unlearning Explorer", page_icon="🧠", layout="wide")
 
 PAGES = [
     st.Page("views/home.py", title="Home", icon=":material/home:", default=True),

@@ -71,10 +71,14 @@ def submit(ws: Workspace, argv: list[str], title: str) -> str:
         )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "explorer", *argv, "--workspace", str(ws.path.resolve()), "--job", job_id]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
+    except OSError as err:
+        _set(ws, job_id, state="failed", message=f"could not start: {err}", finished=time.time())
+        return job_id
     _children[job_id] = proc
     _set(ws, job_id, pid=proc.pid)
     return job_id
@@ -179,8 +183,7 @@ def run(ws: Workspace, job_id: str, work: Callable[[Reporter], dict]) -> dict:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _set(
-        ws, job_id, state="succeeded", progress=1.0, message="done",
-        result_id=record.get("id"), finished=time.time(),
-    )
+    made = record.get("ids") or [record.get("id")]
+    message = f"done → {made[0]}" if len(made) == 1 else f"done → {len(made)} records ({made[0]}, …)"
+    _set(ws, job_id, state="succeeded", progress=1.0, message=message, result_id=record.get("id"), finished=time.time())
     return record

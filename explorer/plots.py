@@ -10,6 +10,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 PALETTE = {"original": "#636efa", "unlearned": "#ef553b", "oracle": "#00cc96"}
+CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf"]
+
+
+def _style(fig: go.Figure, **layout) -> go.Figure:
+    """Layout every figure shares: readable hover labels, tight margins."""
+    fig.update_layout(**{"hoverlabel": dict(bgcolor="white", font_color="#222"),
+                         "margin": dict(t=30, b=40, l=50, r=10), **layout})
+    return fig
 
 
 def training_curves(log: Sequence[Mapping]) -> go.Figure:
@@ -21,55 +30,61 @@ def training_curves(log: Sequence[Mapping]) -> go.Figure:
     if log and "test_acc" in log[0]:
         fig.add_trace(go.Scatter(x=epochs, y=[r["test_acc"] for r in log], name="test", mode="lines+markers"), 1, 2)
     fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=340, margin=dict(t=40, b=40, l=40, r=10), legend=dict(orientation="h", y=-0.25))
-    return fig
+    return _style(fig, height=340, legend=dict(orientation="h", y=-0.25))
 
 
 def per_class_accuracy(acc: Sequence[float], classes: Sequence[str]) -> go.Figure:
     fig = go.Figure(go.Bar(x=list(classes), y=list(acc), text=[f"{a:.2f}" for a in acc], textposition="outside"))
-    fig.update_layout(title="test accuracy per class", yaxis=dict(range=[0, 1.1], title="accuracy"),
-                      xaxis=dict(title="class", type="category"), height=320, margin=dict(t=40, b=40, l=40, r=10))
-    return fig
+    return _style(fig, title=dict(text="test accuracy per class", font=dict(size=14), x=0.5, xanchor="center"),
+                  yaxis=dict(range=[0, 1.1], title="accuracy"), xaxis=dict(title="class", type="category"),
+                  height=340)
 
 
-def histogram(values: np.ndarray, labels: np.ndarray | None = None, title: str = "", xlabel: str = "value",
-              class_names: Sequence[str] | None = None) -> go.Figure:
-    """Distribution of one score, stacked by class when labels are given."""
+def histogram(values: np.ndarray, labels: np.ndarray | None = None, xlabel: str = "value",
+              class_names: Sequence[str] | None = None, log_y: bool = False) -> go.Figure:
+    """Distribution of one score, stacked by class when labels are given; a log count axis
+    shows the tail when most samples sit at one value."""
     fig = go.Figure()
     if labels is None:
         fig.add_trace(go.Histogram(x=values, nbinsx=40, name=xlabel))
     else:
         for c in np.unique(labels):
             name = class_names[c] if class_names is not None else str(c)
-            fig.add_trace(go.Histogram(x=values[labels == c], name=f"class {name}", nbinsx=40))
-        fig.update_layout(barmode="stack")
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title="samples", height=340,
-                      margin=dict(t=40, b=40, l=40, r=10))
-    return fig
+            fig.add_trace(go.Histogram(x=values[labels == c], name=f"class {name}", nbinsx=40,
+                                       marker_color=CLASS_COLOURS[c % len(CLASS_COLOURS)]))
+    return _style(fig, barmode="stack", xaxis_title=xlabel, height=340,
+                  yaxis=dict(title="samples", type="log" if log_y else "linear"))
 
 
-def sample_map(xy: np.ndarray, color: np.ndarray, ids: np.ndarray, labels: np.ndarray, color_name: str,
-               highlight: np.ndarray | None = None) -> go.Figure:
-    """A WebGL scatter of the samples, coloured by a score; every point carries its sample id in
-    custom_data so a selection can be mapped back to samples whatever the trace layout."""
-    fig = go.Figure(
-        go.Scattergl(
-            x=xy[:, 0], y=xy[:, 1], mode="markers",
-            marker=dict(color=color, colorscale="Viridis", size=6, colorbar=dict(title=color_name), showscale=True),
-            customdata=np.c_[ids, labels, color],
-            hovertemplate="id %{customdata[0]}<br>label %{customdata[1]}<br>" + color_name
-            + " %{customdata[2]:.3f}<extra></extra>",
-            name="samples",
-        )
-    )
+def sample_map(xy: np.ndarray, color: np.ndarray | None, ids: np.ndarray, labels: np.ndarray, color_name: str,
+               class_names: Sequence[str] | None = None, highlight: np.ndarray | None = None) -> go.Figure:
+    """A WebGL scatter of the samples. With `color=None` one trace per class (a legend to toggle
+    classes); otherwise one trace coloured by the score, highest drawn last so memorized samples
+    are not buried. Every point carries its sample id in custom_data, so a selection maps back to
+    samples whatever the trace layout."""
+    hover = "id %{customdata[0]}<br>label %{customdata[1]}"
+    fig = go.Figure()
+    if color is None:
+        for c in np.unique(labels):
+            mask = labels == c
+            name = str(class_names[c]) if class_names is not None else str(c)
+            fig.add_trace(go.Scattergl(
+                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=name, customdata=np.c_[ids[mask], labels[mask]],
+                marker=dict(size=6, color=CLASS_COLOURS[c % len(CLASS_COLOURS)]), hovertemplate=hover + "<extra></extra>"))
+    else:
+        order = np.argsort(np.nan_to_num(color, nan=-np.inf), kind="stable")
+        fig.add_trace(go.Scattergl(
+            x=xy[order, 0], y=xy[order, 1], mode="markers", name="samples",
+            marker=dict(color=color[order], colorscale="Viridis", size=6, colorbar=dict(title=color_name), showscale=True),
+            customdata=np.c_[ids[order], labels[order], color[order]],
+            hovertemplate=hover + f"<br>{color_name} %{{customdata[2]:.3f}}<extra></extra>"))
     if highlight is not None and len(highlight):
         fig.add_trace(go.Scattergl(x=xy[highlight, 0], y=xy[highlight, 1], mode="markers", name="forget set",
-                                   marker=dict(color="rgba(0,0,0,0)", size=10, line=dict(color="red", width=1.5)),
+                                   marker=dict(color="rgba(0,0,0,0)", size=11, line=dict(color="red", width=1.5)),
                                    hoverinfo="skip"))
-    fig.update_layout(height=560, dragmode="lasso", margin=dict(t=20, b=20, l=20, r=20),
-                      xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False), showlegend=False)
-    return fig
+    return _style(fig, height=560, dragmode="lasso", xaxis=dict(title="PC 1", showticklabels=False),
+                  yaxis=dict(title="PC 2", showticklabels=False), showlegend=color is None,
+                  legend=dict(title="class"))
 
 
 def selected_ids(selection: Mapping | None) -> list[int]:
@@ -99,8 +114,7 @@ def before_after(original: Mapping, unlearned: Mapping, oracle: Mapping | None =
         ys = [values.get(k) for k in keys]
         fig.add_trace(go.Bar(name=label, x=names, y=ys, marker_color=PALETTE[label],
                              text=[f"{y:.3f}" if y is not None else "" for y in ys], textposition="outside"))
-    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.12]), height=380, margin=dict(t=30, b=40, l=40, r=10))
-    return fig
+    return _style(fig, barmode="group", yaxis=dict(range=[0, 1.12], title="fraction"), height=380)
 
 
 def convergence(rows: Sequence[Mapping]) -> go.Figure:
@@ -111,36 +125,32 @@ def convergence(rows: Sequence[Mapping]) -> go.Figure:
     fig.add_trace(go.Scatter(x=x, y=[r["mean_abs_change"] for r in rows], name="mean |change| since last point",
                              mode="lines+markers"), secondary_y=True)
     fig.update_xaxes(title_text="models trained")
-    fig.update_yaxes(title_text="std. error", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title_text="|change|", secondary_y=True, rangemode="tozero")
-    fig.update_layout(height=320, margin=dict(t=30, b=40, l=50, r=50), legend=dict(orientation="h", y=1.15))
-    return fig
+    fig.update_yaxes(title_text="std. error", secondary_y=False, rangemode="tozero", tickformat=".3f")
+    fig.update_yaxes(title_text="|change|", secondary_y=True, rangemode="tozero", tickformat=".3f", showgrid=False)
+    return _style(fig, height=320, margin=dict(t=30, b=40, l=50, r=60), legend=dict(orientation="h", y=1.15))
 
 
 def score_vs_score(x: np.ndarray, y: np.ndarray, ids: np.ndarray, labels: np.ndarray, x_name: str, y_name: str,
                    flipped: np.ndarray | None = None) -> go.Figure:
     """One point per sample, WebGL; hover shows id, label and both values."""
     keep = np.isfinite(x) & np.isfinite(y)
-    groups = [("samples", keep)] if flipped is None or not flipped.any() else [
-        ("clean label", keep & ~flipped), ("flipped label", keep & flipped)]
+    groups = [("samples", keep, "#636efa", 5)] if flipped is None or not flipped.any() else [
+        ("clean label", keep & ~flipped, "#9a9a9a", 5), ("flipped label", keep & flipped, "#d62728", 8)]
     fig = go.Figure()
-    for name, mask in groups:
+    for name, mask, colour, size in groups:
         fig.add_trace(go.Scattergl(
-            x=x[mask], y=y[mask], mode="markers", name=name, marker=dict(size=5, opacity=0.6),
+            x=x[mask], y=y[mask], mode="markers", name=name, marker=dict(size=size, opacity=0.7, color=colour),
             customdata=np.c_[ids[mask], labels[mask]],
             hovertemplate=f"id %{{customdata[0]}}<br>label %{{customdata[1]}}<br>{x_name} %{{x:.3f}}<br>"
                           f"{y_name} %{{y:.3f}}<extra></extra>",
         ))
-    fig.update_layout(xaxis_title=x_name, yaxis_title=y_name, height=420, margin=dict(t=20, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=1.08))
-    return fig
+    return _style(fig, xaxis_title=x_name, yaxis_title=y_name, height=420, legend=dict(orientation="h", y=1.08))
 
 
 def correlation_heatmap(names: Sequence[str], matrix: np.ndarray) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=matrix, x=list(names), y=list(names), zmin=-1, zmax=1, colorscale="RdBu",
                                text=[[f"{v:.2f}" for v in row] for row in matrix], texttemplate="%{text}"))
-    fig.update_layout(height=120 + 40 * len(names), margin=dict(t=20, b=40, l=40, r=10), yaxis=dict(autorange="reversed"))
-    return fig
+    return _style(fig, height=120 + 40 * len(names), yaxis=dict(autorange="reversed"))
 
 
 def cost_chart(seconds: Mapping[str, float], reference: str = "exact") -> go.Figure:
@@ -153,25 +163,22 @@ def cost_chart(seconds: Mapping[str, float], reference: str = "exact") -> go.Fig
             for n, v in zip(names, values)]
     fig = go.Figure(go.Bar(x=values, y=names, orientation="h", text=text, textposition="auto",
                            marker_color=["#ef553b" if n == reference else "#636efa" for n in names]))
-    fig.update_layout(xaxis=dict(type="log", title="seconds (log scale)"), height=80 + 32 * len(names),
-                      margin=dict(t=20, b=40, l=10, r=10), yaxis=dict(autorange="reversed"))
-    return fig
+    return _style(fig, xaxis=dict(type="log", title="seconds (log scale)"), height=90 + 36 * len(names),
+                  yaxis=dict(autorange="reversed"), margin=dict(t=20, b=40, l=10, r=10))
 
 
 def per_class_box(values: np.ndarray, labels: np.ndarray, class_names: Sequence[str], name: str) -> go.Figure:
     fig = go.Figure()
     for c in np.unique(labels):
-        fig.add_trace(go.Box(y=values[labels == c], name=str(class_names[c]), boxpoints="outliers"))
-    fig.update_layout(yaxis_title=name, xaxis_title="class", showlegend=False, height=340,
-                      margin=dict(t=20, b=40, l=50, r=10))
-    return fig
+        fig.add_trace(go.Box(y=values[labels == c], name=str(class_names[c]), boxpoints="outliers",
+                             marker_color=CLASS_COLOURS[c % len(CLASS_COLOURS)]))
+    return _style(fig, yaxis_title=name, xaxis_title="class", showlegend=False, height=340)
 
 
 def auroc_bars(aurocs: Mapping[str, float]) -> go.Figure:
     names = list(aurocs)
     fig = go.Figure(go.Bar(x=names, y=[aurocs[n] for n in names], text=[f"{aurocs[n]:.3f}" for n in names],
                            textposition="outside"))
-    fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
-    fig.update_layout(yaxis=dict(range=[0, 1.08], title="AUROC for finding flipped labels"), height=340,
-                      margin=dict(t=20, b=40, l=50, r=10))
-    return fig
+    fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance (0.5)", annotation_position="bottom left",
+                  annotation_font_color="#444")
+    return _style(fig, yaxis=dict(range=[0, 1.08], title="AUROC for finding flipped labels"), height=340)

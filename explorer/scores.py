@@ -27,6 +27,9 @@ SCORES = {
     "ho_ret": (+1, "holdout retraining (symmetric KL)"),
     "curvature": (+1, "loss curvature (final model)"),
 }
+# Scores in [0, 1] that fall as memorization rises: turned around as 1 − v (not −v), which ranks
+# the same and reads better on an axis.
+PROBABILITIES = {"confidence", "max_conf", "bi_acc"}
 
 
 def orientation(name: str) -> int:
@@ -38,8 +41,18 @@ def label(name: str) -> str:
 
 
 def oriented(name: str, values: np.ndarray) -> np.ndarray:
-    """Values turned so that higher = more memorized."""
-    return orientation(name) * np.asarray(values, dtype=np.float64)
+    """Values turned so that higher = more memorized (a monotone map: ranks are kept)."""
+    values = np.asarray(values, dtype=np.float64)
+    if orientation(name) > 0:
+        return values
+    return 1 - values if name in PROBABILITIES else -values
+
+
+def oriented_name(name: str) -> str:
+    """What `oriented` values are called on an axis."""
+    if orientation(name) > 0:
+        return name
+    return f"1 − {name}" if name in PROBABILITIES else "entropy" if name == "entropy" else f"−{name}"
 
 
 @dataclass

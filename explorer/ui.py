@@ -79,7 +79,7 @@ def pick_model(ws: Workspace, key: str, dynamics_only: bool = False, include_ora
         st.info("No trained model yet. Train one on the **Models** page (digits trains in seconds)."
                 if dynamics_only else "No model yet. Train or import one on the **Models** page.")
         return None
-    recs = recs[::-1]  # newest first
+    recs = sorted(recs[::-1], key=lambda r: r.get("source") == "oracle")  # newest first, oracles last
     default = st.session_state.get("model_id")
     index = next((i for i, r in enumerate(recs) if r["id"] == default), 0)
     rec = st.selectbox("Model", recs, index=index, format_func=model_label, key=key)
@@ -122,11 +122,19 @@ def last_job_message() -> None:
     if not job:
         return
     if job["state"] == "succeeded":
-        st.success(f"{job['title']}: done → {job['result_id']}")
+        st.success(f"{job['title']}: {job['message']}")
     elif job["state"] == "cancelled":
         st.warning(f"{job['title']}: cancelled, nothing was saved")
     else:
         st.error(f"{job['title']} failed: {job['message']}")
+
+
+def caption_for(i: int, ds, value: float | None = None) -> str:
+    """A short image caption: id · label (·←true label when noise flipped it) · score."""
+    text = f"#{i} · {ds.classes[int(ds.y_train[i])]}"
+    if int(ds.y_train[i]) != int(ds.y_train_clean[i]):
+        text += f"←{ds.classes[int(ds.y_train_clean[i])]}"
+    return text if value is None or not np.isfinite(value) else f"{text} · {value:.2f}"
 
 
 def upscale(image: np.ndarray, size: int = 64) -> np.ndarray:
@@ -135,13 +143,12 @@ def upscale(image: np.ndarray, size: int = 64) -> np.ndarray:
     return image.repeat(factor, 0).repeat(factor, 1)
 
 
-def gallery(images: np.ndarray, captions: list[str], columns: int = 10) -> None:
+def gallery(images: np.ndarray, captions: list[str], width: int = 88) -> None:
+    """Images in a wrapping row, each with its caption."""
     if len(images) == 0:
         st.caption("No images.")
         return
-    cols = st.columns(columns)
-    for i, (img, cap) in enumerate(zip(images, captions)):
-        cols[i % columns].image(upscale(img), caption=cap, width=64)
+    st.image([upscale(img, width) for img in images], caption=captions, width=width)
 
 
 def sidebar(ws: Workspace) -> None:

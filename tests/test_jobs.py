@@ -47,3 +47,14 @@ def test_bad_input_job_fails_with_the_reason(ws):
     job = jobs.wait(ws, jobs.submit(ws, ["train", "--arch", "transformer"], "bad train"), timeout=60)
     assert job["state"] == "failed" and "unknown architecture" in job["message"]
     assert ws.find("model") == []
+
+
+def test_job_that_cannot_start_is_failed_not_left_queued(ws, monkeypatch):
+    import subprocess
+
+    def no_exec(*args, **kwargs):
+        raise OSError("exec format error")
+
+    monkeypatch.setattr(subprocess, "Popen", no_exec)
+    job = jobs.get(ws, jobs.submit(ws, ["train"], "unstartable"))
+    assert job["state"] == "failed" and "could not start" in job["message"]

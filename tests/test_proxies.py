@@ -62,4 +62,7 @@ def test_unknown_proxy_is_refused(populated):
 def test_orientation_is_explicit_for_every_score():
     for name in [*proxies.ALL, "exact"]:
         assert scores.orientation(name) in (-1, 1)
-    assert scores.oriented("confidence", np.array([0.9, 0.1])).tolist() == [-0.9, -0.1]
+    assert scores.oriented("confidence", np.array([0.9, 0.25])) == pytest.approx([0.1, 0.75])
+    assert scores.oriented("entropy", np.array([-0.5])).tolist() == [0.5]  # stored as negative entropy
+    assert scores.oriented("exact", np.array([0.3])).tolist() == [0.3]
+    assert scores.oriented_name("confidence") == "1 − confidence"

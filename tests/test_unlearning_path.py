@@ -47,10 +47,16 @@ def test_selected_ids_reads_browser_and_apptest_formats():
 
 
 def test_sample_map_carries_ids_for_selection():
-    xy = np.random.default_rng(0).normal(size=(5, 2))
-    fig = plots.sample_map(xy, np.arange(5.0), np.arange(100, 105), np.zeros(5, int), "score", highlight=np.array([1]))
-    assert [row[0] for row in fig.data[0].customdata] == [100, 101, 102, 103, 104]
-    assert fig.layout.dragmode == "lasso" and len(fig.data) == 2
+    xy = np.random.default_rng(0).normal(size=(6, 2))
+    ids, labels = np.arange(100, 106), np.array([0, 1, 0, 2, 1, 0])
+    by_score = plots.sample_map(xy, np.array([5.0, 0, 3, 1, 4, 2]), ids, labels, "score", highlight=np.array([1]))
+    # Highest scores drawn last, each point still carrying its own id and coordinates.
+    assert [row[0] for row in by_score.data[0].customdata] == [101, 103, 105, 102, 104, 100]
+    assert list(by_score.data[0].x) == list(xy[[1, 3, 5, 2, 4, 0], 0])
+    assert by_score.layout.dragmode == "lasso" and len(by_score.data) == 2
+    by_class = plots.sample_map(xy, None, ids, labels, "class", class_names=["a", "b", "c"])
+    assert [t.name for t in by_class.data] == ["a", "b", "c"]
+    assert sorted(row[0] for t in by_class.data for row in t.customdata) == list(ids)
 
 
 def test_tow_is_one_only_when_matching_the_oracle():

@@ -6,22 +6,42 @@ from explorer import plots, ui
 ws = ui.workspace()
 st.title("Compare")
 st.caption("Each run against the original model and the oracle retrained without the forget set. A good "
-           "unlearning run matches the oracle: forget accuracy drops to the oracle's, retain and test hold.")
+           "unlearning run behaves like the oracle: forget accuracy falls to the oracle's while retain and test "
+           "accuracy hold.")
 
 runs = ws.find("run")[::-1]
 if not runs:
     st.info("No runs yet: unlearn a forget set on the **Unlearn** page.")
     st.stop()
 
-table = pd.DataFrame([{"id": r["id"], "method": r["method"], "model": r["model_id"], "forget set": r["forget_set_id"],
-                       **{k: r["metrics"][k] for k in ("acc_retain", "acc_forget", "acc_test", "mia_efficacy", "tow",
-                                                        "tow_mia", "seconds", "speedup")}} for r in runs])
-st.dataframe(table, hide_index=True)
+names = {r["id"]: r.get("name", r["id"]) for r in [*ws.find("model"), *ws.find("forget_set")]}
+METRICS = {
+    "acc_retain": ("retain acc", "Accuracy on the training samples kept. Should stay close to the oracle's."),
+    "acc_forget": ("forget acc", "Accuracy on the forget set, against its training labels. Should match the oracle's "
+                                 "(with flipped labels the oracle, never having seen them, gets them wrong)."),
+    "acc_test": ("test acc", "Accuracy on held-out data. Should stay close to the oracle's."),
+    "mia_efficacy": ("MIA efficacy", "Share of the forget set a membership-inference attack calls 'not trained on'. "
+                                     "Should match the oracle's."),
+    "tow": ("ToW", "Tug of war: product of (1 − |gap to oracle|) on forget, retain and test accuracy. 1 = identical "
+                   "to the oracle."),
+    "tow_mia": ("ToW-MIA", "ToW with the forget-accuracy gap replaced by the MIA-efficacy gap."),
+}
+table = pd.DataFrame([{"run": r["id"], "method": r["method"], "model": names.get(r["model_id"], r["model_id"]),
+                       "forget set": names.get(r["forget_set_id"], r["forget_set_id"]),
+                       **{k: r["metrics"][k] for k in METRICS}, "seconds": r["metrics"]["seconds"],
+                       "speedup": r["metrics"]["speedup"]} for r in runs])
+config = {k: st.column_config.NumberColumn(label, help=text, format="%.3f") for k, (label, text) in METRICS.items()}
+config["seconds"] = st.column_config.NumberColumn("time", format="%.2f s")
+config["speedup"] = st.column_config.NumberColumn("speed-up", format="%.1f×", help="Oracle retraining time / run time.")
+st.dataframe(table, hide_index=True, column_config=config)
 
 run = st.selectbox("Run", runs, format_func=lambda r: f"{r['name']} · {r['id']}")
 st.plotly_chart(plots.before_after(run["original"], run["metrics"], run["oracle"]), key="before_after")
-rows = {"original": run["original"], "unlearned": run["metrics"], "oracle": run["oracle"]}
-st.dataframe(pd.DataFrame(rows).T[["acc_retain", "acc_forget", "acc_test", "mia_efficacy"]])
 m = run["metrics"]
-st.caption(f"ToW {m['tow']:.3f} · ToW-MIA {m['tow_mia']:.3f} · {m['seconds']:.2f} s vs {m['retrain_seconds']:.2f} s "
-           f"to retrain ({m['speedup']:.1f}× faster) on {run['device']}")
+c1, c2, c3 = st.columns(3)
+c1.metric("ToW", f"{m['tow']:.3f}", help=METRICS["tow"][1])
+c2.metric("ToW-MIA", f"{m['tow_mia']:.3f}", help=METRICS["tow_mia"][1])
+c3.metric("speed-up", f"{m['speedup']:.1f}×", help=f"{m['seconds']:.2f} s vs {m['retrain_seconds']:.2f} s to retrain, "
+          f"on {run['device']}")
+with st.expander("What the metrics mean"):
+    st.markdown("\n".join(f"- **{label}** — {text}" for label, text in METRICS.values()))

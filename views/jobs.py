@@ -1,3 +1,5 @@
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -8,20 +10,30 @@ st.title("Jobs")
 st.caption("Everything slow runs as a background process; it keeps going if you leave this page.")
 
 
+def _duration(job) -> str:
+    if not job["started"]:
+        return ""
+    seconds = int((job["finished"] or time.time()) - job["started"])
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
 @st.fragment(run_every=2.0)
 def job_table():
     rows = jobs.list_jobs(ws)
     if not rows:
         st.info("No jobs yet. Training, memorization and unlearning runs appear here while they work.")
         return
-    table = pd.DataFrame(rows)[["id", "title", "state", "progress", "message", "result_id"]]
-    st.dataframe(
-        table, hide_index=True,
-        column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)},
-    )
+    table = pd.DataFrame([{
+        "job": j["title"], "state": j["state"], "progress": j["progress"], "message": j["message"],
+        "started": pd.to_datetime(j["started"] or j["created"], unit="s", utc=True).tz_convert(None),
+        "duration": _duration(j), "id": j["id"]} for j in rows])
+    st.dataframe(table, hide_index=True, column_config={
+        "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1),
+        "started": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    })
     for job in rows[:20]:
-        with st.expander(f"{job['id']} · {job['title']} · {job['state']}"):
-            st.code(jobs.log_tail(job, 30) or "(no output yet)", language=None)
+        with st.expander(f"{job['title']} · {job['state']} · {job['id']}"):
+            st.code(jobs.log_tail(job, 200) or "(no output yet)", language=None, height=240)
             if job["state"] in jobs.ACTIVE and st.button("Cancel", key=f"cancel-{job['id']}"):
                 jobs.cancel(ws, job["id"])
                 st.rerun(scope="fragment")

@@ -36,16 +36,17 @@ with exact_col.form("exact"):
                    "batched engines (MLP, or any small net on a GPU) are several times faster.")
     if st.form_submit_button("Compute exact", type="primary"):
         ui.launch(ws, ["memorize", rec["id"], "--exact", "--models", str(k), "--ratio", str(ratio),
-                       "--epochs", str(epochs)], f"exact memorization of {rec['id']}", "exact_job")
+                       "--epochs", str(epochs)], f"exact memorization of {rec['name']}", "exact_job")
 with proxy_col.form("proxies"):
     st.markdown("**Proxies**")
     possible = list(proxies.ALL if rec.get("has_dynamics") else proxies.FROM_MODEL)
-    chosen = st.multiselect("Proxies", possible, default=possible, format_func=lambda n: f"{n} · {scores.label(n)}")
+    chosen = st.multiselect("Proxies", possible, default=possible,
+                            help="\n".join(f"- **{n}**: {scores.label(n)}" for n in possible))
     if not rec.get("has_dynamics"):
         st.caption("This model was not trained here, so the learning-event proxies (confidence, bi_acc, …) "
                    "are unavailable: they need its training dynamics.")
     if st.form_submit_button("Compute proxies") and chosen:
-        ui.launch(ws, ["proxies", rec["id"], "--only", ",".join(chosen)], f"proxies of {rec['id']}", "proxy_job")
+        ui.launch(ws, ["proxies", rec["id"], "--only", ",".join(chosen)], f"proxies of {rec['name']}", "proxy_job")
 with exact_col:
     ui.job_status(ws, "exact_job")
 with proxy_col:
@@ -75,8 +76,11 @@ if not available:
 if "exact" in stored:
     exact = available["exact"]
     _, arrays = ui.score_set(ws_path, stored["exact"]["id"])
-    with st.expander(f"How the exact estimate converged ({stored['exact']['models']} models, "
-                     f"{stored['exact']['never_held_out']} samples never held out)"):
+    never = stored["exact"]["never_held_out"]
+    with st.expander(f"How the exact estimate converged ({stored['exact']['models']} models; "
+                     + (f"{never} samples never held out, so undefined)" if never else "every sample held out at least once)")):
+        st.caption("While few models have been trained, most samples are held out by only one or two of them, "
+                   "so the first points are noisy; the error then falls roughly as 1/√K.")
         step = max(1, stored["exact"]["models"] // 16)
         st.plotly_chart(plots.convergence(memorization.convergence(arrays["masks"], arrays["correct"], step)),
                         key="final_conv")
@@ -91,10 +95,12 @@ if "exact" in stored:
         cols = st.columns(4)
         for col, key in zip(cols, ("spearman", "pearson", "kendall", "precision_at_k")):
             col.metric(key.replace("_", " "), f"{agree[key]:.3f}")
-        st.caption(f"Proxy oriented so that higher = more memorized ({'as is' if scores.orientation(name) > 0 else 'negated'}); "
-                   f"{agree['n']} samples with a defined exact score.")
-        st.plotly_chart(plots.score_vs_score(exact, proxy, ids, labels, "exact memorization", f"{name} (oriented)",
-                                             flipped if flipped.any() else None), key="scatter")
+        st.caption(f"Plotted as {scores.oriented_name(name)}, so that higher = more memorized for every score; "
+                   f"{agree['n']} samples with a defined exact score. Precision@k: the share of the proxy's "
+                   f"top {agree['k']} that are in the exact score's top {agree['k']}.")
+        st.plotly_chart(plots.score_vs_score(exact, proxy, ids, labels, "exact memorization",
+                                             scores.oriented_name(name), flipped if flipped.any() else None),
+                        key="scatter")
 else:
     st.info("Compute exact memorization to compare each proxy against it.")
 
@@ -105,10 +111,15 @@ if len(available) > 1:
     matrix = pd.DataFrame(oriented.T, columns=names).corr(method="spearman").to_numpy()
     st.plotly_chart(plots.correlation_heatmap(names, matrix), key="corr")
 
-costs = {n: r["seconds"] for n, r in stored.items()}
+costs = {n: r["seconds"] for n, r in stored.items() if n not in proxies.FROM_DYNAMICS}
+learning_events = [n for n in stored if n in proxies.FROM_DYNAMICS]
+if learning_events:  # one computation from the recorded dynamics serves them all
+    costs["learning-event proxies"] = sum(stored[n]["seconds"] for n in learning_events)
 if costs:
     st.subheader("Cost")
-    st.caption("Compute seconds of each stored score set. Learning-event proxies reuse what training recorded.")
+    st.caption("Compute seconds of each stored score set. The learning-event proxies "
+               f"({', '.join(learning_events) or 'none stored'}) are read off the dynamics recorded during training, "
+               "which made training about 6% slower (`python -m bench training`).")
     st.plotly_chart(plots.cost_chart(costs), key="cost")
 
 if flipped.any():
@@ -119,23 +130,22 @@ if flipped.any():
 
 # -- one score in detail ------------------------------------------------------------------------
 st.subheader("Per class and per sample")
-shown = st.selectbox("Score", list(available), format_func=lambda n: f"{n} · {scores.label(n)}", key="detail")
+c1, c2 = st.columns([3, 1])
+shown = c1.selectbox("Score", list(available), format_func=lambda n: f"{n} · {scores.label(n)}", key="detail")
+log_y = c2.checkbox("log count axis", help="Most samples are barely memorized; a log axis shows the tail.")
 values = available[shown]
 left, right = st.columns(2)
-left.plotly_chart(plots.histogram(values, labels, xlabel=shown, class_names=ds.classes), key="histogram")
+left.plotly_chart(plots.histogram(values, labels, xlabel=shown, class_names=ds.classes, log_y=log_y), key="histogram")
 right.plotly_chart(plots.per_class_box(values, labels, ds.classes, shown), key="per_class")
+
 count = st.slider("Images", 10, 60, 20, 10)
-order = np.argsort(-scores.oriented(shown, values), kind="stable")
+# Rank by the score, ties (exact memorization is often exactly 0 or 1) broken by another score.
+tie_breaker = next((n for n in ("confidence", "exact", "loss") if n in available and n != shown), shown)
+order = np.lexsort((-scores.oriented(tie_breaker, available[tie_breaker]), -scores.oriented(shown, values)))
 order = order[np.isfinite(values[order])]
-
-
-def captions(idx):
-    return [f"#{i} y={ds.classes[labels[i]]} {values[i]:.2f}" + (" ⚑" if flipped[i] else "") for i in idx]
-
-
 st.markdown("**Most memorized**")
-ui.gallery(ds.thumbs_train[order[:count]], captions(order[:count]))
+ui.gallery(ds.thumbs_train[order[:count]], [ui.caption_for(i, ds, values[i]) for i in order[:count]])
 st.markdown("**Least memorized**")
-ui.gallery(ds.thumbs_train[order[::-1][:count]], captions(order[::-1][:count]))
-if flipped.any():
-    st.caption("⚑ = label flipped by label noise.")
+ui.gallery(ds.thumbs_train[order[::-1][:count]], [ui.caption_for(i, ds, values[i]) for i in order[::-1][:count]])
+st.caption(f"Captions: sample id · training label (9←5: flipped by label noise from 5) · {shown}. "
+           + (f"Ties are broken by {tie_breaker}." if tie_breaker != shown else ""))

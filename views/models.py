@@ -51,8 +51,15 @@ if not recs:
     st.stop()
 
 st.subheader("All models")
-cols = ["id", "name", "source", "arch", "dataset", "epochs", "train_acc", "test_acc", "seconds", "device"]
-st.dataframe(pd.DataFrame(recs[::-1]).reindex(columns=cols), hide_index=True)
+cols = ["name", "id", "source", "arch", "dataset", "epochs", "train_acc", "test_acc", "seconds", "device"]
+st.dataframe(pd.DataFrame(recs[::-1]).reindex(columns=cols), hide_index=True, column_config={
+    "train_acc": st.column_config.NumberColumn("train acc", format="%.3f"),
+    "test_acc": st.column_config.NumberColumn("test acc", format="%.3f"),
+    "seconds": st.column_config.NumberColumn("training time", format="%.1f s"),
+})
+if any(r.get("source") == "oracle" for r in recs):
+    st.caption("Oracles are retrained without a forget set to judge unlearning runs; their train accuracy "
+               "includes the forget set they never saw.")
 
 rec = ui.pick_model(ws, "models_pick", include_oracles=True)
 if rec:
