@@ -224,6 +224,7 @@ def memorize(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per model [default: the model's own recipe].")] = None,
     seed: int = 0,
     engine: Annotated[str, typer.Option(help="auto, batched (K models at once) or sequential.")] = "auto",
+    chunk: Annotated[Optional[int], typer.Option(help="Models per saved chunk [default: 32 batched, 8 sequential].")] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -234,7 +235,7 @@ def memorize(
         fail("say --exact to run the exact estimator (for the cheap proxies use `proxies MODEL`)")
 
     def work(ws, progress):
-        cfg = memorization.ExactConfig(models=models_, ratio=ratio, epochs=epochs, seed=seed, engine=engine)
+        cfg = memorization.ExactConfig(models=models_, ratio=ratio, epochs=epochs, seed=seed, engine=engine, chunk=chunk)
         cfg.check()
         return memorization.exact(ws, ws.get(model, "model"), cfg, devices.resolve(device), progress)
 

@@ -42,6 +42,8 @@ class ExactConfig:
             raise UserError(f"--ratio must be between 0 and 1, got {self.ratio}")
         if self.epochs is not None and self.epochs < 1:
             raise UserError("--epochs must be at least 1")
+        if self.chunk is not None and self.chunk < 1:
+            raise UserError("--chunk must be at least 1")
         if self.engine not in ("auto", "batched", "sequential"):
             raise UserError(f"unknown engine {self.engine!r}; choose auto, batched or sequential")
 
@@ -119,10 +121,20 @@ def in_progress(ws: Workspace, model_id: str) -> list[dict]:
         if not manifest.exists() or not chunks:
             continue
         info = json.loads(manifest.read_text())
+        cfg = ExactConfig(**info["cfg"])
         train = np.concatenate([c["train"] for c in chunks])
-        subs = subsets(info["n"], info["ratio"], info["models"], info["seed"])[: len(train)]
-        runs.append({**info, "done": len(train), "masks": masks_of(subs, info["n"]), "correct": train})
+        subs = subsets(info["n"], cfg.ratio, cfg.models, cfg.seed)[: len(train)]
+        runs.append({"cfg": cfg, "models": cfg.models, "n": info["n"], "engine": info["engine"], "done": len(train),
+                     "masks": masks_of(subs, info["n"]), "correct": train})
     return runs
+
+
+def cli_args(model_id: str, cfg: ExactConfig) -> list[str]:
+    """The `memorize` command line that runs (or resumes) this configuration."""
+    argv = ["memorize", model_id, "--exact", "--models", str(cfg.models), "--ratio", str(cfg.ratio),
+            "--seed", str(cfg.seed), "--engine", cfg.engine]
+    argv += ["--epochs", str(cfg.epochs)] if cfg.epochs is not None else []
+    return argv + (["--chunk", str(cfg.chunk)] if cfg.chunk is not None else [])
 
 
 def _clock(seconds: float) -> str:
@@ -141,7 +153,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
     folder = _partial_dir(ws, model_rec["id"], cfg, recipe, engine)
     folder.mkdir(parents=True, exist_ok=True)
     n = ds.n_train
-    write_atomic(folder / "manifest.json", json.dumps({**asdict(cfg), "n": n, "engine": engine}).encode())
+    write_atomic(folder / "manifest.json", json.dumps({"cfg": asdict(cfg), "n": n, "engine": engine}).encode())
 
     subs = subsets(n, cfg.ratio, cfg.models, cfg.seed)
     seeds = [cfg.seed * 1_000_003 + k for k in range(cfg.models)]

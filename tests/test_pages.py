@@ -105,3 +105,32 @@ def test_unlearn_form_launches_a_job(monkeypatch, populated):
     done = jobs.wait(ws, job["id"], timeout=180)
     assert done["state"] == "succeeded", jobs.log_tail(done)
     assert ws.get(done["result_id"], "run")["params"]["epochs"] == 1
+
+
+def test_interrupted_exact_run_is_shown_and_resumed_from_the_page(monkeypatch, ws):
+    from explorer import ensembles
+
+    model = checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=2), CPU)
+    real, calls = ensembles.train_correctness, []
+
+    def stop_after_first_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ensembles, "train_correctness", stop_after_first_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            memorization.exact(ws, model, memorization.ExactConfig(models=6, epochs=2, seed=3, chunk=2,
+                                                                   engine="sequential"), CPU)
+    at = open_page(monkeypatch, ws, "memorization")
+    assert any("interrupted exact run" in m.value for m in at.markdown)
+    assert "live_conv-0" in {el.key for el in at.get("plotly_chart")}
+    next(b for b in at.button if b.label == "Resume it").click().run()
+    job = next(j for j in jobs.list_jobs(ws) if j["argv"][0] == "memorize")
+    assert job["argv"] == memorization.cli_args(model["id"], memorization.ExactConfig(
+        models=6, epochs=2, seed=3, chunk=2, engine="sequential"))
+    done = jobs.wait(ws, job["id"], timeout=120)
+    assert done["state"] == "succeeded", jobs.log_tail(done)
+    assert memorization.in_progress(ws, model["id"]) == []

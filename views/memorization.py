@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import memorization, metrics, plots, proxies, scores, ui
+from explorer import jobs, memorization, metrics, plots, proxies, scores, ui
 
 ws = ui.workspace()
 ws_path = str(ws.path.resolve())
@@ -35,8 +35,8 @@ with exact_col.form("exact"):
         st.caption(f"One model at a time this would take about {guess / 60:.1f} min here; "
                    "batched engines (MLP, or any small net on a GPU) are several times faster.")
     if st.form_submit_button("Compute exact", type="primary"):
-        ui.launch(ws, ["memorize", rec["id"], "--exact", "--models", str(k), "--ratio", str(ratio),
-                       "--epochs", str(epochs)], f"exact memorization of {rec['name']}", "exact_job")
+        cfg = memorization.ExactConfig(models=int(k), ratio=float(ratio), epochs=int(epochs))
+        ui.launch(ws, memorization.cli_args(rec["id"], cfg), f"exact memorization of {rec['name']}", "exact_job")
 with proxy_col.form("proxies"):
     st.markdown("**Proxies**")
     possible = list(proxies.ALL if rec.get("has_dynamics") else proxies.FROM_MODEL)
@@ -55,13 +55,20 @@ with proxy_col:
 
 @st.fragment(run_every=2.0)
 def live_convergence():
-    running = memorization.in_progress(ws, rec["id"])
-    if running:
-        run = running[-1]
-        st.markdown(f"**Exact estimate converging** — {run['done']} of {run['models']} models so far")
+    active = any(j["argv"][:2] == ["memorize", rec["id"]] for j in jobs.list_jobs(ws, active_only=True))
+    for i, run in enumerate(memorization.in_progress(ws, rec["id"])):
+        if active:
+            st.markdown(f"**Exact estimate converging** — {run['done']} of {run['models']} models so far")
+        else:
+            st.markdown(f"**An interrupted exact run** stopped after {run['done']} of {run['models']} models; "
+                        "its saved models are kept.")
+            if st.button("Resume it", key=f"resume-{i}"):
+                ui.launch(ws, memorization.cli_args(rec["id"], run["cfg"]), f"exact memorization of {rec['name']}",
+                          "exact_job")
+                st.rerun(scope="app")
         step = max(1, run["done"] // 12)
         st.plotly_chart(plots.convergence(memorization.convergence(run["masks"], run["correct"], step)),
-                        key="live_conv")
+                        key=f"live_conv-{i}")
 
 
 live_convergence()
