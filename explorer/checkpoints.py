@@ -6,6 +6,9 @@ can never run code.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sqlite3
 from pathlib import Path
 
 import torch
@@ -16,7 +19,7 @@ from torch import nn
 from . import data as data_mod
 from . import models, training
 from .errors import UserError
-from .workspace import Workspace
+from .workspace import Workspace, WorkspaceError
 
 
 class CheckpointError(UserError):
@@ -24,21 +27,20 @@ class CheckpointError(UserError):
 
 
 def dataset_record(ws: Workspace, spec: data_mod.DatasetSpec, ds: data_mod.Dataset) -> dict:
-    """The catalog's record of this exact dataset (splits, noise, flipped ids), made once."""
-    for rec in ws.find("dataset"):
-        if all(rec.get(k) == v for k, v in spec.as_meta().items()):
-            return rec
-    return ws.put(
-        "dataset",
-        {
-            **spec.as_meta(),
-            "classes": ds.classes,
-            "n_train": ds.n_train,
-            "n_test": len(ds.y_test),
-            "shape": list(ds.shape),
-            "flipped": ds.flipped.tolist(),
-        },
-    )
+    """The catalog's record of this exact dataset (splits, noise, flipped ids), made once. Its id
+    is a hash of the spec, so two jobs publishing the first model on it at once agree on it."""
+    key = json.dumps(spec.as_meta(), sort_keys=True)
+    rec_id = f"ds-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    try:
+        return ws.get(rec_id, "dataset")
+    except WorkspaceError:
+        pass
+    meta = {**spec.as_meta(), "classes": ds.classes, "n_train": ds.n_train, "n_test": len(ds.y_test),
+            "shape": list(ds.shape), "flipped": ds.flipped.tolist()}
+    try:
+        return ws.put("dataset", meta, rec_id=rec_id)
+    except sqlite3.IntegrityError:  # another process made it a moment ago
+        return ws.get(rec_id, "dataset")
 
 
 def spec_of(rec: dict) -> data_mod.DatasetSpec:
@@ -133,9 +135,10 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def import_model(ws: Workspace, path: Path, arch: str, spec: data_mod.DatasetSpec, name: str | None = None) -> dict:
-    """Check a user's weights against the architecture and dataset, then register them."""
-    state = read_weights_file(path)  # fails before anything else is touched
+def fit_weights(path: Path, arch: str, spec: data_mod.DatasetSpec) -> nn.Module:
+    """A model of `arch` for the dataset holding the weights in `path`, or a one-line reason why
+    the file cannot be that model. Touches no workspace."""
+    state = read_weights_file(path)  # fails before the dataset is even loaded
     ds = data_mod.load(spec)
     model = models.for_dataset(arch, ds)
     expected = model.state_dict()
@@ -154,11 +157,17 @@ def import_model(ws: Workspace, path: Path, arch: str, spec: data_mod.DatasetSpe
             f"e.g. {example!r})"
         )
     model.load_state_dict(state)
+    return model
+
+
+def register_import(ws: Workspace, model: nn.Module, arch: str, spec: data_mod.DatasetSpec, name: str) -> dict:
+    """Publish checked weights (from `fit_weights`) as a model without training dynamics."""
+    ds = data_mod.load(spec)
     ds_rec = dataset_record(ws, spec, ds)
     return ws.put(
         "model",
         {
-            "name": name or Path(path).name,
+            "name": name,
             "source": "imported",
             "arch": arch,
             "dataset": spec.name,
@@ -171,3 +180,8 @@ def import_model(ws: Workspace, path: Path, arch: str, spec: data_mod.DatasetSpe
         },
         files={"weights.safetensors": training.state_bytes(model)},
     )
+
+
+def import_model(ws: Workspace, path: Path, arch: str, spec: data_mod.DatasetSpec, name: str | None = None) -> dict:
+    """Check a user's weights against the architecture and dataset, then register them."""
+    return register_import(ws, fit_weights(path, arch, spec), arch, spec, name or Path(path).name)

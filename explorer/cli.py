@@ -7,21 +7,24 @@ With --json the last line on stdout is one JSON object (or, for `list`, one JSON
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
+from typer.exceptions import TyperException
 
-from . import checkpoints, devices, forget_sets, jobs, memorization, proxies, runs, scores, training, unlearning
+from . import checkpoints, data, devices, forget_sets, jobs, memorization, models, proxies, runs, scores, training, unlearning
 from .data import DatasetSpec
 from .errors import UserError
 from .workspace import Workspace, write_atomic
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Memorization-based machine unlearning explorer.")
+T = TypeVar("T")
 forget_set_app = typer.Typer(no_args_is_help=True, help="Build forget sets.")
 app.add_typer(forget_set_app, name="forget-set")
 
@@ -62,16 +65,21 @@ def terminal_progress(enabled: bool):
         yield lambda fraction, message: bar.update(task, completed=fraction, description=message)
 
 
-def execute(workspace: Path | None, job: str | None, as_json: bool, work: Callable[[Workspace, Callable], dict],
-            summary: Callable[[dict], str]) -> dict:
-    """Run a command's work in the foreground or as a job, map errors to exit codes, print."""
+def execute(workspace: Path | None, job: str | None, as_json: bool, work: Callable[[Workspace, Callable, T], dict],
+            summary: Callable[[dict], str], prepare: Callable[[], T] = lambda: None, creates: bool = False) -> dict:
+    """Run a command in the foreground or as a job, map errors to exit codes, print the result.
+
+    `prepare` checks the input and builds what `work` needs before the workspace is opened, so
+    bad input writes nothing, not even a new workspace; only `creates` commands make one."""
     try:
-        ws = Workspace(workspace)
         if job:
-            record = jobs.run(ws, job, lambda progress: work(ws, progress))
+            ws = Workspace(workspace, create=False)
+            record = jobs.run(ws, job, lambda progress: work(ws, progress, prepare()))
         else:
+            prepared = prepare()
+            ws = Workspace(workspace, create=creates)
             with terminal_progress(sys.stderr.isatty()) as progress:
-                record = work(ws, progress)
+                record = work(ws, progress, prepared)
     except UserError as err:  # caused by what the user asked for: exit 2, one line
         fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
     except jobs.Cancelled:
@@ -89,13 +97,24 @@ def execute(workspace: Path | None, job: str | None, as_json: bool, work: Callab
 def query(workspace: Path | None, fetch: Callable[[Workspace], object]):
     """Run a quick read-only command body, turning bad input into exit 2."""
     try:
-        return fetch(Workspace(workspace))
+        return fetch(Workspace(workspace, create=False))
     except UserError as err:
         fail(str(err))
 
 
+def _finite(value):
+    """NaN and infinities become null: strict JSON parsers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def emit(record, as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(record, default=str) if as_json else text)
+    typer.echo(json.dumps(_finite(record), default=str) if as_json else text)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -123,16 +142,22 @@ def train(
 ):
     """Train a model from scratch, recording per-sample dynamics, and register it."""
 
-    def work(ws, progress):
-        dev = devices.resolve(device)
+    def prepare():
         recipe = training.Recipe(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                  batch_size=batch_size, seed=seed, cosine=cosine)
         spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise)
+        dev = devices.resolve(device)
+        models.for_dataset(arch, data.load(spec))  # the architecture exists and fits the images
+        return spec, recipe, dev
+
+    def work(ws, progress, prepared):
+        spec, recipe, dev = prepared
         return checkpoints.train(ws, spec, arch, recipe, dev, progress, name=name)
 
     execute(workspace, job, as_json, work,
             lambda r: f"trained {r['id']}: {r['dataset']} {r['arch']}, test acc {r['test_acc']:.3f}, "
-                      f"train acc {r['train_acc']:.3f} ({r['seconds']:.1f} s on {r['device']})")
+                      f"train acc {r['train_acc']:.3f} ({r['seconds']:.1f} s on {r['device']})",
+            prepare=prepare, creates=True)
 
 
 @app.command("import-model")
@@ -149,11 +174,14 @@ def import_model(
 ):
     """Register a model trained elsewhere (no training dynamics)."""
 
-    def work(ws, progress):
-        return checkpoints.import_model(ws, file, arch, DatasetSpec(name=dataset, root=data_root, split_seed=split_seed), name)
+    spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed)
+
+    def work(ws, progress, model):
+        return checkpoints.register_import(ws, model, arch, spec, name or file.name)
 
     execute(workspace, job, as_json, work,
-            lambda r: f"imported {r['id']}: {r['dataset']} {r['arch']}, test acc {r['test_acc']:.3f}")
+            lambda r: f"imported {r['id']}: {r['dataset']} {r['arch']}, test acc {r['test_acc']:.3f}",
+            prepare=lambda: checkpoints.fit_weights(file, arch, spec), creates=True)
 
 
 @forget_set_app.command("create")
@@ -170,17 +198,19 @@ def forget_set_create(
 ):
     """Make a forget set of training samples."""
 
-    def work(ws, progress):
-        ids = None
-        if ids_file is not None:
-            try:
-                ids = [int(t) for t in ids_file.read_text().replace(",", " ").split()]
-            except (OSError, ValueError) as err:
-                raise forget_sets.ForgetSetError(f"cannot read sample ids from {ids_file}: {err}") from None
+    def read_ids():
+        if ids_file is None:
+            return None
+        try:
+            return [int(t) for t in ids_file.read_text().replace(",", " ").split()]
+        except (OSError, ValueError) as err:
+            raise forget_sets.ForgetSetError(f"cannot read sample ids from {ids_file}: {err}") from None
+
+    def work(ws, progress, ids):
         return forget_sets.create(ws, ws.get(model, "model"), strategy, name=name, size=size, seed=seed,
                                   classes=class_, ids=ids)
 
-    execute(workspace, None, as_json, work,
+    execute(workspace, None, as_json, work, prepare=read_ids, summary=
             lambda r: f"forget set {r['id']}: {r['size']} samples from classes {r['classes']}, ES {r['es']:.2f}")
 
 
@@ -197,22 +227,26 @@ def unlearn(
 ):
     """Unlearn a forget set and measure the result against the retrained oracle."""
 
-    def work(ws, progress):
+    def prepare():
         try:
             parsed = json.loads(params)
         except json.JSONDecodeError as err:
             raise unlearning.ParamError(f"--params is not valid JSON: {err}") from None
         if not isinstance(parsed, dict):
             raise unlearning.ParamError("--params must be a JSON object")
-        return runs.unlearn(ws, ws.get(model, "model"), ws.get(forget, "forget_set"), method, parsed,
-                            devices.resolve(device), progress)
+        unlearning.make(method, parsed)  # the method exists and takes these parameters
+        return parsed, devices.resolve(device)
+
+    def work(ws, progress, prepared):
+        parsed, dev = prepared
+        return runs.unlearn(ws, ws.get(model, "model"), ws.get(forget, "forget_set"), method, parsed, dev, progress)
 
     def summary(r):
         m = r["metrics"]
         return (f"run {r['id']}: {r['method']} · forget acc {r['original']['acc_forget']:.3f} → {m['acc_forget']:.3f} "
                 f"(oracle {r['oracle']['acc_forget']:.3f}) · ToW {m['tow']:.3f} · {m['speedup']:.1f}× faster than retraining")
 
-    execute(workspace, job, as_json, work, summary)
+    execute(workspace, job, as_json, work, summary, prepare=prepare)
 
 
 @app.command()
@@ -234,14 +268,19 @@ def memorize(
     if not exact:
         fail("say --exact to run the exact estimator (for the cheap proxies use `proxies MODEL`)")
 
-    def work(ws, progress):
+    def prepare():
         cfg = memorization.ExactConfig(models=models_, ratio=ratio, epochs=epochs, seed=seed, engine=engine, chunk=chunk)
         cfg.check()
-        return memorization.exact(ws, ws.get(model, "model"), cfg, devices.resolve(device), progress)
+        return cfg, devices.resolve(device)
+
+    def work(ws, progress, prepared):
+        cfg, dev = prepared
+        return memorization.exact(ws, ws.get(model, "model"), cfg, dev, progress)
 
     execute(workspace, job, as_json, work,
             lambda r: f"exact memorization {r['id']}: {r['models']} models, {r['seconds']:.1f} s on {r['device']} "
-                      f"({r['params']['engine']}); {r['never_held_out']} samples never held out")
+                      f"({r['params']['engine']}); {r['never_held_out']} samples never held out",
+            prepare=prepare)
 
 
 @app.command("proxies")
@@ -255,9 +294,9 @@ def proxies_(
 ):
     """Compute memorization proxies, one score set each (all that the model allows by default)."""
 
-    def work(ws, progress):
+    def work(ws, progress, dev):
         names = [t.strip() for t in only.split(",") if t.strip()] if only else None
-        records, skipped = proxies.compute(ws, ws.get(model, "model"), names, devices.resolve(device), progress)
+        records, skipped = proxies.compute(ws, ws.get(model, "model"), names, dev, progress)
         for name, why in skipped.items():
             typer.echo(f"skipped {name}: {why}", err=True)
         return {"id": records[0]["id"], "kind": "scores", "ids": [r["id"] for r in records], "scores": records,
@@ -265,7 +304,8 @@ def proxies_(
 
     execute(workspace, job, as_json, work,
             lambda r: "\n".join(f"{s['id']}  {s['name']:<18} {s['seconds'] * 1000:9.1f} ms on {s['device']}"
-                                for s in r["scores"]))
+                                for s in r["scores"]),
+            prepare=lambda: devices.resolve(device))
 
 
 class ExportFormat(str, Enum):
@@ -379,4 +419,13 @@ def cancel(
 
 
 def main() -> None:
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as err:  # an unknown option, a value of the wrong type, a missing argument
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        typer.echo(f"error: {' '.join(message.split())}", err=True)
+        sys.exit(getattr(err, "exit_code", 2))
+    except KeyboardInterrupt:
+        typer.echo("interrupted; nothing was written", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -19,13 +19,15 @@ class ForgetSetError(UserError):
 
 def choose(strategy: str, labels: np.ndarray, *, size: int | None = None, seed: int = 0,
            classes: list[int] | None = None, ids: list[int] | None = None) -> np.ndarray:
-    """Sample ids for a strategy; pure, so it is easy to test and to preview."""
+    """Sorted sample ids for a strategy; pure, so it is easy to test and to preview. Whatever the
+    strategy, the result is neither empty nor the whole training set (R must keep something)."""
     n = len(labels)
+    rng = np.random.default_rng(seed)
     if strategy == "random":
         if not size or not 0 < size < n:
             raise ForgetSetError(f"--size must be between 1 and {n - 1} for a random forget set")
-        return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-    if strategy == "class":
+        chosen = rng.choice(n, size=size, replace=False)
+    elif strategy == "class":
         if not classes:
             raise ForgetSetError("give at least one --class for a class forget set")
         bad = [c for c in classes if not 0 <= c <= labels.max()]
@@ -33,27 +35,30 @@ def choose(strategy: str, labels: np.ndarray, *, size: int | None = None, seed: 
             raise ForgetSetError(f"no class {bad[0]} in this dataset (classes 0–{labels.max()})")
         chosen = np.flatnonzero(np.isin(labels, classes))
         if size:  # a random part of those classes
-            chosen = np.sort(np.random.default_rng(seed).choice(chosen, size=min(size, len(chosen)), replace=False))
-        return chosen
-    if strategy in ("ids", "selection"):
-        chosen = np.unique(np.asarray(ids or [], dtype=np.int64))
-        if len(chosen) == 0:
-            raise ForgetSetError("the forget set is empty: select or list at least one sample")
-        if chosen[0] < 0 or chosen[-1] >= n:
-            raise ForgetSetError(f"sample ids must be in 0–{n - 1}; got {int(chosen[0] if chosen[0] < 0 else chosen[-1])}")
-        if len(chosen) == n:
-            raise ForgetSetError("the forget set cannot be the whole training set")
-        return chosen
-    raise ForgetSetError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+            chosen = rng.choice(chosen, size=min(size, len(chosen)), replace=False)
+    elif strategy in ("ids", "selection"):
+        chosen = np.asarray(ids or [], dtype=np.int64)
+        if len(chosen) and (chosen.min() < 0 or chosen.max() >= n):
+            raise ForgetSetError(f"sample ids must be in 0–{n - 1}; got {int(chosen.min() if chosen.min() < 0 else chosen.max())}")
+    else:
+        raise ForgetSetError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    chosen = np.unique(chosen)
+    if len(chosen) == 0:
+        raise ForgetSetError("the forget set is empty: select or list at least one sample")
+    if len(chosen) == n:
+        raise ForgetSetError("the forget set cannot be the whole training set")
+    return chosen
 
 
-def create(ws: Workspace, model_rec: dict, strategy: str, name: str | None = None, **how) -> dict:
-    """Build a forget set on the model's training data and publish it with its entanglement."""
+def create(ws: Workspace, model_rec: dict, strategy: str, name: str | None = None, features=None, **how) -> dict:
+    """Build a forget set on the model's training data and publish it with its entanglement
+    (from `features`, the model's penultimate features, when the caller has them already)."""
     ds = checkpoints.dataset_of(ws, model_rec)
     labels = ds.y_train.numpy()
     ids = choose(strategy, labels, **how)
-    model = checkpoints.load_model(ws, model_rec)
-    es = metrics.entanglement(models.penultimate(model, ds.x_train), ids)
+    if features is None:
+        features = models.penultimate(checkpoints.load_model(ws, model_rec), ds.x_train)
+    es = metrics.entanglement(features, ids)
     counts = Counter(labels[ids].tolist())
     return ws.put(
         "forget_set",

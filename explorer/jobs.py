@@ -28,7 +28,8 @@ _children: dict[str, subprocess.Popen] = {}
 
 
 class Cancelled(BaseException):
-    """Raised inside a job when SIGTERM arrives; BaseException so no `except Exception` eats it."""
+    """Raised inside a job at its first progress report after SIGTERM; BaseException so no
+    `except Exception` eats it."""
 
 
 def _row(row) -> dict:
@@ -150,13 +151,17 @@ def wait(ws: Workspace, job_id: str, timeout: float = 600, poll: float = 0.2) ->
 
 
 class Reporter:
-    """The progress callback handed to library code inside a job; writes at most twice a second."""
+    """The progress callback handed to library code inside a job; writes at most twice a second,
+    and is where a requested cancel takes effect."""
 
     def __init__(self, ws: Workspace, job_id: str, min_interval: float = 0.5):
         self.ws, self.job_id, self.min_interval = ws, job_id, min_interval
         self._last = 0.0
+        self.cancel_requested = False
 
     def __call__(self, fraction: float, message: str) -> None:
+        if self.cancel_requested:
+            raise Cancelled()
         now = time.monotonic()
         if now - self._last >= self.min_interval or fraction >= 1:
             self._last = now
@@ -165,15 +170,20 @@ class Reporter:
 
 
 def run(ws: Workspace, job_id: str, work: Callable[[Reporter], dict]) -> dict:
-    """Run `work` as job `job_id`: `work` gets a progress callback and returns the record it made."""
+    """Run `work` as job `job_id`: `work` gets a progress callback and returns the record it made.
+
+    SIGTERM only raises a flag; the work stops at its next progress report. Library code reports
+    progress while it computes and never after it has published, so a cancel can interrupt the
+    computation but never a write, and a job that got as far as publishing ends as succeeded."""
+    reporter = Reporter(ws, job_id)
 
     def on_sigterm(signum, frame):
-        raise Cancelled()
+        reporter.cancel_requested = True
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     _set(ws, job_id, state="running", pid=os.getpid(), started=time.time(), message="running")
     try:
-        record = work(Reporter(ws, job_id))
+        record = work(reporter)
     except Cancelled:
         _set(ws, job_id, state="cancelled", message="cancelled", finished=time.time())
         raise

@@ -14,7 +14,8 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 
 from . import checkpoints, ensembles, scores, training
 from .errors import UserError
+from .models import ArchError
 from .training import Progress, _no_progress
 from .workspace import Workspace, write_atomic
 
@@ -91,16 +93,46 @@ def convergence(masks: np.ndarray, correct: np.ndarray, step: int) -> list[dict]
     return rows
 
 
-def _partial_dir(ws: Workspace, model_id: str, cfg: ExactConfig, recipe: training.Recipe, engine: str) -> Path:
-    key = json.dumps({"cfg": asdict(cfg), "recipe": recipe.as_meta(), "engine": engine}, sort_keys=True)
-    return ws.path / "partial" / f"exact-{model_id}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+def resolve(cfg: ExactConfig, model_rec: dict, device: torch.device) -> ExactConfig:
+    """The configuration with every default made concrete (epochs, engine, chunk size): what
+    identifies a run, so a resume from the CLI, the app or another device finds its chunks."""
+    engine = ensembles.engine_for(model_rec["arch"], device) if cfg.engine == "auto" else cfg.engine
+    epochs = cfg.epochs or (model_rec.get("recipe") or training.Recipe().as_meta())["epochs"]
+    return replace(cfg, epochs=epochs, engine=engine, chunk=cfg.chunk or (32 if engine == "batched" else 8))
 
 
 def _recipe(model_rec: dict, cfg: ExactConfig) -> training.Recipe:
-    base = dict(model_rec.get("recipe") or training.Recipe().as_meta())
-    if cfg.epochs is not None:
-        base["epochs"] = cfg.epochs
-    return training.Recipe(**base)
+    return training.Recipe(**{**(model_rec.get("recipe") or training.Recipe().as_meta()), "epochs": cfg.epochs})
+
+
+def _run_key(model_rec: dict, cfg: ExactConfig) -> str:
+    key = json.dumps({"cfg": asdict(cfg), "recipe": _recipe(model_rec, cfg).as_meta()}, sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+LOCK_WAIT_SECONDS = 10.0
+
+
+@contextmanager
+def _exclusive(folder: Path):
+    """One process per run folder: a second start of the same run is refused, not duplicated."""
+    try:
+        import fcntl
+    except ImportError:  # not on Unix: no advisory locks, run unguarded
+        yield
+        return
+    with open(folder / "lock", "w") as handle:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # A process killed a moment ago can hold the lock until its threads are gone.
+                if time.monotonic() > deadline:
+                    raise UserError("this exact run is already going in another job; wait for it or cancel it") from None
+                time.sleep(0.2)
+        yield
 
 
 def _load_chunks(folder: Path) -> list[dict]:
@@ -112,19 +144,21 @@ def _load_chunks(folder: Path) -> list[dict]:
 
 
 def in_progress(ws: Workspace, model_id: str) -> list[dict]:
-    """Exact runs of this model that have saved chunks but not finished: their config and the
-    correctness gathered so far (for a live view of the estimate converging)."""
+    """Exact runs of this model that have saved chunks but not finished: their (resolved) config
+    and the correctness gathered so far (for a live view of the estimate converging)."""
     runs = []
     for folder in sorted((ws.path / "partial").glob(f"exact-{model_id}-*")):
-        manifest = folder / "manifest.json"
-        chunks = _load_chunks(folder)
-        if not manifest.exists() or not chunks:
+        try:
+            info = json.loads((folder / "manifest.json").read_text())
+            chunks = _load_chunks(folder)
+        except (OSError, ValueError):  # being removed as it finishes, or not started yet
             continue
-        info = json.loads(manifest.read_text())
+        if not chunks:
+            continue
         cfg = ExactConfig(**info["cfg"])
         train = np.concatenate([c["train"] for c in chunks])
         subs = subsets(info["n"], cfg.ratio, cfg.models, cfg.seed)[: len(train)]
-        runs.append({"cfg": cfg, "models": cfg.models, "n": info["n"], "engine": info["engine"], "done": len(train),
+        runs.append({"cfg": cfg, "models": cfg.models, "n": info["n"], "done": len(train),
                      "masks": masks_of(subs, info["n"]), "correct": train})
     return runs
 
@@ -144,53 +178,65 @@ def _clock(seconds: float) -> str:
 
 def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device,
           progress: Progress = _no_progress) -> dict:
-    """Run (or resume) the estimator and publish the score set named "exact"."""
+    """Run (or resume) the estimator and publish the score set named "exact". Running a
+    configuration that was already published returns that score set."""
     cfg.check()
     ds = checkpoints.dataset_of(ws, model_rec)
-    recipe = _recipe(model_rec, cfg)
-    engine = ensembles.engine_for(model_rec["arch"], device) if cfg.engine == "auto" else cfg.engine
-    chunk = cfg.chunk or (32 if engine == "batched" else 8)
-    folder = _partial_dir(ws, model_rec["id"], cfg, recipe, engine)
-    folder.mkdir(parents=True, exist_ok=True)
     n = ds.n_train
-    write_atomic(folder / "manifest.json", json.dumps({"cfg": asdict(cfg), "n": n, "engine": engine}).encode())
+    if not 1 <= int(cfg.ratio * n) <= n - 1:
+        raise UserError(f"--ratio {cfg.ratio} leaves {int(cfg.ratio * n)} of {n} samples per subset; "
+                        "it must keep at least one and hold out at least one")
+    cfg = resolve(cfg, model_rec, device)
+    if cfg.engine == "batched" and model_rec["arch"] not in ensembles.BATCHABLE:
+        raise ArchError(f"{model_rec['arch']} cannot be trained batched (it has batch-norm); use --engine sequential")
+    recipe, key = _recipe(model_rec, cfg), _run_key(model_rec, cfg)
+    folder = ws.path / "partial" / f"exact-{model_rec['id']}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder):
+        done = [r for r in ws.find("scores", model_id=model_rec["id"], name="exact") if r["params"].get("run_key") == key]
+        if done:  # published before; only the clean-up was missed
+            shutil.rmtree(folder, ignore_errors=True)
+            return done[-1]
+        write_atomic(folder / "manifest.json", json.dumps({"cfg": asdict(cfg), "n": n}).encode())
+        subs = subsets(n, cfg.ratio, cfg.models, cfg.seed)
+        seeds = [cfg.seed * 1_000_003 + k for k in range(cfg.models)]
+        bounds = [(lo, min(lo + cfg.chunk, cfg.models)) for lo in range(0, cfg.models, cfg.chunk)]
+        start, trained_here = time.perf_counter(), 0
+        for c, (lo, hi) in enumerate(bounds):
+            path = folder / f"chunk-{c:05d}.npz"
+            if path.exists():  # done by an earlier, interrupted run
+                continue
 
-    subs = subsets(n, cfg.ratio, cfg.models, cfg.seed)
-    seeds = [cfg.seed * 1_000_003 + k for k in range(cfg.models)]
-    bounds = [(lo, min(lo + chunk, cfg.models)) for lo in range(0, cfg.models, chunk)]
-    start, trained_here = time.perf_counter(), 0
-    for c, (lo, hi) in enumerate(bounds):
-        path = folder / f"chunk-{c:05d}.npz"
-        if path.exists():  # done by an earlier, interrupted run
-            continue
+            def step(f, msg, lo=lo, hi=hi):
+                done_here = trained_here + f * (hi - lo)
+                rate = (time.perf_counter() - start) / done_here if done_here else None
+                left = (cfg.models - lo - f * (hi - lo)) * rate if rate else None
+                eta = f" · ETA {_clock(left)}" if left is not None else ""
+                progress((lo + f * (hi - lo)) / cfg.models, f"models {lo + int(f * (hi - lo))}/{cfg.models}{eta}")
 
-        def step(f, msg, lo=lo, hi=hi):
-            done_here = trained_here + f * (hi - lo)
-            rate = (time.perf_counter() - start) / done_here if done_here else None
-            left = (cfg.models - lo - f * (hi - lo)) * rate if rate else None
-            eta = f" · ETA {_clock(left)}" if left is not None else ""
-            progress((lo + f * (hi - lo)) / cfg.models, f"models {lo + int(f * (hi - lo))}/{cfg.models}{eta}")
+            t0 = time.perf_counter()
+            train_c, test_c = ensembles.train_correctness(model_rec["arch"], ds, subs[lo:hi], seeds[lo:hi], recipe,
+                                                          device, cfg.engine, step)
+            seconds = time.perf_counter() - t0
+            write_atomic(path, scores._npz(train=train_c.numpy(), test=test_c.numpy(), seconds=np.float64(seconds)))
+            trained_here += hi - lo
 
-        t0 = time.perf_counter()
-        train_c, test_c = ensembles.train_correctness(model_rec["arch"], ds, subs[lo:hi], seeds[lo:hi], recipe,
-                                                      device, engine, step)
-        seconds = time.perf_counter() - t0
-        write_atomic(path, scores._npz(train=train_c.numpy(), test=test_c.numpy(), seconds=np.float64(seconds)))
-        trained_here += hi - lo
-
-    chunks = _load_chunks(folder)
-    correct = np.concatenate([c["train"] for c in chunks])
-    masks = masks_of(subs, n)
-    est = estimate(masks, correct)
-    never = int((est["n_out"] == 0).sum())
-    rec = scores.publish(
-        ws, model_rec, "exact", est["values"],
-        seconds=float(sum(c["seconds"] for c in chunks)), device=device.type,
-        params={**asdict(cfg), "epochs": recipe.epochs, "engine": engine, "chunk": chunk},
-        arrays={k: est[k] for k in ("stderr", "cscore", "n_in", "n_out")}
-        | {"masks": masks, "correct": correct, "test_correct": np.concatenate([c["test"] for c in chunks])},
-        models=cfg.models, never_held_out=never,
-    )
-    shutil.rmtree(folder, ignore_errors=True)
-    progress(1.0, f"{cfg.models} models · {never} samples never held out")
+        chunks = _load_chunks(folder)
+        correct = np.concatenate([c["train"] for c in chunks])
+        if len(chunks) != len(bounds) or correct.shape != (cfg.models, n):
+            raise RuntimeError(f"{folder} holds {len(chunks)} chunks / {len(correct)} models, expected "
+                               f"{len(bounds)} / {cfg.models}")
+        masks = masks_of(subs, n)
+        est = estimate(masks, correct)
+        never = int((est["n_out"] == 0).sum())
+        progress(1.0, f"{cfg.models} models · {never} samples never held out")  # last report: then publish
+        rec = scores.publish(
+            ws, model_rec, "exact", est["values"],
+            seconds=float(sum(c["seconds"] for c in chunks)), device=device.type,
+            params={**asdict(cfg), "run_key": key},
+            arrays={k: est[k] for k in ("stderr", "cscore", "n_in", "n_out")}
+            | {"masks": masks, "correct": correct, "test_correct": np.concatenate([c["test"] for c in chunks])},
+            models=cfg.models, never_held_out=never,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
     return rec

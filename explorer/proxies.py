@@ -127,7 +127,8 @@ def curvature(model: nn.Module, ds, device: torch.device, h: float = 0.01, batch
 
 def compute(ws: Workspace, model_rec: dict, only: list[str] | None, device: torch.device,
             progress: Progress = _no_progress) -> tuple[list[dict], dict[str, str]]:
-    """Publish one score set per proxy asked for; returns (records, skipped name -> why)."""
+    """Compute every proxy asked for, then publish one score set each; returns (records,
+    skipped name -> why). Nothing is published until all are computed."""
     wanted = list(only or ALL)
     unknown = [w for w in wanted if w not in ALL]
     if unknown:
@@ -136,29 +137,29 @@ def compute(ws: Workspace, model_rec: dict, only: list[str] | None, device: torc
     if not model_rec.get("has_dynamics"):
         for name in [w for w in wanted if w in FROM_DYNAMICS]:
             skipped[name] = "needs training dynamics: train the model here to get it"
-        wanted = [w for w in wanted if w not in FROM_DYNAMICS]
-    if not wanted:
-        raise UserError(f"none of the asked proxies can be computed for {model_rec['id']}: {', '.join(skipped)} "
-                        "need training dynamics")
-    records = []
-    dyn_names = [w for w in wanted if w in FROM_DYNAMICS]
+    computed = []  # (name, values, seconds, device, params)
+    dyn_names = [w for w in wanted if w in FROM_DYNAMICS and w not in skipped]
     if dyn_names:
         start = time.perf_counter()
         values = from_dynamics(load_dynamics(ws, model_rec))
         seconds = (time.perf_counter() - start) / len(dyn_names)  # one pass serves them all
-        for name in [d for d in dyn_names if d not in values]:
-            skipped[name] = "its dynamics were not recorded for this model; retrain it"
-        for name in [d for d in dyn_names if d in values]:
-            records.append(scores.publish(ws, model_rec, name, values[name], seconds, "cpu",
-                                          params={"source": "training dynamics"}))
-    ds = checkpoints.dataset_of(ws, model_rec)
+        for name in dyn_names:
+            if name in values:
+                computed.append((name, values[name], seconds, "cpu", {"source": "training dynamics"}))
+            else:
+                skipped[name] = "its dynamics were not recorded for this model; retrain it"
     model_names = [w for w in wanted if w in FROM_MODEL]
+    if not computed and not model_names:
+        raise UserError(f"none of the asked proxies can be computed for {model_rec['id']}: "
+                        + "; ".join(f"{k} {v}" for k, v in skipped.items()))
+    ds = checkpoints.dataset_of(ws, model_rec) if model_names else None
     for i, name in enumerate(model_names):
         model = checkpoints.load_model(ws, model_rec, device=device)
 
         def step(f, msg, i=i):
             progress((i + f) / len(model_names), msg)
 
+        step(0.0, f"{name}…")
         start = time.perf_counter()
         if name == "ho_ret":
             values = holdout_retraining(model, ds, device, progress=step)
@@ -168,7 +169,8 @@ def compute(ws: Workspace, model_rec: dict, only: list[str] | None, device: torc
             params = {"h": 0.01, "variant": "final model"}
         if device.type == "cuda":
             torch.cuda.synchronize()
-        records.append(scores.publish(ws, model_rec, name, values, time.perf_counter() - start, device.type,
-                                      params=params))
-        step(1.0, f"{name} done")
+        computed.append((name, values, time.perf_counter() - start, device.type, params))
+    progress(1.0, f"publishing {len(computed)} score sets")  # the last report: a cancel stops here at the latest
+    records = [scores.publish(ws, model_rec, name, values, seconds, dev, params=params)
+               for name, values, seconds, dev, params in computed]
     return records, skipped

@@ -21,8 +21,10 @@ def _stage(progress: Progress, lo: float, hi: float) -> Progress:
 def oracle(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device,
            progress: Progress = _no_progress) -> dict:
     """The model retrained from the original's initial weights and recipe on R alone; made
-    once per (model, forget set) and kept as a model record with source "oracle"."""
-    found = ws.find("model", source="oracle", base_model_id=model_rec["id"], forget_set_id=fs_rec["id"])
+    once per (model, forget set, device type) and kept as a model record with source "oracle".
+    Per device, so a run's speed-up compares times taken on the same device."""
+    found = ws.find("model", source="oracle", base_model_id=model_rec["id"], forget_set_id=fs_rec["id"],
+                    device=device.type)
     if found:
         return found[0]
     ds = checkpoints.dataset_of(ws, model_rec)

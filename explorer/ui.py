@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from . import checkpoints, devices, embeddings, jobs, proxies, scores
+from . import checkpoints, devices, embeddings, jobs, memorization, proxies, scores
 from .workspace import Workspace, default_path
 
 
@@ -34,9 +34,10 @@ def dynamics_proxies(ws_path: str, model_id: str) -> dict[str, np.ndarray]:
     return proxies.from_dynamics(proxies.load_dynamics(ws, ws.get(model_id, "model")))
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def score_set(ws_path: str, score_id: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A stored score set's values and extra arrays (records never change, so cache by id)."""
+    """A stored score set's values and extra arrays. Records never change, so they are cached by
+    id and shared, not copied on every rerun (the exact estimator's matrices are K × n)."""
     loaded = scores.load(_workspace(ws_path), score_id)
     return loaded.values, loaded.arrays
 
@@ -50,6 +51,18 @@ def available_scores(ws: Workspace, rec: dict) -> dict[str, np.ndarray]:
         for name, values in dynamics_proxies(ws_path, rec["id"]).items():
             found.setdefault(name, values)
     return {name: found[name] for name in scores.SCORES if name in found}
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _partial_exact_runs(ws_path: str, model_id: str, signature: tuple) -> list[dict]:
+    return memorization.in_progress(_workspace(ws_path), model_id)
+
+
+def partial_exact_runs(ws: Workspace, model_id: str) -> list[dict]:
+    """`memorization.in_progress`, re-read only when a chunk has landed."""
+    folders = sorted((ws.path / "partial").glob(f"exact-{model_id}-*"))
+    signature = tuple((f.name, len(list(f.glob("chunk-*.npz")))) for f in folders)
+    return _partial_exact_runs(str(ws.path.resolve()), model_id, signature) if signature else []
 
 
 @st.cache_data(show_spinner="Computing features…", max_entries=16)

@@ -84,8 +84,10 @@ def write_atomic(path: Path, data: bytes) -> None:
 class Workspace:
     """A folder holding `catalog.sqlite` and `artifacts/<kind>/<id>.<name>` files."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, create: bool = True):
         self.path = Path(path) if path is not None else default_path()
+        if not create and not (self.path / "catalog.sqlite").exists():
+            raise WorkspaceError(f"no workspace at {self.path}: train or import a model first (or pass --workspace)")
         self.path.mkdir(parents=True, exist_ok=True)
         self.artifacts = self.path / "artifacts"
         self.logs = self.path / "logs"
@@ -152,9 +154,12 @@ class Workspace:
         files: dict[str, bytes] | None = None,
         rec_id: str | None = None,
     ) -> dict:
-        """Publish a record with its artifact files; returns the record."""
+        """Publish a record with its artifact files; returns the record. A given `rec_id` (a
+        deterministic id) that is taken raises sqlite3.IntegrityError before anything is written."""
         if kind not in KINDS or kind == "job":
             raise WorkspaceError(f"unknown record kind {kind!r}")
+        if rec_id is not None and self._exists(rec_id):
+            raise sqlite3.IntegrityError(f"record {rec_id} exists")
         rec_id = rec_id or self.new_id(kind)
         meta = {**meta, "files": sorted(files or {})}
         created = time.time()
@@ -168,20 +173,16 @@ class Workspace:
                     "INSERT INTO records (id, kind, created, meta) VALUES (?, ?, ?, ?)",
                     (rec_id, kind, created, json.dumps(meta)),
                 )
-        except BaseException:  # a failure or a cancel mid-publish: leave no orphan files either
-            for path in written:
-                path.unlink(missing_ok=True)
+        except BaseException:  # a failure or Ctrl-C mid-publish: leave no orphan files either…
+            if not self._exists(rec_id):  # …unless the commit went through just before it
+                for path in written:
+                    path.unlink(missing_ok=True)
             raise
         return {"id": rec_id, "kind": kind, "created": created, **meta}
 
-    def update_meta(self, rec_id: str, **changes) -> dict:
-        with self.connect(write=True) as con:
-            row = con.execute("SELECT meta FROM records WHERE id = ?", (rec_id,)).fetchone()
-            if row is None:
-                raise WorkspaceError(f"no record {rec_id!r}")
-            meta = {**json.loads(row[0]), **changes}
-            con.execute("UPDATE records SET meta = ? WHERE id = ?", (json.dumps(meta), rec_id))
-        return self.get(rec_id)
+    def _exists(self, rec_id: str) -> bool:
+        with self.connect() as con:
+            return con.execute("SELECT 1 FROM records WHERE id = ?", (rec_id,)).fetchone() is not None
 
     @staticmethod
     def _record(row: sqlite3.Row) -> dict:

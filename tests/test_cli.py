@@ -177,3 +177,28 @@ def test_proxies_and_export_bad_input_exit_2(populated):
     res = cli(ws, "export", populated["model"]["id"])
     assert res.exit_code == 2 and "export takes a score set or a run" in res.stderr
     assert snapshot(ws) == before
+
+
+def test_bad_input_does_not_even_create_the_workspace(tmp_path):
+    target = tmp_path / "new"
+    for args in (["train", "--epochs", "0"], ["train", "--arch", "vgg16_bn"], ["show", "m-00000000"],
+                 ["list", "models"], ["memorize", "m-00000000", "--exact"]):
+        res = runner.invoke(app, [*args, "--workspace", str(target)])
+        assert res.exit_code == 2, (args, res.output)
+        assert not target.exists(), args
+    assert "no workspace at" in runner.invoke(app, ["list", "--workspace", str(target)]).stderr
+
+
+def test_usage_errors_are_one_line_with_exit_2(tmp_path):
+    for args in (["train", "--no-such-option"], ["train", "--epochs", "many"], ["show"]):
+        res = run_cli(*args, workspace=tmp_path / "ws")
+        assert res.returncode == 2, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("error: "), res.stderr
+    assert not (tmp_path / "ws").exists()
+
+
+def test_json_never_carries_nan_or_infinity():
+    from explorer.cli import _finite
+
+    out = json.dumps(_finite({"es": float("nan"), "m": {"speedup": float("inf")}, "acc": [0.5, float("-inf")]}))
+    assert json.loads(out) == {"es": None, "m": {"speedup": None}, "acc": [0.5, None]}

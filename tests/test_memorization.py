@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from explorer import checkpoints, ensembles, memorization, scores, training
 from explorer.data import DatasetSpec
 from explorer.errors import UserError
 from explorer.memorization import ExactConfig
+from explorer.workspace import Workspace
 
 CPU = torch.device("cpu")
 
@@ -69,6 +72,7 @@ def test_exact_finds_flipped_labels_memorized(noisy_model):
 
 def test_interrupted_run_resumes_to_the_same_estimate(noisy_model, monkeypatch, tmp_path):
     ws, rec = noisy_model
+    pristine = Workspace(shutil.copytree(ws.path, tmp_path / "pristine"))  # for an uninterrupted run
     cfg = ExactConfig(models=8, epochs=3, chunk=2, seed=7)
     real = ensembles.train_correctness
     calls = []
@@ -92,9 +96,36 @@ def test_interrupted_run_resumes_to_the_same_estimate(noisy_model, monkeypatch, 
     resumed = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
     assert len(calls) == 2  # only the two chunks that were missing
 
-    fresh = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
+    fresh = scores.load(pristine, memorization.exact(pristine, rec, cfg, CPU))
     assert np.array_equal(resumed.arrays["correct"], fresh.arrays["correct"])
     assert np.allclose(resumed.values, fresh.values, equal_nan=True)
+
+
+def test_same_run_twice_is_not_duplicated_and_concurrent_start_is_refused(noisy_model, monkeypatch):
+    import fcntl
+
+    ws, rec = noisy_model
+    first = memorization.exact(ws, rec, ExactConfig(models=4, seed=21), CPU)  # epochs: the model's recipe
+    # The same run with the epochs spelled out (as the app does) is found, not trained again.
+    again = memorization.exact(ws, rec, ExactConfig(models=4, seed=21, epochs=rec["epochs"]), CPU)
+    assert again["id"] == first["id"]
+
+    other = ExactConfig(models=4, epochs=2, seed=22)
+    key = memorization._run_key(rec, memorization.resolve(other, rec, CPU))
+    folder = ws.path / "partial" / f"exact-{rec['id']}-{key}"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(memorization, "LOCK_WAIT_SECONDS", 0.5)
+    with open(folder / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as if another job were running this very configuration
+        with pytest.raises(UserError, match="already going"):
+            memorization.exact(ws, rec, other, CPU)
+
+
+def test_impossible_subset_size_is_refused_before_anything_is_written(noisy_model):
+    ws, rec = noisy_model
+    with pytest.raises(UserError, match="hold out at least one"):
+        memorization.exact(ws, rec, ExactConfig(models=4, ratio=0.0001), CPU)
+    assert not any((ws.path / "partial").glob("*0001*"))
 
 
 def test_convergence_reports_shrinking_error():
@@ -123,7 +154,7 @@ def test_batched_engine_refuses_batch_norm_models():
                                     [0, 1], training.Recipe(epochs=1), CPU, "batched")
 
 
-def test_killed_job_resumes_to_the_same_estimate(noisy_model):
+def test_killed_job_resumes_to_the_same_estimate(noisy_model, tmp_path):
     import os
     import signal
     import time
@@ -131,6 +162,7 @@ def test_killed_job_resumes_to_the_same_estimate(noisy_model):
     from explorer import jobs
 
     ws, rec = noisy_model
+    pristine = Workspace(shutil.copytree(ws.path, tmp_path / "pristine"))
     argv = ["memorize", rec["id"], "--exact", "--models", "16", "--epochs", "20", "--engine", "sequential",
             "--seed", "11", "--device", "cpu"]
     job_id = jobs.submit(ws, argv, "exact")
@@ -145,5 +177,5 @@ def test_killed_job_resumes_to_the_same_estimate(noisy_model):
     [partial] = memorization.in_progress(ws, rec["id"])
     assert 0 < partial["done"] < 16
     resumed = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
-    fresh = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
+    fresh = scores.load(pristine, memorization.exact(pristine, rec, cfg, CPU))
     assert np.array_equal(resumed.arrays["correct"], fresh.arrays["correct"])

@@ -50,7 +50,7 @@ def test_imported_model_gets_the_proxies_it_can(ws, populated, tmp_path):
     records, skipped = proxies.compute(ws, imported, ["confidence", "curvature"], CPU)
     assert [r["name"] for r in records] == ["curvature"]
     assert "training dynamics" in skipped["confidence"]
-    with pytest.raises(UserError, match="need training dynamics"):
+    with pytest.raises(UserError, match="bi_acc needs training dynamics"):
         proxies.compute(ws, imported, ["bi_acc"], CPU)
 
 
@@ -66,3 +66,18 @@ def test_orientation_is_explicit_for_every_score():
     assert scores.oriented("entropy", np.array([-0.5])).tolist() == [0.5]  # stored as negative entropy
     assert scores.oriented("exact", np.array([0.3])).tolist() == [0.3]
     assert scores.oriented_name("confidence") == "1 − confidence"
+
+
+def test_a_cancel_before_publishing_leaves_no_score_set(populated):
+    from explorer import jobs
+
+    ws, model = populated["ws"], populated["model"]
+    before = len(ws.find("scores"))
+
+    def cancel_at_the_end(fraction, message):
+        if fraction >= 1:
+            raise jobs.Cancelled()
+
+    with pytest.raises(jobs.Cancelled):
+        proxies.compute(ws, model, ["confidence", "curvature"], CPU, progress=cancel_at_the_end)
+    assert len(ws.find("scores")) == before  # all or nothing

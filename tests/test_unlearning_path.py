@@ -28,6 +28,7 @@ def test_class_forget_set_takes_only_those_classes():
     ("ids", {"ids": []}, "empty"),
     ("ids", {"ids": [5, 300]}, "0–299"),
     ("ids", {"ids": list(range(300))}, "whole training set"),
+    ("class", {"classes": list(range(10))}, "whole training set"),
     ("bucket", {}, "unknown strategy"),
 ])
 def test_impossible_forget_sets_are_refused(strategy, how, message):
@@ -99,8 +100,25 @@ def test_finetune_moves_forget_accuracy_toward_the_oracle(populated):
     assert run["metrics"]["acc_retain"] > 0.9
 
 
-def test_methods_reject_unknown_parameters():
-    with pytest.raises(unlearning.ParamError, match="no parameter"):
-        unlearning.make("finetune", {"learning_rate": 0.1})
+@pytest.mark.parametrize("params, message", [
+    ({"learning_rate": 0.1}, "no parameter"),
+    ({"epochs": "x"}, "epochs must be a whole number"),
+    ({"epochs": 2.5}, "epochs must be a whole number"),
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"lr": -1}, "lr must be a positive"),
+    ({"lr": True}, "lr must be a number"),
+])
+def test_methods_reject_bad_parameters(params, message):
+    with pytest.raises(unlearning.ParamError, match=message):
+        unlearning.make("finetune", params)
+
+
+def test_method_parameters_take_their_defaults_types():
+    method = unlearning.make("finetune", {"epochs": 3.0, "lr": 1})
+    assert method.params["epochs"] == 3 and isinstance(method.params["epochs"], int)
+    assert method.params["lr"] == 1.0 and isinstance(method.params["lr"], float)
+
+
+def test_unknown_method_is_refused():
     with pytest.raises(unlearning.ParamError, match="unknown method"):
         unlearning.make("amnesia")

@@ -65,7 +65,8 @@ with st.form("save_forget"):
     name = st.text_input("Name", f"selection · {len(sel)} samples")
     if st.form_submit_button("Save as forget set", type="primary"):
         try:
-            fs = forget_sets.create(ws, rec, "selection", name=name, ids=selected)
+            fs = forget_sets.create(ws, rec, "selection", name=name, ids=selected,
+                                    features=ui.features(ws_path, rec["id"]))
         except UserError as err:
             st.error(str(err))
         else:

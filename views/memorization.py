@@ -53,10 +53,9 @@ with proxy_col:
     ui.job_status(ws, "proxy_job")
 
 
-@st.fragment(run_every=2.0)
-def live_convergence():
-    active = any(j["argv"][:2] == ["memorize", rec["id"]] for j in jobs.list_jobs(ws, active_only=True))
-    for i, run in enumerate(memorization.in_progress(ws, rec["id"])):
+def partial_runs(active: bool):
+    """Exact runs with saved chunks: converging live while a job works on them, else resumable."""
+    for i, run in enumerate(ui.partial_exact_runs(ws, rec["id"])):
         if active:
             st.markdown(f"**Exact estimate converging** — {run['done']} of {run['models']} models so far")
         else:
@@ -71,7 +70,10 @@ def live_convergence():
                         key=f"live_conv-{i}")
 
 
-live_convergence()
+if any(j["argv"][:2] == ["memorize", rec["id"]] for j in jobs.list_jobs(ws, active_only=True)):
+    st.fragment(lambda: partial_runs(active=True), run_every=2.0)()
+else:
+    partial_runs(active=False)
 
 available = ui.available_scores(ws, rec)
 stored = scores.latest(ws, rec["id"])

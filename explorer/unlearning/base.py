@@ -46,12 +46,27 @@ class Method:
     defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
 
     def __init__(self, **params):
-        unknown = set(params) - set(self.defaults) - {"seed"}
+        defaults = {**self.defaults, "seed": 0}
+        unknown = set(params) - set(defaults)
         if unknown:
-            raise ParamError(f"{self.name} has no parameter {sorted(unknown)[0]!r}; it takes {', '.join(self.defaults)}")
-        self.params = {**self.defaults, "seed": 0, **params}
-        if int(self.params["epochs"]) < 1 or not self.params["lr"] > 0:
-            raise ParamError("epochs must be at least 1 and lr positive")
+            raise ParamError(f"{self.name} has no parameter {sorted(unknown)[0]!r}; it takes {', '.join(defaults)}")
+        self.params = {}
+        for key, default in defaults.items():  # each value takes its default's type, or is refused
+            value = params.get(key, default)
+            try:
+                if isinstance(value, bool) or (isinstance(default, int) and float(value) != int(value)):
+                    raise ValueError
+                self.params[key] = type(default)(value)
+            except (TypeError, ValueError):
+                kind = "a whole number" if isinstance(default, int) else "a number"
+                raise ParamError(f"{self.name}: {key} must be {kind}, got {value!r}") from None
+        for key in ("epochs", "batch_size"):
+            if self.params[key] < 1:
+                raise ParamError(f"{self.name}: {key} must be at least 1")
+        if not (self.params["lr"] > 0 and math.isfinite(self.params["lr"])):
+            raise ParamError(f"{self.name}: lr must be a positive number")
+        if self.params["momentum"] < 0 or self.params["weight_decay"] < 0:
+            raise ParamError(f"{self.name}: momentum and weight_decay cannot be negative")
 
     def loss(self, model: nn.Module, retain: Batch | None, forget: Batch | None, step: Step) -> torch.Tensor:
         raise NotImplementedError
@@ -68,8 +83,8 @@ class Method:
         driver = sets[self.drive]
         other = next((s for s in self.uses if s != self.drive), None)
         opt = optim.SGD(model.parameters(), lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
-        g = torch.Generator().manual_seed(int(p["seed"]))
-        bs, epochs = int(p["batch_size"]), int(p["epochs"])
+        g = torch.Generator().manual_seed(p["seed"])
+        bs, epochs = p["batch_size"], p["epochs"]
         n = len(driver[1])
         cursor, other_perm = 0, None
         for epoch in range(epochs):
