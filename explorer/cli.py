@@ -23,8 +23,8 @@ from .data import DatasetSpec
 from .errors import UserError
 from .workspace import Workspace, write_atomic
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Memorization-based machine unlearning explorer.")
 T = TypeVar("T")
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Memorization-based machine unlearning explorer.")
 forget_set_app = typer.Typer(no_args_is_help=True, help="Build forget sets.")
 app.add_typer(forget_set_app, name="forget-set")
 
@@ -83,10 +83,8 @@ def execute(workspace: Path | None, job: str | None, as_json: bool, work: Callab
     except UserError as err:  # caused by what the user asked for: exit 2, one line
         fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
     except jobs.Cancelled:
-        typer.echo("cancelled; nothing was written", err=True)
+        typer.echo("cancelled; nothing half-done was written", err=True)
         raise typer.Exit(143)
-    except typer.Exit:
-        raise
     except Exception as err:  # noqa: BLE001 - an internal error: keep the traceback for the log
         traceback.print_exc()
         fail(f"internal error: {err}", code=1)

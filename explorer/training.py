@@ -16,7 +16,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
@@ -163,11 +162,6 @@ def init_model(arch: str, data, seed: int) -> nn.Module:
 
 def state_bytes(model: nn.Module) -> bytes:
     return st_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-
-
-def load_state_bytes(model: nn.Module, data: bytes) -> nn.Module:
-    model.load_state_dict(st_load(data))
-    return model
 
 
 def dynamics_bytes(dynamics: dict[str, np.ndarray]) -> bytes:

@@ -137,7 +137,7 @@ def last_job_message() -> None:
     if job["state"] == "succeeded":
         st.success(f"{job['title']}: {job['message']}")
     elif job["state"] == "cancelled":
-        st.warning(f"{job['title']}: cancelled, nothing was saved")
+        st.warning(f"{job['title']}: cancelled before it finished; nothing half-done was saved")
     else:
         st.error(f"{job['title']} failed: {job['message']}")
 

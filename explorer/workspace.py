@@ -19,8 +19,6 @@ from typing import Iterator
 
 from .errors import UserError
 
-SCHEMA_VERSION = 1
-
 # Record kinds and the prefix of their ids.
 KINDS = {"dataset": "ds", "model": "m", "scores": "s", "forget_set": "fs", "run": "r", "job": "j"}
 
