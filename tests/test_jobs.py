@@ -58,3 +58,13 @@ def test_job_that_cannot_start_is_failed_not_left_queued(ws, monkeypatch):
     monkeypatch.setattr(subprocess, "Popen", no_exec)
     job = jobs.get(ws, jobs.submit(ws, ["train"], "unstartable"))
     assert job["state"] == "failed" and "could not start" in job["message"]
+
+
+def test_two_jobs_publishing_at_the_same_moment_both_land(ws):
+    argv = ["train", "--arch", "mlp", "--epochs", "2", "--device", "cpu"]
+    first, second = jobs.submit(ws, argv, "first"), jobs.submit(ws, [*argv, "--seed", "1"], "second")
+    done = [jobs.wait(ws, job_id, timeout=120) for job_id in (first, second)]
+    assert [j["state"] for j in done] == ["succeeded", "succeeded"], [jobs.log_tail(j) for j in done]
+    models = ws.find("model")
+    assert sorted(m["id"] for m in models) == sorted(j["result_id"] for j in done)
+    assert len({m["dataset_id"] for m in models}) == 1 and len(ws.find("dataset")) == 1  # one record, not two
