@@ -4,7 +4,6 @@ per-sample dynamics adds (with / without, interleaved in one run, median of repe
 import statistics
 import time
 
-import torch
 
 from explorer import data, devices, training
 

@@ -19,7 +19,7 @@ from torch import nn
 from . import data as data_mod
 from . import models, training
 from .errors import UserError
-from .workspace import Workspace, WorkspaceError
+from .workspace import Workspace, WorkspaceError, npz_bytes
 
 
 class CheckpointError(UserError):
@@ -60,6 +60,25 @@ def evaluate(model: nn.Module, ds: data_mod.Dataset) -> dict:
     }
 
 
+def publish(ws: Workspace, model: nn.Module, ds: data_mod.Dataset, dataset_id: str, *, name: str, source: str,
+            arch: str, recipe: training.Recipe | None = None, result: training.TrainResult | None = None,
+            device: torch.device | None = None, init: bytes | None = None, **extra) -> dict:
+    """A model record: its weights, its evaluation, and whatever its training left (recipe, log,
+    initial weights, per-sample dynamics). Trained, imported and oracle models all go through here."""
+    files = {"weights.safetensors": training.state_bytes(model)}
+    if init is not None:
+        files["init.safetensors"] = init
+    if result is not None and result.dynamics:
+        files["dynamics.npz"] = npz_bytes(**result.dynamics)
+    meta = {
+        "name": name, "source": source, "arch": arch, "dataset": ds.spec.name, "dataset_id": dataset_id,
+        "recipe": recipe.as_meta() if recipe else None, "epochs": recipe.epochs if recipe else None,
+        "log": result.log if result else [], "seconds": result.seconds if result else None,
+        "device": device.type if device else None, "has_dynamics": "dynamics.npz" in files,
+    }
+    return ws.put("model", {**meta, **extra, **evaluate(model, ds)}, files=files)
+
+
 def load_model(ws: Workspace, rec: dict, which: str = "weights", device: torch.device | str = "cpu") -> nn.Module:
     ds_rec = ws.get(rec["dataset_id"], "dataset")
     channels, size, _ = ds_rec["shape"]
@@ -84,29 +103,8 @@ def train(
     result = training.fit(
         model, ds.x_train, ds.y_train, recipe, device, x_test=ds.x_test, y_test=ds.y_test, progress=progress
     )
-    ds_rec = dataset_record(ws, spec, ds)
-    return ws.put(
-        "model",
-        {
-            "name": name or f"{spec.name} {arch}",
-            "source": "trained",
-            "arch": arch,
-            "dataset": spec.name,
-            "dataset_id": ds_rec["id"],
-            "recipe": recipe.as_meta(),
-            "epochs": recipe.epochs,
-            "log": result.log,
-            "seconds": result.seconds,
-            "device": device.type,
-            "has_dynamics": True,
-            **evaluate(model, ds),
-        },
-        files={
-            "weights.safetensors": training.state_bytes(model),
-            "init.safetensors": init,
-            "dynamics.npz": training.dynamics_bytes(result.dynamics),
-        },
-    )
+    return publish(ws, model, ds, dataset_record(ws, spec, ds)["id"], name=name or f"{spec.name} {arch}",
+                   source="trained", arch=arch, recipe=recipe, result=result, device=device, init=init)
 
 
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
@@ -163,23 +161,7 @@ def fit_weights(path: Path, arch: str, spec: data_mod.DatasetSpec) -> nn.Module:
 def register_import(ws: Workspace, model: nn.Module, arch: str, spec: data_mod.DatasetSpec, name: str) -> dict:
     """Publish checked weights (from `fit_weights`) as a model without training dynamics."""
     ds = data_mod.load(spec)
-    ds_rec = dataset_record(ws, spec, ds)
-    return ws.put(
-        "model",
-        {
-            "name": name,
-            "source": "imported",
-            "arch": arch,
-            "dataset": spec.name,
-            "dataset_id": ds_rec["id"],
-            "recipe": None,
-            "epochs": None,
-            "log": [],
-            "has_dynamics": False,
-            **evaluate(model, ds),
-        },
-        files={"weights.safetensors": training.state_bytes(model)},
-    )
+    return publish(ws, model, ds, dataset_record(ws, spec, ds)["id"], name=name, source="imported", arch=arch)
 
 
 def import_model(ws: Workspace, path: Path, arch: str, spec: data_mod.DatasetSpec, name: str | None = None) -> dict:

@@ -25,7 +25,7 @@ from . import checkpoints, ensembles, scores, training
 from .errors import UserError
 from .models import ArchError
 from .training import Progress, _no_progress
-from .workspace import Workspace, write_atomic
+from .workspace import Workspace, npz_bytes, write_atomic
 
 
 @dataclass
@@ -207,7 +207,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
             if path.exists():  # done by an earlier, interrupted run
                 continue
 
-            def step(f, msg, lo=lo, hi=hi):
+            def step(f, msg, lo=lo, hi=hi):  # reads trained_here as it stands during this chunk
                 done_here = trained_here + f * (hi - lo)
                 rate = (time.perf_counter() - start) / done_here if done_here else None
                 left = (cfg.models - lo - f * (hi - lo)) * rate if rate else None
@@ -218,7 +218,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
             train_c, test_c = ensembles.train_correctness(model_rec["arch"], ds, subs[lo:hi], seeds[lo:hi], recipe,
                                                           device, cfg.engine, step)
             seconds = time.perf_counter() - t0
-            write_atomic(path, scores._npz(train=train_c.numpy(), test=test_c.numpy(), seconds=np.float64(seconds)))
+            write_atomic(path, npz_bytes(train=train_c.numpy(), test=test_c.numpy(), seconds=np.float64(seconds)))
             trained_here += hi - lo
 
         chunks = _load_chunks(folder)

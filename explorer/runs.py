@@ -37,26 +37,10 @@ def oracle(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device,
         model = training.init_model(model_rec["arch"], ds, recipe.seed)
     result = training.fit(model, ds.x_train[retain], ds.y_train[retain], recipe, device,
                           record_dynamics=False, progress=progress)
-    return ws.put(
-        "model",
-        {
-            "name": f"oracle of {model_rec['id']} without {fs_rec['id']}",
-            "source": "oracle",
-            "base_model_id": model_rec["id"],
-            "forget_set_id": fs_rec["id"],
-            "arch": model_rec["arch"],
-            "dataset": model_rec["dataset"],
-            "dataset_id": model_rec["dataset_id"],
-            "recipe": recipe.as_meta(),
-            "epochs": recipe.epochs,
-            "log": result.log,
-            "seconds": result.seconds,
-            "device": device.type,
-            "has_dynamics": False,
-            **checkpoints.evaluate(model, ds),
-        },
-        files={"weights.safetensors": training.state_bytes(model)},
-    )
+    return checkpoints.publish(ws, model, ds, model_rec["dataset_id"],
+                               name=f"oracle of {model_rec['id']} without {fs_rec['id']}", source="oracle",
+                               arch=model_rec["arch"], recipe=recipe, result=result, device=device,
+                               base_model_id=model_rec["id"], forget_set_id=fs_rec["id"])
 
 
 def _measure(model, ds, forget_ids) -> dict:

@@ -7,12 +7,11 @@ Raw values keep their natural meaning (confidence is a probability). Every consu
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
-from .workspace import Workspace
+from .workspace import Workspace, npz_bytes
 
 # name -> (orientation, label). Orientation +1: a higher raw value means more memorized.
 SCORES = {
@@ -70,12 +69,6 @@ class ScoreSet:
         return oriented(self.name, self.values)
 
 
-def _npz(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
-
-
 def publish(ws: Workspace, model_rec: dict, name: str, values: np.ndarray, seconds: float, device: str,
             params: dict | None = None, arrays: dict[str, np.ndarray] | None = None, **meta) -> dict:
     """Store a score set of `model_rec`'s training samples."""
@@ -95,7 +88,7 @@ def publish(ws: Workspace, model_rec: dict, name: str, values: np.ndarray, secon
             "n_nan": int(np.isnan(values).sum()),
             **meta,
         },
-        files={"values.npz": _npz(values=values, **(arrays or {}))},
+        files={"values.npz": npz_bytes(values=values, **(arrays or {}))},
     )
 
 

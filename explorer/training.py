@@ -7,7 +7,6 @@ samples × epochs tensors and copied back once at the end.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -162,12 +161,6 @@ def init_model(arch: str, data, seed: int) -> nn.Module:
 
 def state_bytes(model: nn.Module) -> bytes:
     return st_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-
-
-def dynamics_bytes(dynamics: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **dynamics)
-    return buf.getvalue()
 
 
 def per_class_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[float]:

@@ -67,6 +67,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def npz_bytes(**arrays) -> bytes:
+    """Arrays as the bytes of a compressed .npz file, ready for `put` or `write_atomic`."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write bytes so that readers see the old file or the whole new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)

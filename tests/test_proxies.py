@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from explorer import checkpoints, proxies, scores, training
+from explorer import checkpoints, proxies, scores
 from explorer.data import DatasetSpec
 from explorer.errors import UserError
 
