@@ -18,7 +18,8 @@ from typing import Annotated, Callable, Optional, TypeVar
 import typer
 from typer.exceptions import TyperException
 
-from . import checkpoints, data, devices, forget_sets, jobs, memorization, models, proxies, runs, scores, training, unlearning
+from . import (checkpoints, data, devices, embeddings, forget_sets, jobs, memorization, models, proxies, runs, scores,
+               training, unlearning)
 from .data import DatasetSpec
 from .errors import UserError
 from .workspace import Workspace, write_atomic
@@ -39,10 +40,11 @@ class Listable(str, Enum):
     scores = "scores"
     forget_sets = "forget-sets"
     runs = "runs"
+    maps = "maps"
     jobs = "jobs"
 
 
-LIST_KINDS = {"models": "model", "scores": "scores", "forget-sets": "forget_set", "runs": "run"}
+LIST_KINDS = {"models": "model", "scores": "scores", "forget-sets": "forget_set", "runs": "run", "maps": "embedding"}
 
 
 def fail(message: str, code: int = 2):
@@ -185,10 +187,11 @@ def import_model(
 @forget_set_app.command("create")
 def forget_set_create(
     model: Annotated[str, typer.Option(help="Model id whose training set the forget set is drawn from.")],
-    strategy: Annotated[str, typer.Option(help="random, class or ids.")] = "random",
-    size: Optional[int] = None,
+    strategy: Annotated[str, typer.Option(help=f"{', '.join(s for s in forget_sets.STRATEGIES if s != 'selection')}.")] = "random",
+    size: Annotated[Optional[int], typer.Option(help="How many samples (random, a part of a class, low/mid/high/mix).")] = None,
     seed: int = 0,
-    class_: Annotated[Optional[list[int]], typer.Option("--class", help="A class to forget (repeatable).")] = None,
+    class_: Annotated[Optional[list[int]], typer.Option("--class", help="A class to forget, or to draw from (repeatable).")] = None,
+    scores_: Annotated[Optional[str], typer.Option("--scores", help="Score-set id that low/mid/high/mix rank by.")] = None,
     ids_file: Annotated[Optional[Path], typer.Option(help="Text file of sample ids (whitespace or comma separated).")] = None,
     name: Optional[str] = None,
     workspace: WorkspaceOpt = None,
@@ -196,9 +199,16 @@ def forget_set_create(
 ):
     """Make a forget set of training samples."""
 
-    def read_ids():
-        if ids_file is None:
+    def prepare():
+        if strategy not in forget_sets.STRATEGIES or strategy == "selection":
+            raise forget_sets.ForgetSetError(f"unknown strategy {strategy!r}; choose one of "
+                                             f"{', '.join(s for s in forget_sets.STRATEGIES if s != 'selection')}")
+        if strategy in forget_sets.BY_SCORE and not scores_:
+            raise forget_sets.ForgetSetError(f"the {strategy} strategy needs --scores SCORESET (see `list scores`)")
+        if strategy != "ids":
             return None
+        if ids_file is None:
+            raise forget_sets.ForgetSetError("the ids strategy needs --ids-file FILE")
         try:
             return [int(t) for t in ids_file.read_text().replace(",", " ").split()]
         except (OSError, ValueError) as err:
@@ -206,10 +216,38 @@ def forget_set_create(
 
     def work(ws, progress, ids):
         return forget_sets.create(ws, ws.get(model, "model"), strategy, name=name, size=size, seed=seed,
-                                  classes=class_, ids=ids)
+                                  classes=class_, ids=ids, score_id=scores_)
 
-    execute(workspace, None, as_json, work, prepare=read_ids, summary=
-            lambda r: f"forget set {r['id']}: {r['size']} samples from classes {r['classes']}, ES {r['es']:.2f}")
+    def summary(r):
+        mem = f", mean memorization {r['mean_memorization']:.3f}" if r.get("mean_memorization") is not None else ""
+        return f"forget set {r['id']}: {r['size']} samples from classes {r['classes']}, ES {r['es']:.2f}{mem}"
+
+    execute(workspace, None, as_json, work, prepare=prepare, summary=summary)
+
+
+@app.command()
+def embed(
+    model: Annotated[str, typer.Argument(help="Model id.")],
+    method: Annotated[str, typer.Option(help="umap, pca or tsne.")] = "umap",
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+):
+    """A 2-D map of the samples' penultimate features, for the Explore page."""
+
+    def prepare():
+        if method not in embeddings.METHODS:
+            raise embeddings.MapError(f"unknown map method {method!r}; choose one of {', '.join(embeddings.METHODS)}")
+        return devices.resolve(device)
+
+    def work(ws, progress, dev):
+        return embeddings.compute(ws, ws.get(model, "model"), method, seed, dev, progress)
+
+    execute(workspace, job, as_json, work,
+            lambda r: f"map {r['id']}: {r['method']} of {r['n_train'] + r['n_test']:,} samples in {r['seconds']:.1f} s",
+            prepare=prepare)
 
 
 @app.command()
@@ -360,7 +398,8 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 COLUMNS = {
     "models": ["id", "name", "source", "arch", "dataset", "epochs", "train_acc", "test_acc"],
     "scores": ["id", "model_id", "name", "seconds", "device"],
-    "forget-sets": ["id", "name", "strategy", "size", "es"],
+    "forget-sets": ["id", "name", "model_id", "made", "size", "classes", "mean_memorization", "es"],
+    "maps": ["id", "model_id", "method", "seed", "seconds"],
     "runs": ["id", "method", "model_id", "forget_set_id"],
     "jobs": ["id", "title", "state", "progress", "message"],
 }
@@ -374,6 +413,8 @@ def list_(
 ):
     """List the records of one kind."""
     rows = query(workspace, lambda ws: jobs.list_jobs(ws) if what.value == "jobs" else ws.find(LIST_KINDS[what.value]))
+    if what is Listable.forget_sets:
+        rows = [{**r, "made": forget_sets.describe(r)} for r in rows]
     emit(rows, as_json, _table(rows, COLUMNS[what.value]) if rows else f"no {what.value} yet")
 
 

@@ -46,6 +46,7 @@ class Dataset:
     y_test: torch.Tensor
     y_train_clean: torch.Tensor
     thumbs_train: np.ndarray  # uint8 (n, H, W) or (n, H, W, 3) for display
+    thumbs_test: np.ndarray
     flipped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
@@ -219,5 +220,6 @@ def load(spec: DatasetSpec) -> Dataset:
         y_test=torch.from_numpy(yte),
         y_train_clean=torch.from_numpy(ytr),
         thumbs_train=xtr[..., 0] if xtr.shape[-1] == 1 else xtr,
+        thumbs_test=xte[..., 0] if xte.shape[-1] == 1 else xte,
         flipped=flipped,
     )

@@ -56,35 +56,65 @@ def histogram(values: np.ndarray, labels: np.ndarray | None = None, xlabel: str 
                   yaxis=dict(title="samples", type="log" if log_y else "linear"))
 
 
-def sample_map(xy: np.ndarray, color: np.ndarray | None, ids: np.ndarray, labels: np.ndarray, color_name: str,
-               class_names: Sequence[str] | None = None, highlight: np.ndarray | None = None) -> go.Figure:
-    """A WebGL scatter of the samples. With `color=None` one trace per class (a legend to toggle
-    classes); otherwise one trace coloured by the score, highest drawn last so memorized samples
-    are not buried. Every point carries its sample id in custom_data, so a selection maps back to
-    samples whatever the trace layout."""
+# Pale for unmemorized, dark red for memorized: the samples that matter stand out on white.
+MEMORIZATION_SCALE = [[0.0, "#9fb3c8"], [0.4, "#6baed6"], [0.7, "#f28e2b"], [1.0, "#9b1d20"]]
+
+
+def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.ndarray, colour_name: str,
+               categories: Sequence[str] | None = None, size: float = 6, opacity: float = 0.8,
+               highlight: np.ndarray | None = None, axes: tuple[str, str] = ("map 1", "map 2")) -> go.Figure:
+    """A WebGL scatter of the samples; every point carries its sample id in custom_data, so a
+    selection maps back to samples whatever the trace layout.
+
+    With `categories`, `colour` holds integer codes into them and each category is its own
+    trace (the legend hides and shows them). Otherwise `colour` is a score, oriented so higher =
+    more memorized: drawn highest last on a scale that darkens with it, so memorized samples
+    are not buried; samples without a value are a grey trace underneath."""
     hover = "id %{customdata[0]}<br>label %{customdata[1]}"
+    marker = dict(size=size, opacity=opacity)
     fig = go.Figure()
-    if color is None:
-        for c in np.unique(labels):
-            mask = labels == c
-            name = str(class_names[c]) if class_names is not None else str(c)
+    if categories is not None:
+        for code in np.unique(colour):
+            mask = colour == code
             fig.add_trace(go.Scattergl(
-                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=name, customdata=np.c_[ids[mask], labels[mask]],
-                marker=dict(size=6, color=CLASS_COLOURS[c % len(CLASS_COLOURS)]), hovertemplate=hover + "<extra></extra>"))
+                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(categories[code]),
+                customdata=np.c_[ids[mask], labels[mask]],
+                marker=dict(**marker, color=CLASS_COLOURS[code % len(CLASS_COLOURS)]),
+                hovertemplate=f"{hover}<br>{colour_name} {categories[code]}<extra></extra>"))
     else:
-        order = np.argsort(np.nan_to_num(color, nan=-np.inf), kind="stable")
+        finite = np.isfinite(colour)
+        if not finite.all():
+            fig.add_trace(go.Scattergl(
+                x=xy[~finite, 0], y=xy[~finite, 1], mode="markers", name="no value",
+                customdata=np.c_[ids[~finite], labels[~finite]], marker=dict(**marker, color="#bbbbbb"),
+                hovertemplate=f"{hover}<br>{colour_name}: none<extra></extra>"))
+        order = np.flatnonzero(finite)[np.argsort(colour[finite], kind="stable")]
         fig.add_trace(go.Scattergl(
-            x=xy[order, 0], y=xy[order, 1], mode="markers", name="samples",
-            marker=dict(color=color[order], colorscale="Viridis", size=6, colorbar=dict(title=color_name), showscale=True),
-            customdata=np.c_[ids[order], labels[order], color[order]],
-            hovertemplate=hover + f"<br>{color_name} %{{customdata[2]:.3f}}<extra></extra>"))
+            x=xy[order, 0], y=xy[order, 1], mode="markers", name=colour_name,
+            marker=dict(**marker, color=colour[order], colorscale=MEMORIZATION_SCALE, showscale=True,
+                        colorbar=dict(title=dict(text=colour_name, side="right"), thickness=14)),
+            customdata=np.c_[ids[order], labels[order], colour[order]],
+            hovertemplate=f"{hover}<br>{colour_name} %{{customdata[2]:.3f}}<extra></extra>"))
     if highlight is not None and len(highlight):
         fig.add_trace(go.Scattergl(x=xy[highlight, 0], y=xy[highlight, 1], mode="markers", name="forget set",
-                                   marker=dict(color="rgba(0,0,0,0)", size=11, line=dict(color="red", width=1.5)),
+                                   marker=dict(color="rgba(0,0,0,0)", size=size + 5, line=dict(color="black", width=1.5)),
                                    hoverinfo="skip"))
-    return _style(fig, height=560, dragmode="lasso", xaxis=dict(title="PC 1", showticklabels=False),
-                  yaxis=dict(title="PC 2", showticklabels=False), showlegend=color is None,
-                  legend=dict(title="class"))
+    return _style(fig, height=600, dragmode="lasso", xaxis=dict(title=axes[0], showticklabels=False),
+                  yaxis=dict(title=axes[1], showticklabels=False), legend=dict(title=colour_name, itemsizing="constant"),
+                  showlegend=categories is not None or (highlight is not None and len(highlight) > 0))
+
+
+def class_counts(selected: np.ndarray, everything: np.ndarray, class_names: Sequence[str]) -> go.Figure:
+    """Selected samples per class, next to the count a random pick of the same size would give."""
+    k = len(class_names)
+    sel = np.bincount(selected, minlength=k)
+    expected = np.bincount(everything, minlength=k) * len(selected) / max(len(everything), 1)
+    names = [str(c) for c in class_names]
+    fig = go.Figure([go.Bar(x=names, y=sel, name="selected", marker_color="#ef553b"),
+                     go.Scatter(x=names, y=expected, name="a random pick", mode="markers",
+                                marker=dict(symbol="line-ew", size=22, line=dict(width=2, color="#333")))])
+    return _style(fig, height=260, xaxis=dict(title="class", type="category"), yaxis_title="samples",
+                  legend=dict(orientation="h", y=1.15), margin=dict(t=30, b=40, l=40, r=10))
 
 
 def selected_ids(selection: Mapping | None) -> list[int]:

@@ -61,7 +61,13 @@ def unlearn(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, para
     oracle_model = checkpoints.load_model(ws, oracle_rec)
     target = _measure(oracle_model, ds, forget)
 
-    model = copy.deepcopy(original)
+    if method.from_init:  # retrain: the original's initial weights and recipe, unless the user overrides it
+        recipe = {k: v for k, v in (model_rec.get("recipe") or {}).items() if k in method.params}
+        method = unlearning.make(method_name, {**recipe, **(params or {})})
+        model = (checkpoints.load_model(ws, model_rec, which="init") if model_rec.get("recipe")
+                 else training.init_model(model_rec["arch"], ds, training.Recipe().seed))
+    else:
+        model = copy.deepcopy(original)
     start = time.perf_counter()
     method.unlearn(model, ds, retain, forget, device, _stage(progress, 0.6, 0.95))
     seconds = time.perf_counter() - start

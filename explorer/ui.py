@@ -65,17 +65,11 @@ def partial_exact_runs(ws: Workspace, model_id: str) -> list[dict]:
     return _partial_exact_runs(str(ws.path.resolve()), model_id, signature) if signature else []
 
 
-@st.cache_data(show_spinner="Computing features…", max_entries=16)
-def features(ws_path: str, model_id: str) -> np.ndarray:
-    """Penultimate features of the model's training samples."""
+@st.cache_resource(show_spinner=False, max_entries=8)
+def stored_map(ws_path: str, map_id: str) -> embeddings.SampleMap:
+    """A stored sample map (coordinates, features, predictions); records never change."""
     ws = _workspace(ws_path)
-    rec = ws.get(model_id, "model")
-    return embeddings.features(checkpoints.load_model(ws, rec), checkpoints.dataset_of(ws, rec).x_train)
-
-
-@st.cache_data(show_spinner="Computing the map…", max_entries=16)
-def sample_map(ws_path: str, model_id: str, method: str = "pca") -> np.ndarray:
-    return embeddings.project(features(ws_path, model_id), method)
+    return embeddings.load(ws, ws.get(map_id, "embedding"))
 
 
 def model_label(rec: dict) -> str:

@@ -50,14 +50,18 @@ def test_selected_ids_reads_browser_and_apptest_formats():
 def test_sample_map_carries_ids_for_selection():
     xy = np.random.default_rng(0).normal(size=(6, 2))
     ids, labels = np.arange(100, 106), np.array([0, 1, 0, 2, 1, 0])
-    by_score = plots.sample_map(xy, np.array([5.0, 0, 3, 1, 4, 2]), ids, labels, "score", highlight=np.array([1]))
-    # Highest scores drawn last, each point still carrying its own id and coordinates.
-    assert [row[0] for row in by_score.data[0].customdata] == [101, 103, 105, 102, 104, 100]
-    assert list(by_score.data[0].x) == list(xy[[1, 3, 5, 2, 4, 0], 0])
-    assert by_score.layout.dragmode == "lasso" and len(by_score.data) == 2
-    by_class = plots.sample_map(xy, None, ids, labels, "class", class_names=["a", "b", "c"])
+    by_score = plots.sample_map(xy, ids, labels, np.array([5.0, 0, 3, 1, 4, np.nan]), "score", highlight=np.array([1]))
+    # Samples without a value first (grey), then the highest scores drawn last, each point
+    # still carrying its own id and coordinates.
+    assert [t.name for t in by_score.data] == ["no value", "score", "forget set"]
+    assert [row[0] for row in by_score.data[0].customdata] == [105]
+    assert [row[0] for row in by_score.data[1].customdata] == [101, 103, 102, 104, 100]
+    assert list(by_score.data[1].x) == list(xy[[1, 3, 2, 4, 0], 0])
+    assert by_score.layout.dragmode == "lasso"
+    by_class = plots.sample_map(xy, ids, labels, labels, "class", categories=["a", "b", "c"], size=3, opacity=0.5)
     assert [t.name for t in by_class.data] == ["a", "b", "c"]
     assert sorted(row[0] for t in by_class.data for row in t.customdata) == list(ids)
+    assert by_class.data[0].marker.size == 3 and by_class.data[0].marker.opacity == 0.5
 
 
 def test_tow_is_one_only_when_matching_the_oracle():

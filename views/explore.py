@@ -1,74 +1,236 @@
 import numpy as np
+import pandas as pd
 import streamlit as st
 
-from explorer import forget_sets, metrics, plots, scores, ui
+from explorer import embeddings, forget_sets, metrics, plots, scores, selection, ui
 from explorer.errors import UserError
 
+PREVIEW_LIMIT = 10_000  # up to this many samples a PCA map is made on the spot; larger sets use a job
+
 ws = ui.workspace()
+ws_path = str(ws.path.resolve())
 st.title("Explore")
-st.caption("Each point is a training sample, placed by the model's penultimate features (first two principal "
-           "components; UMAP is coming). Draw a lasso or a box around points to select them, then save them as a "
-           "forget set. Click a class in the legend to hide it.")
+st.caption("Each point is a sample, placed by the model's penultimate features: samples close on the map look "
+           "alike to the model. Colour it by a memorization score to find what the model memorized, then lasso "
+           "or box a group (or click one sample) and save it as a forget set. "
+           "[UMAP](https://arxiv.org/abs/1802.03426) keeps neighbourhoods; PCA is instant.")
+ui.last_job_message()
 
 rec = ui.pick_model(ws, "explore_pick")
 if rec is None:
     st.stop()
-
-ws_path = str(ws.path.resolve())
 ds = ui.dataset(ws, rec)
-labels = ds.y_train.numpy()
-ids = np.arange(ds.n_train)
-available = ui.available_scores(ws, rec)
-c1, c2 = st.columns(2)
-colour_by = c1.selectbox("Colour by", ["class", *available],
-                         index=1 + list(available).index("exact") if "exact" in available else 0,
-                         format_func=lambda n: n if n == "class" else f"{scores.oriented_name(n)} · {scores.label(n)}",
-                         help="Scores are oriented so that brighter = more memorized.")
-sets = [f for f in ws.find("forget_set") if f["dataset_id"] == rec["dataset_id"]][::-1]
-shown_set = c2.selectbox("Outline a forget set", [None, *sets],
-                         format_func=lambda f: "none" if f is None else f"{f['name']} · {f['size']} samples")
-colour = None if colour_by == "class" else scores.oriented(colour_by, available[colour_by])
-xy = ui.sample_map(ws_path, rec["id"], "pca")
+n_train = ds.n_train
+labels = np.r_[ds.y_train.numpy(), ds.y_test.numpy()]
+maps = embeddings.find(ws, rec["id"])
+if not maps and len(labels) <= PREVIEW_LIMIT:
+    with st.spinner("Computing a PCA map…"):
+        embeddings.compute(ws, rec, "pca")
+    maps = embeddings.find(ws, rec["id"])
 
-figure = plots.sample_map(xy, colour, ids, labels, "class" if colour is None else scores.oriented_name(colour_by),
-                          class_names=ds.classes, highlight=np.asarray(shown_set["ids"]) if shown_set else None)
-event = st.plotly_chart(figure, key=f"map-{rec['id']}", on_select="rerun", selection_mode=("lasso", "box"))
-selected = plots.selected_ids(event.get("selection") if event else None)
-
-if not selected:
-    st.info("Nothing selected yet: drag a lasso or a box on the map.")
+# -- which map --------------------------------------------------------------------------------
+c_map, c_new = st.columns([3, 1], vertical_alignment="bottom")
+chosen = c_map.selectbox("Map", maps, format_func=lambda m: f"{m['method'].upper()} · seed {m['seed']} · {m['id']}",
+                         key=f"map_pick-{rec['id']}") if maps else None
+with c_new.popover("Compute a map", use_container_width=True):
+    method = st.selectbox("Method", list(embeddings.METHODS), format_func=str.upper,
+                          help=" · ".join(embeddings.METHODS.values()))
+    seed = st.number_input("Seed", 0, 2**31 - 1, 0)
+    st.caption(f"Runs as a job: UMAP takes about half a minute for {len(labels):,} samples here (longer the first "
+               "time, while it compiles).")
+    if st.button("Compute", type="primary"):
+        ui.launch(ws, ["embed", rec["id"], "--method", method, "--seed", str(seed)],
+                  f"{method.upper()} map of {rec['name']}", "embed_job")
+ui.job_status(ws, "embed_job")
+if chosen is None:
+    st.info(f"No map of this model yet ({len(labels):,} samples): compute one with **Compute a map**.")
     st.stop()
+smap = ui.stored_map(ws_path, chosen["id"])
 
-sel = np.asarray(selected)
-st.subheader(f"{len(sel)} samples selected")
-c1, c2, c3 = st.columns(3)
-c1.metric("classes", len(np.unique(labels[sel])))
-if colour is not None:
-    c2.metric(f"mean {scores.oriented_name(colour_by)}", f"{np.nanmean(colour[sel]):.3f}",
-              delta=f"{np.nanmean(colour[sel]) - np.nanmean(colour):+.3f} vs all samples", delta_color="off")
-if len(sel) < ds.n_train:
-    feats = ui.features(ws_path, rec["id"])
-    es = metrics.entanglement(feats, sel)
-    baseline = metrics.entanglement(feats, np.random.default_rng(0).choice(ds.n_train, len(sel), replace=False))
-    c3.metric("entanglement (ES)", f"{es:,.1f}",
-              help="RUM's entanglement score: spread within the selection and the rest over the distance between "
-                   f"their centres. Higher = more mixed with the rest = harder to unlearn. A random set of this size "
-                   f"scores {baseline:,.0f}: it sits right on top of the rest.")
+# -- how it looks -------------------------------------------------------------------------------
+available = ui.available_scores(ws, rec)
+flipped = np.zeros(len(labels), bool)
+flipped[ds.flipped] = True
+options = selection.colourings(labels, smap.pred, n_train, ds.classes, flipped, available)
+c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+colour_by = c1.selectbox("Colour by", list(options), index=list(options).index("exact") if "exact" in options else 0,
+                         format_func=lambda k: f"{scores.oriented_name(k)} · {scores.label(k)}" if k in available else k,
+                         help="Scores are turned so that darker = more memorized; test samples have no score.")
+sets = [f for f in ws.find("forget_set") if f["dataset_id"] == rec["dataset_id"]][::-1]
+outlined = c2.selectbox("Outline a forget set", [None, *sets],
+                        format_func=lambda f: "none" if f is None else f"{f['name']} · {f['size']} samples")
+with c3.popover("Display", use_container_width=True):
+    size = st.slider("Point size", 1, 14, 6 if len(labels) < 5000 else 3)
+    opacity = st.slider("Opacity", 0.1, 1.0, 0.8)
+    show_test = st.toggle("Show test samples", False, help="Test samples can be looked at but not forgotten.")
+    keep_classes = st.multiselect("Classes", list(range(ds.num_classes)), list(range(ds.num_classes)),
+                                  format_func=lambda c: ds.classes[c])
 
-shown = sel if colour is None else sel[np.argsort(-np.nan_to_num(colour[sel], nan=-np.inf), kind="stable")]
-count = min(40, len(shown))
-st.caption(f"{count} of {len(sel)} selected samples" + ("" if colour is None else ", most memorized first"))
-ui.gallery(ds.thumbs_train[shown[:count]],
-           [ui.caption_for(i, ds, None if colour is None else colour[i]) for i in shown[:count]])
+rows = np.flatnonzero(np.isin(labels, keep_classes) & (show_test | (np.arange(len(labels)) < n_train)))
+position = np.full(len(labels), -1)
+position[rows] = np.arange(len(rows))
+highlight = None
+if outlined is not None:
+    highlight = position[outlined["ids"]]
+    highlight = highlight[highlight >= 0]
+colouring = options[colour_by]
+figure = plots.sample_map(smap.xy[rows], rows, labels[rows], colouring.values[rows], colouring.name,
+                          colouring.categories, size=size, opacity=opacity, highlight=highlight,
+                          axes=(f"{chosen['method'].upper()} 1", f"{chosen['method'].upper()} 2"))
+chart_key = f"map-{chosen['id']}"
 
-with st.form("save_forget"):
-    name = st.text_input("Name", f"selection · {len(sel)} samples")
-    if st.form_submit_button("Save as forget set", type="primary"):
-        try:
-            fs = forget_sets.create(ws, rec, "selection", name=name, ids=selected,
-                                    features=ui.features(ws_path, rec["id"]))
-        except UserError as err:
-            st.error(str(err))
-        else:
-            st.success(f"Saved forget set “{fs['name']}” ({fs['size']} samples, entanglement {fs['es']:.1f}).")
-            st.page_link("views/unlearn.py", label="Unlearn it", icon=":material/arrow_forward:")
+
+def remember_selection():
+    event = st.session_state.get(chart_key) or {}
+    st.session_state["explore_selection"] = {"model": rec["id"], "ids": plots.selected_ids(event.get("selection"))}
+
+
+st.plotly_chart(figure, key=chart_key, on_select=remember_selection, selection_mode=("points", "box", "lasso"),
+                config={"scrollZoom": True, "displaylogo": False})
+
+stored = st.session_state.get("explore_selection") or {}
+picked = [i for i in stored.get("ids", []) if 0 <= i < len(labels)] if stored.get("model") == rec["id"] else []
+
+
+def thumb(i: int) -> np.ndarray:
+    return ds.thumbs_train[i] if i < n_train else ds.thumbs_test[i - n_train]
+
+
+def caption(i: int, value: float | None = None) -> str:
+    if i >= n_train:
+        return f"test #{i - n_train} · {ds.classes[labels[i]]}"
+    return ui.caption_for(i, ds, value)
+
+
+def sample_panel(i: int) -> None:
+    """One sample: the image, its label and prediction, every score, its neighbours on the map."""
+    st.subheader(f"Sample #{i}" if i < n_train else f"Test sample #{i - n_train}")
+    left, right = st.columns([1, 3])
+    left.image(ui.upscale(thumb(i), 192), width=192)
+    with right:
+        true = int(ds.y_train_clean[i]) if i < n_train else int(labels[i])
+        facts = {"label": ds.classes[labels[i]], "predicted": ds.classes[int(smap.pred[i])]}
+        if true != labels[i]:
+            facts["true class (before the label flip)"] = ds.classes[true]
+        st.markdown(" · ".join(f"**{k}** {v}" for k, v in facts.items()))
+        if i < n_train and available:
+            table = [{"score": scores.oriented_name(n), "raw value": float(v[i]),
+                      "percentile (oriented)": selection.percentile(scores.oriented(n, v), i)}
+                     for n, v in available.items()]
+            st.dataframe(pd.DataFrame(table), hide_index=True,
+                         column_config={"raw value": st.column_config.NumberColumn(format="%.3f"),
+                                        "percentile (oriented)": st.column_config.ProgressColumn(
+                                            min_value=0, max_value=100, format="%.0f%%",
+                                            help="100% = more memorized than every other sample")})
+    near = embeddings.neighbours(smap.xy, i, 8, among=rows)
+    st.caption("Nearest on the map")
+    ui.gallery(np.stack([thumb(j) for j in near]), [caption(j) for j in near])
+
+
+def selection_panel(sel: np.ndarray, n_test: int) -> None:
+    """A group of samples: who they are, how memorized, how entangled, what they look like."""
+    st.subheader(f"{len(sel)} samples selected")
+    if n_test:
+        st.caption(f"{n_test} test samples in the selection are left out: only training samples can be forgotten.")
+    score = colouring.values[:n_train] if colouring.categories is None else None
+    c1, c2, c3 = st.columns(3)
+    c1.metric("classes", len(np.unique(labels[sel])))
+    if score is not None and np.isfinite(score[sel]).any():
+        c2.metric(f"mean {colouring.name}", f"{np.nanmean(score[sel]):.3f}",
+                  delta=f"{np.nanmean(score[sel]) - np.nanmean(score):+.3f} vs all samples", delta_color="off")
+    if len(sel) < n_train:
+        es = metrics.entanglement(smap.train_features, sel)
+        baseline = metrics.entanglement(smap.train_features,
+                                        np.random.default_rng(0).choice(n_train, len(sel), replace=False))
+        c3.metric("entanglement (ES)", f"{es:,.1f}",
+                  help="RUM's entanglement score: spread within the selection and within the rest, over the "
+                       "distance between their centres. Higher = more mixed with the rest = harder to unlearn. "
+                       f"A random set of this size scores {baseline:,.0f}: it sits right on top of the rest.")
+    left, right = st.columns(2)
+    left.plotly_chart(plots.class_counts(labels[sel], labels[:n_train], ds.classes), key="class_counts")
+    summary = selection.score_summary(sel, available)
+    if summary:
+        right.dataframe(pd.DataFrame(summary), hide_index=True,
+                        column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                       for c in ("mean (selected)", "mean (all)", "median (selected)")}
+                        | {"in top 10%": st.column_config.NumberColumn(format="percent")})
+    order = sel if score is None else sel[np.argsort(-np.nan_to_num(score[sel], nan=-np.inf), kind="stable")]
+    count = min(48, len(order))
+    st.caption(f"{count} of {len(sel)} selected samples" + ("" if score is None else ", most memorized first"))
+    ui.gallery(ds.thumbs_train[order[:count]],
+               [ui.caption_for(i, ds, None if score is None else score[i]) for i in order[:count]])
+    with st.form("save_forget"):
+        name = st.text_input("Name", f"selection · {len(sel)} samples")
+        if st.form_submit_button("Save as forget set", type="primary"):
+            save(lambda: forget_sets.create(ws, rec, "selection", name=name, ids=sel.tolist(),
+                                            features=smap.train_features))
+
+
+def save(build) -> None:
+    try:
+        fs = build()
+    except UserError as err:
+        st.error(str(err))
+    else:
+        st.success(f"Saved forget set “{fs['name']}” ({fs['size']} samples, entanglement {fs['es']:.1f}).")
+        st.page_link("views/unlearn.py", label="Unlearn it", icon=":material/arrow_forward:")
+
+
+if len(picked) == 1:
+    sample_panel(picked[0])
+    picked_train, _ = selection.training_only(picked, n_train)
+    if len(picked_train):
+        with st.form("save_one"):
+            name = st.text_input("Name", f"sample #{picked[0]}")
+            if st.form_submit_button("Save this sample as a forget set"):
+                save(lambda: forget_sets.create(ws, rec, "selection", name=name, ids=picked_train.tolist(),
+                                                features=smap.train_features))
+elif picked:
+    train_sel, n_test = selection.training_only(picked, n_train)
+    if len(train_sel):
+        selection_panel(train_sel, n_test)
+    else:
+        st.info("Only test samples are selected: select training samples to build a forget set.")
+else:
+    st.info("Nothing selected yet: drag a lasso or a box on the map, or click a point to open that sample.")
+
+# -- forget sets by rule, and the list ------------------------------------------------------------
+st.divider()
+st.subheader("Forget sets")
+with st.expander("Build a forget set by rule"):
+    with st.form("by_rule"):
+        c1, c2, c3 = st.columns(3)
+        strategy = c1.selectbox("Strategy", ["random", "class", *forget_sets.BY_SCORE],
+                                help="low / mid / high: the N least memorized, the N closest to the middle, the N "
+                                     "most memorized by the score; mix: a third of each (RUM's construction).")
+        size = c2.number_input("Size", 1, n_train - 1, min(75, n_train - 1),
+                               help="For class: leave at the class size or lower to take a random part.")
+        seed_fs = c3.number_input("Seed", 0, 2**31 - 1, 0, key="fs_seed")
+        c1, c2 = st.columns(2)
+        classes = c1.multiselect("Classes", list(range(ds.num_classes)), format_func=lambda c: ds.classes[c],
+                                 help="class: the classes to forget; other strategies: draw only from these.")
+        by = c2.selectbox("Score (low / mid / high / mix)", list(available) or [None],
+                          format_func=lambda n: "no score yet" if n is None else f"{scores.oriented_name(n)} · {scores.label(n)}")
+        name = st.text_input("Name (optional)")
+        if st.form_submit_button("Create forget set"):
+            class_size = int(np.isin(labels[:n_train], classes).sum()) if classes else 0
+            save(lambda: forget_sets.create(
+                ws, rec, strategy, name=name or None, seed=int(seed_fs), classes=classes or None,
+                size=None if strategy == "class" and size >= class_size else int(size),
+                score=(by, available[by]) if strategy in forget_sets.BY_SCORE and by else None,
+                features=smap.train_features))
+
+mine = ws.find("forget_set", model_id=rec["id"])[::-1]  # read again: a form above may just have added one
+if mine:
+    exact = available.get("exact")
+    table = pd.DataFrame([{
+        "name": f["name"], "id": f["id"], "made": forget_sets.describe(f), "size": f["size"],
+        "classes": " ".join(f"{ds.classes[int(c)]}:{n}" for c, n in f["class_counts"].items()),
+        "mean exact memorization": float(np.nanmean(exact[f["ids"]])) if exact is not None else None,
+        "ES": f["es"]} for f in mine])
+    st.dataframe(table, hide_index=True, column_config={
+        "classes": st.column_config.TextColumn(help="class:count"),
+        "mean exact memorization": st.column_config.NumberColumn(format="%.3f"),
+        "ES": st.column_config.NumberColumn(format="%.1f", help="entanglement: higher = harder to unlearn")})
+else:
+    st.caption("No forget set for this model yet.")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from .base import Method, ParamError
-from .finetuning import Finetune
+from .distillation import Scrub
+from .finetuning import Finetune, L1Sparse, Retrain
+from .negation import NegGrad, NegGradPlus
+from .relabeling import RandomLabel, SalUn
 
-REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (Finetune,)}
+REGISTRY: dict[str, type[Method]] = {
+    cls.name: cls for cls in (Retrain, Finetune, NegGrad, NegGradPlus, L1Sparse, RandomLabel, SalUn, Scrub)
+}
 
 
 def make(name: str, params: dict | None = None) -> Method:

@@ -1,4 +1,9 @@
-"""The one loop every unlearning method shares; a method supplies its per-batch loss."""
+"""The one loop every unlearning method shares; a method supplies its per-batch loss.
+
+A few small hooks cover what a loss alone cannot say: `prepare` (before the loop: a teacher, a
+saliency mask, relabeled data), `mask` (gradients multiplied by it before each step), `phases`
+(which set drives each pass of an epoch) and `cycle` (a second set fed alongside the driver).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,12 @@ class Batch:
     x: torch.Tensor
     y: torch.Tensor
 
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, ids) -> Batch:
+        return Batch(self.x[ids], self.y[ids])
+
 
 @dataclass
 class Step:
@@ -35,15 +46,23 @@ class Step:
 class Method:
     """An unlearning method: defaults for the shared loop plus a loss per mini-batch.
 
-    `drive` names the set whose batches make up an epoch ("retain" or "forget"); the other set,
-    when the method uses it, is cycled alongside.
+    `drive` names the set whose batches make up an epoch ("retain" or "forget"); `cycle`, when
+    set, names the other set, whose batches are fed alongside and restart when it runs out.
+    `fractions` are parameters that must lie in [0, 1]; `knob` is the one hyperparameter besides
+    lr and epochs that a sweep should vary. `from_init` methods must be handed the model at its
+    *initial* weights (the caller loads them).
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     drive: ClassVar[str] = "retain"
-    uses: ClassVar[tuple[str, ...]] = ("retain",)
+    cycle: ClassVar[str | None] = None
+    knob: ClassVar[str | None] = None
+    from_init: ClassVar[bool] = False
+    fractions: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
+
+    mask: list[torch.Tensor] | None = None  # per trainable parameter, set by `prepare`
 
     def __init__(self, **params):
         defaults = {**self.defaults, "seed": 0}
@@ -57,7 +76,7 @@ class Method:
                 if isinstance(value, bool) or (isinstance(default, int) and float(value) != int(value)):
                     raise ValueError
                 self.params[key] = type(default)(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 kind = "a whole number" if isinstance(default, int) else "a number"
                 raise ParamError(f"{self.name}: {key} must be {kind}, got {value!r}") from None
         for key in ("epochs", "batch_size"):
@@ -67,44 +86,76 @@ class Method:
             raise ParamError(f"{self.name}: lr must be a positive number")
         if self.params["momentum"] < 0 or self.params["weight_decay"] < 0:
             raise ParamError(f"{self.name}: momentum and weight_decay cannot be negative")
+        for key in self.fractions:
+            if not 0 <= self.params[key] <= 1:
+                raise ParamError(f"{self.name}: {key} must be between 0 and 1, got {self.params[key]}")
+        for key, value in self.params.items():  # no method has a use for negative or infinite values
+            if not (value >= 0 and math.isfinite(value)):
+                raise ParamError(f"{self.name}: {key} must be a finite number, at least 0; got {value}")
+
+    # -- what a method supplies ------------------------------------------------------------------
 
     def loss(self, model: nn.Module, retain: Batch | None, forget: Batch | None, step: Step) -> torch.Tensor:
         raise NotImplementedError
 
+    def prepare(self, model: nn.Module, sets: dict[str, Batch], num_classes: int,
+                generator: torch.Generator) -> dict[str, Batch]:
+        """Runs once before the loop; returns the sets the loop draws batches from."""
+        return sets
+
+    def phases(self, epoch: int) -> tuple[str, ...]:
+        """The sets driving this epoch's passes, in order; usually just `drive`."""
+        return (self.drive,)
+
+    # -- the loop --------------------------------------------------------------------------------
+
     def unlearn(self, model: nn.Module, ds, retain_ids: np.ndarray, forget_ids: np.ndarray,
                 device: torch.device, progress: Progress = _no_progress) -> nn.Module:
-        """Update `model` in place and return it."""
+        """Update `model` in place and return it. A loss or weights turning NaN or infinite raise
+        ParamError at the end of that epoch, before anything is returned for publishing."""
         p = self.params
         model.to(device).train()
         sets = {
-            "retain": (ds.x_train[retain_ids].to(device), ds.y_train[retain_ids].to(device)),
-            "forget": (ds.x_train[forget_ids].to(device), ds.y_train[forget_ids].to(device)),
+            "retain": Batch(ds.x_train[retain_ids].to(device), ds.y_train[retain_ids].to(device)),
+            "forget": Batch(ds.x_train[forget_ids].to(device), ds.y_train[forget_ids].to(device)),
         }
-        driver = sets[self.drive]
-        other = next((s for s in self.uses if s != self.drive), None)
-        opt = optim.SGD(model.parameters(), lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
         g = torch.Generator().manual_seed(p["seed"])
+        sets = self.prepare(model, sets, ds.num_classes, g)
+        params = [q for q in model.parameters() if q.requires_grad]
+        opt = optim.SGD(params, lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
         bs, epochs = p["batch_size"], p["epochs"]
-        n = len(driver[1])
-        cursor, other_perm = 0, None
+        cycled = {"perm": None, "at": 0}  # the cycled set's order persists across epochs
+
+        def batches(drive: str):
+            for name in filter(None, (drive, self.cycle)):
+                if len(sets[name]) == 0:
+                    raise ParamError(f"{self.name} needs a non-empty {name} set")
+            perm = torch.randperm(len(sets[drive]), generator=g).to(device)
+            for i in range(0, len(perm), bs):
+                out = {drive: sets[drive][perm[i : i + bs]]}
+                if self.cycle and self.cycle != drive:
+                    m = len(sets[self.cycle])
+                    if cycled["perm"] is None or cycled["at"] >= m:
+                        cycled["perm"], cycled["at"] = torch.randperm(m, generator=g).to(device), 0
+                    out[self.cycle] = sets[self.cycle][cycled["perm"][cycled["at"] : cycled["at"] + bs]]
+                    cycled["at"] += bs
+                yield out
+
         for epoch in range(epochs):
             step = Step(epoch, epochs, ds.num_classes)
-            perm = torch.randperm(n, generator=g).to(device)
-            for i in range(0, n, bs):
-                ids = perm[i : i + bs]
-                batches = {self.drive: Batch(driver[0][ids], driver[1][ids])}
-                if other is not None:
-                    m = len(sets[other][1])
-                    if other_perm is None or cursor >= m:  # cycle the smaller set
-                        other_perm, cursor = torch.randperm(m, generator=g).to(device), 0
-                    oids = other_perm[cursor : cursor + bs]
-                    cursor += bs
-                    batches[other] = Batch(sets[other][0][oids], sets[other][1][oids])
-                loss = self.loss(model, batches.get("retain"), batches.get("forget"), step)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+            loss_sum = torch.zeros((), device=device)  # checked once per epoch: no host sync per batch
+            for drive in self.phases(epoch):
+                for b in batches(drive):
+                    loss = self.loss(model, b.get("retain"), b.get("forget"), step)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step(None if self.mask is None else
+                             [q.grad if q.grad is None else q.grad * m for q, m in zip(params, self.mask)])
+                    loss_sum += loss.detach()
+            # A non-finite loss or weight cannot turn finite again in a sum, so one check suffices.
+            weights = torch.stack(torch._foreach_norm(params)).sum() if params else loss_sum
+            if not torch.isfinite(loss_sum + weights):
+                raise ParamError(f"{self.name} diverged in epoch {epoch + 1} (loss or weights became NaN or "
+                                 f"infinite); use a lower lr than {p['lr']:g}")
             progress((epoch + 1) / epochs, f"{self.name}: epoch {epoch + 1}/{epochs}")
-            if not math.isfinite(loss.item()):
-                raise ParamError(f"{self.name} diverged (loss {loss.item()}); lower lr")
         return model
