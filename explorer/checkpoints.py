@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from safetensors.torch import save as st_save
 from torch import nn
 
 from . import data as data_mod
@@ -70,11 +71,14 @@ def publish(ws: Workspace, model: nn.Module, ds: data_mod.Dataset, dataset_id: s
         files["init.safetensors"] = init
     if result is not None and result.dynamics:
         files["dynamics.npz"] = npz_bytes(**result.dynamics)
+    if result is not None and result.codes is not None:  # mnemonic codes (METHODS.md §5)
+        files["codes.safetensors"] = st_save({"codes": result.codes.contiguous()})
     meta = {
         "name": name, "source": source, "arch": arch, "dataset": ds.spec.name, "dataset_id": dataset_id,
         "recipe": recipe.as_meta() if recipe else None, "epochs": recipe.epochs if recipe else None,
         "log": result.log if result else [], "seconds": result.seconds if result else None,
         "device": device.type if device else None, "has_dynamics": "dynamics.npz" in files,
+        "has_codes": "codes.safetensors" in files,
     }
     return ws.put("model", {**meta, **extra, **evaluate(model, ds)}, files=files)
 
@@ -85,6 +89,14 @@ def load_model(ws: Workspace, rec: dict, which: str = "weights", device: torch.d
     model = models.build(rec["arch"], channels, len(ds_rec["classes"]), size)
     model.load_state_dict(load_file(ws.read(rec, f"{which}.safetensors")))
     return model.to(device)
+
+
+def load_codes(ws: Workspace, model_rec: dict) -> torch.Tensor | None:
+    """The model's mnemonic codes, (num_classes, C, H, W) on the CPU, or None if it was trained
+    without them (or imported)."""
+    if "codes.safetensors" not in model_rec.get("files", []):
+        return None
+    return load_file(ws.read(model_rec, "codes.safetensors"))["codes"]
 
 
 def train(

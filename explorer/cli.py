@@ -19,7 +19,7 @@ import typer
 from typer.exceptions import TyperException
 
 from . import (checkpoints, data, devices, embeddings, forget_sets, jobs, memorization, models, proxies, runs, scores,
-               training, unlearning)
+               sweeps, training, unlearning)
 from .data import DatasetSpec
 from .errors import UserError
 from .workspace import Workspace, write_atomic
@@ -40,11 +40,12 @@ class Listable(str, Enum):
     scores = "scores"
     forget_sets = "forget-sets"
     runs = "runs"
+    sweeps = "sweeps"
     maps = "maps"
     jobs = "jobs"
 
 
-LIST_KINDS = {"models": "model", "scores": "scores", "forget-sets": "forget_set", "runs": "run", "maps": "embedding"}
+LIST_KINDS = {"models": "model", "scores": "scores", "forget-sets": "forget_set", "runs": "run", "sweeps": "sweep", "maps": "embedding"}
 
 
 def fail(message: str, code: int = 2):
@@ -131,6 +132,8 @@ def train(
     batch_size: int = training.Recipe.batch_size,
     seed: int = training.Recipe.seed,
     cosine: Annotated[bool, typer.Option(help="Cosine learning-rate schedule.")] = False,
+    mnemonic_tmix: Annotated[float, typer.Option(help="Probability P in [0, 1) of swapping a training sample for its class's mnemonic code (enables one-shot `mnemonic` unlearning; 0.1 is typical).")] = 0.0,
+    codes_seed: Annotated[int, typer.Option(help="Seed of the mnemonic codes.")] = 0,
     label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped to another class.")] = 0.0,
     split_seed: int = 0,
     data_root: Annotated[str, typer.Option(help="Where torchvision datasets live (or the ImageFolder root).")] = "data",
@@ -144,7 +147,8 @@ def train(
 
     def prepare():
         recipe = training.Recipe(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                 batch_size=batch_size, seed=seed, cosine=cosine)
+                                 batch_size=batch_size, seed=seed, cosine=cosine, mnemonic_tmix=mnemonic_tmix,
+                                 codes_seed=codes_seed)
         spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise)
         dev = devices.resolve(device)
         models.for_dataset(arch, data.load(spec))  # the architecture exists and fits the images
@@ -254,8 +258,13 @@ def embed(
 def unlearn(
     model: Annotated[str, typer.Argument(help="Model id.")],
     forget: Annotated[str, typer.Option("--forget", help="Forget-set id.")],
-    method: Annotated[str, typer.Option(help=f"One of: {', '.join(unlearning.REGISTRY)}.")] = "finetune",
-    params: Annotated[str, typer.Option(help='Method parameters as JSON, e.g. \'{"epochs": 5, "lr": 0.01}\'.')] = "{}",
+    method: Annotated[str, typer.Option(help=f"One of: {', '.join(unlearning.NAMES)}; with --sweep, a comma-separated list.")] = "finetune",
+    params: Annotated[str, typer.Option(help='Method parameters as JSON, e.g. \'{"epochs": 5, "lr": 0.01}\' or, for rum, '
+                                            '\'{"score": "exact", "steps": ["none", "finetune", "salun"]}\'.')] = "{}",
+    sweep: Annotated[bool, typer.Option("--sweep", help="Try a small grid of settings per method and keep the best of each.")] = False,
+    score: Annotated[str, typer.Option(help="The memorization score RUM refines by in a sweep (a name or a score-set id).")] = "exact",
+    preset: Annotated[Optional[str], typer.Option(help="Settings for parameters not given: paper (published defaults) or digits [default: the model's dataset's preset if there is one, else paper].")] = None,
+    oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Retrain the oracle to measure against (skip it for large models: ToW and speed-up are then missing).")] = True,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -270,17 +279,37 @@ def unlearn(
             raise unlearning.ParamError(f"--params is not valid JSON: {err}") from None
         if not isinstance(parsed, dict):
             raise unlearning.ParamError("--params must be a JSON object")
-        unlearning.make(method, parsed)  # the method exists and takes these parameters
-        return parsed, devices.resolve(device)
+        names = [m.strip() for m in method.split(",") if m.strip()]
+        if sweep:
+            if not oracle:
+                raise unlearning.ParamError("a sweep scores every setting against the oracle: drop --no-oracle")
+            sweeps.check(names)
+        else:
+            if len(names) != 1:
+                raise unlearning.ParamError("give one --method (several only with --sweep)")
+            unlearning.make(names[0], parsed, preset or "paper")  # the method exists and takes these parameters
+        if preset is not None and preset not in unlearning.presets.PRESETS:
+            raise unlearning.ParamError(f"unknown preset {preset!r}; choose one of {', '.join(unlearning.presets.PRESETS)}")
+        return names, parsed, devices.resolve(device)
 
     def work(ws, progress, prepared):
-        parsed, dev = prepared
-        return runs.unlearn(ws, ws.get(model, "model"), ws.get(forget, "forget_set"), method, parsed, dev, progress)
+        names, parsed, dev = prepared
+        model_rec, fs_rec = ws.get(model, "model"), ws.get(forget, "forget_set")
+        if sweep:
+            return sweeps.sweep(ws, model_rec, fs_rec, names, dev, progress, score=score, preset=preset)
+        return runs.unlearn(ws, model_rec, fs_rec, names[0], parsed, dev, progress, with_oracle=oracle, preset=preset)
 
     def summary(r):
+        if r["kind"] == "sweep":
+            return "\n".join([f"sweep {r['id']}: {len(r['points'])} settings; best of each method:"] + [
+                f"  {row['method']:<13} ToW {row['tow']:.3f} · {row['seconds']:.2f} s · run {row['run_id']}"
+                for row in sweeps.summary(r)])
         m = r["metrics"]
-        return (f"run {r['id']}: {r['method']} · forget acc {r['original']['acc_forget']:.3f} → {m['acc_forget']:.3f} "
-                f"(oracle {r['oracle']['acc_forget']:.3f}) · ToW {m['tow']:.3f} · {m['speedup']:.1f}× faster than retraining")
+        text = f"run {r['id']}: {r['method']} · forget acc {r['original']['acc_forget']:.3f} → {m['acc_forget']:.3f}"
+        if r["oracle"] is None:
+            return text + " (no oracle: ToW and speed-up not measured)"
+        return (text + f" (oracle {r['oracle']['acc_forget']:.3f}) · ToW {m['tow']:.3f} · "
+                f"{m['speedup']:.1f}× faster than retraining")
 
     execute(workspace, job, as_json, work, summary, prepare=prepare)
 
@@ -400,6 +429,7 @@ COLUMNS = {
     "scores": ["id", "model_id", "name", "seconds", "device"],
     "forget-sets": ["id", "name", "model_id", "made", "size", "classes", "mean_memorization", "es"],
     "maps": ["id", "model_id", "method", "seed", "seconds"],
+    "sweeps": ["id", "name", "model_id", "forget_set_id", "device"],
     "runs": ["id", "method", "model_id", "forget_set_id"],
     "jobs": ["id", "title", "state", "progress", "message"],
 }

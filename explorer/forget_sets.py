@@ -99,14 +99,6 @@ def choose(strategy: str, labels: np.ndarray, *, size: int | None = None, seed: 
     return chosen
 
 
-def score_values(ws: Workspace, model_rec: dict, score_id: str) -> tuple[str, np.ndarray]:
-    """(name, raw values) of a stored score set, refusing one computed for another model."""
-    rec = ws.get(score_id, "scores")
-    if rec["model_id"] != model_rec["id"]:
-        raise ForgetSetError(f"score set {score_id} belongs to model {rec['model_id']}, not {model_rec['id']}")
-    return rec["name"], scores.load(ws, score_id).values
-
-
 def model_features(ws: Workspace, model_rec: dict) -> np.ndarray:
     """Penultimate features of the training samples: from a stored map when there is one."""
     stored = embeddings.find(ws, model_rec["id"])
@@ -125,7 +117,8 @@ def create(ws: Workspace, model_rec: dict, strategy: str, name: str | None = Non
     ds = checkpoints.dataset_of(ws, model_rec)
     labels = ds.y_train.numpy()
     if score_id is not None:
-        score = score_values(ws, model_rec, score_id)
+        name, values, _ = scores.resolve(ws, model_rec, score_id)
+        score = name, values
     if strategy in BY_SCORE and score is not None:
         score_name, raw = score
         how["values"] = scores.oriented(score_name, raw)

@@ -212,3 +212,22 @@ def auroc_bars(aurocs: Mapping[str, float]) -> go.Figure:
     fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance (0.5)", annotation_position="bottom left",
                   annotation_font_color="#444")
     return _style(fig, yaxis=dict(range=[0, 1.08], title="AUROC for finding flipped labels"), height=340)
+
+
+def sweep_front(points: Sequence[Mapping], front: Sequence[Mapping]) -> go.Figure:
+    """Every setting a sweep tried, ToW against seconds (log), one colour per method, with the
+    front of settings that no other beats on both."""
+    fig = go.Figure()
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    for i, name in enumerate(methods):
+        mine = [p for p in points if p["method"] == name]
+        fig.add_trace(go.Scatter(
+            x=[p["seconds"] for p in mine], y=[p["tow"] for p in mine], mode="markers", name=name,
+            marker=dict(size=9, color=CLASS_COLOURS[i % len(CLASS_COLOURS)], opacity=0.8),
+            text=[", ".join(f"{k} {v:g}" for k, v in p["params"].items() if isinstance(v, (int, float))
+                            and k not in ("momentum", "weight_decay", "batch_size", "seed")) for p in mine],
+            hovertemplate="%{text}<br>ToW %{y:.3f} · %{x:.2f} s<extra>" + name + "</extra>"))
+    fig.add_trace(go.Scatter(x=[p["seconds"] for p in front], y=[p["tow"] for p in front], mode="lines",
+                             name="front", line=dict(color="#444", dash="dot"), hoverinfo="skip"))
+    return _style(fig, height=380, xaxis=dict(type="log", title="seconds (log scale)"),
+                  yaxis=dict(title="ToW against the oracle (1 = indistinguishable)"))

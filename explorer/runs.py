@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+from torch import nn
 
-from . import checkpoints, metrics, training, unlearning
+from . import checkpoints, metrics, scores, training, unlearning
 from .training import Progress, _no_progress
 from .workspace import Workspace
 
@@ -43,58 +46,122 @@ def oracle(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device,
                                base_model_id=model_rec["id"], forget_set_id=fs_rec["id"])
 
 
-def _measure(model, ds, forget_ids) -> dict:
+def measure(model, ds, forget_ids) -> dict:
     return {**metrics.accuracies(model, ds, forget_ids), "mia_efficacy": metrics.mia_efficacy(model, ds, forget_ids)}
 
 
-def unlearn(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, params: dict | None,
-            device: torch.device, progress: Progress = _no_progress) -> dict:
-    method = unlearning.make(method_name, params)  # bad parameters fail before any work
+@dataclass
+class Setup:
+    """What every method on one (model, forget set) is measured against; made once per run or
+    sweep."""
+
+    model_rec: dict
+    fs_rec: dict
+    ds: object
+    retain: np.ndarray
+    forget: np.ndarray
+    original: nn.Module
+    before: dict
+    oracle_rec: dict | None
+    target: dict | None
+
+
+def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, with_oracle: bool = True,
+          progress: Progress = _no_progress) -> Setup:
     if fs_rec["dataset_id"] != model_rec["dataset_id"]:
         raise unlearning.ParamError(f"forget set {fs_rec['id']} is on another dataset than model {model_rec['id']}")
     ds = checkpoints.dataset_of(ws, model_rec)
     retain, forget = metrics.split_ids(ds.n_train, fs_rec["ids"])
     original = checkpoints.load_model(ws, model_rec)
-    before = _measure(original, ds, forget)
+    oracle_rec = target = None
+    if with_oracle:
+        oracle_rec = oracle(ws, model_rec, fs_rec, device, progress)
+        target = measure(checkpoints.load_model(ws, oracle_rec), ds, forget)
+    return Setup(model_rec, fs_rec, ds, retain, forget, original, measure(original, ds, forget), oracle_rec, target)
 
-    oracle_rec = oracle(ws, model_rec, fs_rec, device, _stage(progress, 0.0, 0.6))
-    oracle_model = checkpoints.load_model(ws, oracle_rec)
-    target = _measure(oracle_model, ds, forget)
 
-    if method.from_init:  # retrain: the original's initial weights and recipe, unless the user overrides it
+def preset_of(model_rec: dict, preset: str | None = None) -> str:
+    return preset or unlearning.presets.default_for(model_rec.get("dataset", ""))
+
+
+def bind(ws: Workspace, model_rec: dict, method_name: str, params: dict | None, preset: str | None = None):
+    """The method with what it needs from the workspace: the model's recipe for `retrain`, the
+    memorization score for `rum`, the mnemonic codes for `mnemonic`. Unset parameters come from
+    the preset (by default the one calibrated for the model's dataset, if there is one)."""
+    preset = preset_of(model_rec, preset)
+    method = unlearning.make(method_name, params, preset)
+    if getattr(method, "from_init", False):  # the original's recipe, unless the user overrides it
         recipe = {k: v for k, v in (model_rec.get("recipe") or {}).items() if k in method.params}
-        method = unlearning.make(method_name, {**recipe, **(params or {})})
-        model = (checkpoints.load_model(ws, model_rec, which="init") if model_rec.get("recipe")
-                 else training.init_model(model_rec["arch"], ds, training.Recipe().seed))
-    else:
-        model = copy.deepcopy(original)
+        method = unlearning.make(method_name, {**recipe, **(params or {})}, preset)
+    if getattr(method, "needs_score", False):
+        name, values, score_id = scores.resolve(ws, model_rec, method.score)
+        method.values = scores.oriented(name, values)
+        method.report["score"] = {"name": name, "id": score_id}
+    if hasattr(method, "codes"):
+        method.codes = checkpoints.load_codes(ws, model_rec)
+    return method
+
+
+def starting_model(ws: Workspace, s: Setup, method) -> nn.Module:
+    if not getattr(method, "from_init", False):
+        return copy.deepcopy(s.original)
+    if s.model_rec.get("recipe"):
+        return checkpoints.load_model(ws, s.model_rec, which="init")
+    # an imported model: its initial weights are unknown, so start where the oracle starts
+    return training.init_model(s.model_rec["arch"], s.ds, training.Recipe().seed)
+
+
+def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progress = _no_progress
+          ) -> tuple[nn.Module, dict]:
+    """Run a bound method on a copy of the model; returns it (on the CPU) and its metrics."""
+    model = starting_model(ws, s, method)
     start = time.perf_counter()
-    method.unlearn(model, ds, retain, forget, device, _stage(progress, 0.6, 0.95))
+    method.unlearn(model, s.ds, s.retain, s.forget, device, progress)
     seconds = time.perf_counter() - start
     model.cpu()
-    after = _measure(model, ds, forget)
-    progress(0.97, "measuring")
-    result = {
-        **after,
-        "tow": metrics.tow(after, target),
-        "tow_mia": metrics.tow(after, target, first="mia_efficacy"),
-        "seconds": seconds,
-        "retrain_seconds": oracle_rec["seconds"],
-        "speedup": oracle_rec["seconds"] / seconds if seconds > 0 else float("inf"),
-    }
+    after = measure(model, s.ds, s.forget)
+    return model, {**after, **against_oracle(after, seconds, s)}
+
+
+def against_oracle(after: dict, seconds: float, s: Setup) -> dict:
+    """ToW, ToW-MIA and speed-up; None (missing, never guessed) when the oracle was skipped."""
+    if s.target is None:
+        return {"tow": None, "tow_mia": None, "seconds": seconds, "retrain_seconds": None, "speedup": None}
+    retrain = s.oracle_rec["seconds"]
+    return {"tow": metrics.tow(after, s.target), "tow_mia": metrics.tow(after, s.target, first="mia_efficacy"),
+            "seconds": seconds, "retrain_seconds": retrain,
+            "speedup": retrain / seconds if seconds > 0 else float("inf")}
+
+
+def publish(ws: Workspace, s: Setup, method_name: str, method, model: nn.Module, result: dict, device: torch.device,
+            **extra) -> dict:
+    report = getattr(method, "report", None)
     return ws.put(
         "run",
         {
-            "name": f"{method_name} on {fs_rec['name']}",
-            "model_id": model_rec["id"],
-            "forget_set_id": fs_rec["id"],
-            "oracle_id": oracle_rec["id"],
+            "name": f"{method_name} on {s.fs_rec['name']}",
+            "model_id": s.model_rec["id"],
+            "forget_set_id": s.fs_rec["id"],
+            "oracle_id": s.oracle_rec["id"] if s.oracle_rec else None,
             "method": method_name,
             "params": method.params,
             "device": device.type,
             "metrics": result,
-            "original": before,
-            "oracle": target,
+            "original": s.before,
+            "oracle": s.target,
+            **({"details": report} if report else {}),
+            **extra,
         },
         files={"weights.safetensors": training.state_bytes(model)},
     )
+
+
+def unlearn(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, params: dict | None,
+            device: torch.device, progress: Progress = _no_progress, with_oracle: bool = True,
+            preset: str | None = None) -> dict:
+    """Unlearn a forget set with one method and publish the run with its metrics."""
+    method = bind(ws, model_rec, method_name, params, preset)  # bad input fails before any work
+    s = setup(ws, model_rec, fs_rec, device, with_oracle, _stage(progress, 0.0, 0.6))
+    model, result = apply(ws, s, method, device, _stage(progress, 0.6, 0.95))
+    progress(0.97, "saving")
+    return publish(ws, s, method_name, method, model, result, device, preset=preset_of(model_rec, preset))

@@ -124,3 +124,26 @@ def export_rows(ws: Workspace, rec: dict) -> list[dict]:
             row["flipped"] = int(flipped[i])
         rows.append(row)
     return rows
+
+
+def resolve(ws: Workspace, model_rec: dict, ref: str) -> tuple[str, np.ndarray, str | None]:
+    """(name, raw values, score-set id) for a score given by score-set id or by name: the newest
+    stored set of that name, else — for a learning-event proxy of a model trained here — straight
+    from its recorded dynamics (id None)."""
+    from . import proxies
+    from .errors import UserError
+
+    if ref.startswith("s-"):
+        rec = ws.get(ref, "scores")
+        if rec["model_id"] != model_rec["id"]:
+            raise UserError(f"score set {ref} belongs to model {rec['model_id']}, not {model_rec['id']}")
+        return rec["name"], load(ws, rec).values, rec["id"]
+    if ref not in SCORES:
+        raise UserError(f"unknown score {ref!r}; give a score-set id or one of {', '.join(SCORES)}")
+    stored = latest(ws, model_rec["id"]).get(ref)
+    if stored is not None:
+        return ref, load(ws, stored).values, stored["id"]
+    if ref in proxies.FROM_DYNAMICS and model_rec.get("has_dynamics"):
+        return ref, proxies.from_dynamics(proxies.load_dynamics(ws, model_rec))[ref], None
+    how = "memorize MODEL --exact" if ref == "exact" else f"proxies MODEL --only {ref}"
+    raise UserError(f"model {model_rec['id']} has no {ref} scores yet; compute them first ({how})")

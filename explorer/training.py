@@ -3,6 +3,9 @@
 The dynamics come from the training-mode forward pass each mini-batch makes anyway, before the
 optimizer step (METHODS.md §2): no extra pass over the data. They are kept on the device as
 samples × epochs tensors and copied back once at the end.
+
+With `mnemonic_tmix` > 0 (METHODS.md §5) each sample's input is swapped, with that probability, for
+its class's mnemonic code in the loss; the recorder still sees every real sample.
 """
 
 from __future__ import annotations
@@ -43,15 +46,28 @@ class Recipe:
     batch_size: int = 64
     seed: int = 0
     cosine: bool = False
+    mnemonic_tmix: float = 0.0  # probability a training sample is swapped for its class's code
+    codes_seed: int = 0
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
             raise RecipeError("epochs and batch size must be at least 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise RecipeError(f"learning rate must be a positive number, got {self.lr}")
+        if not 0 <= self.mnemonic_tmix < 1:  # also refuses NaN
+            raise RecipeError(f"mnemonic t_mix must be in [0, 1), got {self.mnemonic_tmix}")
 
     def as_meta(self) -> dict:
-        return asdict(self)
+        meta = asdict(self)
+        if not self.mnemonic_tmix:  # a model without codes keeps the exact record (and cache keys) it had
+            del meta["mnemonic_tmix"], meta["codes_seed"]
+        return meta
+
+
+def make_codes(num_classes: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """One mnemonic code per class: uniform on [0, 1) in the model's (normalized) input space, as
+    the official code draws them; the same seed always gives the same codes."""
+    return torch.rand((num_classes, *shape), generator=torch.Generator().manual_seed(seed))
 
 
 @dataclass
@@ -59,6 +75,7 @@ class TrainResult:
     log: list[dict] = field(default_factory=list)  # one row per epoch
     dynamics: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n, epochs)
     seconds: float = 0.0
+    codes: torch.Tensor | None = None  # (num_classes, C, H, W) on the CPU, when trained with codes
 
 
 class DynamicsRecorder:
@@ -119,26 +136,36 @@ def fit(
     order = torch.Generator().manual_seed(recipe.seed)
     recorder = DynamicsRecorder(n, recipe.epochs, device) if record_dynamics else None
     result = TrainResult()
+    mix = _CodeMixer(recipe, models.head(model).out_features, x.shape[1:], device) if recipe.mnemonic_tmix else None
     for epoch in range(recipe.epochs):
         model.train()
-        perm = torch.randperm(n, generator=order).to(device)
+        perm = torch.randperm(n, generator=order)
+        if mix is not None:
+            mix.draw(perm, recipe.batch_size)
+        perm = perm.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        for i in range(0, n, recipe.batch_size):
+        for b, i in enumerate(range(0, n, recipe.batch_size)):
             ids = perm[i : i + recipe.batch_size]
-            logits = model(x[ids])
-            losses = F.cross_entropy(logits, y[ids], reduction="none")
+            if mix is None:
+                logits = model(x[ids])
+                losses = F.cross_entropy(logits, y[ids], reduction="none")
+                train_loss = losses.mean()
+            else:
+                logits, losses, train_loss = mix.forward(model, x, y, ids, b, i)
             if recorder is not None:
                 recorder.record(epoch, ids, logits.detach(), y[ids], losses.detach())
             if recipe.cosine:
                 opt.lr = optim.cosine_lr(recipe.lr, step, total_steps)
             opt.zero_grad()
-            losses.mean().backward()
+            train_loss.backward()
             opt.step()
             step += 1
             loss_sum += losses.detach().sum()
             correct += (logits.detach().argmax(1) == y[ids]).sum()
         row = {"epoch": epoch + 1, "loss": loss_sum.item() / n, "train_acc": correct.item() / n}
+        if mix is not None:
+            row["code_rate"] = mix.rate
         if x_test is not None:
             row["test_acc"] = accuracy(model, x_test, y_test)
         result.log.append(row)
@@ -149,8 +176,46 @@ def fit(
         )
     if recorder is not None:
         result.dynamics = recorder.arrays()
+    if mix is not None:
+        result.codes = mix.codes.cpu()
     result.seconds = time.perf_counter() - start
     return result
+
+
+class _CodeMixer:
+    """The mnemonic-code swap of one training run.
+
+    Each epoch draws, on the CPU from its own seeded stream (the shuffling stream is untouched),
+    which samples are swapped; a batch is then one training-mode pass over its real samples plus,
+    appended, the codes of the swapped ones. The loss is the batch mean with the swapped samples
+    replaced by their codes (the paper's swap; gradients are identical for models without batch
+    norm), while the recorder gets every real sample's statistics from the same pass, so the
+    dynamics and the proxies built on them keep one value per sample and epoch. The cost is
+    t_mix more rows per forward pass. Everything per batch is sliced by Python ints: no host sync.
+    """
+
+    def __init__(self, recipe: Recipe, num_classes: int, shape, device: torch.device):
+        self.tmix = recipe.mnemonic_tmix
+        self.codes = make_codes(num_classes, tuple(shape), recipe.codes_seed).to(device)
+        self.swaps = torch.Generator().manual_seed(recipe.seed + 7919)  # a stream apart from shuffling
+        self.device = device
+
+    def draw(self, perm: torch.Tensor, batch_size: int) -> None:
+        swapped = torch.rand(len(perm), generator=self.swaps) < self.tmix  # by position in this epoch
+        self.rate = swapped.float().mean().item()
+        self.keep = (~swapped).float().to(self.device)
+        self.swapped_ids = perm[swapped].to(self.device)
+        counts = [int(part.sum()) for part in swapped.split(batch_size)]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+
+    def forward(self, model: nn.Module, x, y, ids, b: int, i: int):
+        sid = self.swapped_ids[self.offsets[b] : self.offsets[b + 1]]
+        all_logits = model(torch.cat([x[ids], self.codes[y[sid]]]))
+        logits = all_logits[: len(ids)]
+        losses = F.cross_entropy(logits, y[ids], reduction="none")
+        code_losses = F.cross_entropy(all_logits[len(ids) :], y[sid], reduction="sum")
+        train_loss = ((losses * self.keep[i : i + len(ids)]).sum() + code_losses) / len(ids)
+        return logits, losses, train_loss
 
 
 def init_model(arch: str, data, seed: int) -> nn.Module:

@@ -38,10 +38,21 @@ st.dataframe(table, hide_index=True, column_config=config)
 run = st.selectbox("Run", runs, format_func=lambda r: f"{r['name']} · {r['id']}")
 st.plotly_chart(plots.before_after(run["original"], run["metrics"], run["oracle"]), key="before_after")
 m = run["metrics"]
-c1, c2, c3 = st.columns(3)
-c1.metric("ToW", f"{m['tow']:.3f}", help=METRICS["tow"][1])
-c2.metric("ToW-MIA", f"{m['tow_mia']:.3f}", help=METRICS["tow_mia"][1])
-c3.metric("speed-up", f"{m['speedup']:.1f}×", help=f"{m['seconds']:.2f} s vs {m['retrain_seconds']:.2f} s to retrain, "
-          f"on {run['device']}")
+if run["oracle"] is None:
+    st.info("This run skipped the oracle, so ToW, ToW-MIA and the speed-up were not measured (never guessed).")
+else:
+    c1, c2, c3 = st.columns(3)
+    c1.metric("ToW", f"{m['tow']:.3f}", help=METRICS["tow"][1])
+    c2.metric("ToW-MIA", f"{m['tow_mia']:.3f}", help=METRICS["tow_mia"][1])
+    c3.metric("speed-up", f"{m['speedup']:.1f}×", help=f"{m['seconds']:.2f} s vs {m['retrain_seconds']:.2f} s to "
+              f"retrain, on {run['device']}")
+details = run.get("details") or {}
+if details.get("steps"):
+    st.markdown("**Steps**")
+    st.dataframe(pd.DataFrame([{k: v for k, v in step.items() if k != "ids"} for step in details["steps"]]),
+                 hide_index=True)
+if details.get("grid"):
+    st.markdown("**λ grid on the codes** (data-free)")
+    st.dataframe(pd.DataFrame(details["grid"]), hide_index=True)
 with st.expander("What the metrics mean"):
     st.markdown("\n".join(f"- **{label}** — {text}" for label, text in METRICS.values()))

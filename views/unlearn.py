@@ -1,14 +1,18 @@
 import json
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import unlearning, ui
+from explorer import forget_sets, plots, runs, scores, sweeps, ui, unlearning
+from explorer.unlearning import presets, sequence
 
 ws = ui.workspace()
 st.title("Unlearn")
-st.caption("Pick a model and a forget set, then a method. The first run on a forget set also retrains the "
-           "oracle (the same model trained without the forget set) so every result can be judged against it.")
+st.caption("Pick a model, a forget set and one or several methods. The first run on a forget set also retrains the "
+           "**oracle** (the model trained without the forget set), and every result is judged against it. "
+           "[RUM](https://arxiv.org/abs/2406.04496) splits the forget set by memorization and unlearns the parts "
+           "in sequence.")
 ui.last_job_message()
 
 rec = ui.pick_model(ws, "unlearn_pick")
@@ -20,32 +24,138 @@ if not sets:
     st.stop()
 
 fs = st.selectbox("Forget set", sets, format_func=lambda f: f"{f['name']} · {f['size']} samples · {f['id']}")
-c1, c2, c3 = st.columns(3)
+ds = ui.dataset(ws, rec)
+available = ui.available_scores(ws, rec)
+c1, c2, c3, c4 = st.columns(4)
 c1.metric("samples", fs["size"])
-c2.metric("classes", len(fs["classes"]))
+c2.metric("classes", len(fs["classes"]), help=" · ".join(f"{ds.classes[int(c)]}: {n}" for c, n in fs["class_counts"].items()))
 c3.metric("entanglement (ES)", f"{fs['es']:.1f}", help="How mixed the forget set is with the rest in the model's "
           "feature space (RUM). Higher = harder to unlearn.")
+if "exact" in available:
+    mem = available["exact"][fs["ids"]]
+    c4.metric("mean memorization", f"{np.nanmean(mem):.3f}",
+              help="Exact memorization: " + " · ".join(f"{name} {n}" for name, n in zip(
+                  ("low (< 1/3)", "mid", "high (≥ 2/3)"), np.histogram(mem, [-np.inf, 1 / 3, 2 / 3, np.inf])[0])))
 
-name = st.selectbox("Method", list(unlearning.REGISTRY))
-method = unlearning.REGISTRY[name]
-st.caption(method.summary)
-with st.form("unlearn"):
-    c1, c2, c3 = st.columns(3)
-    epochs = c1.number_input("Epochs", 1, 200, int(method.defaults["epochs"]))
-    lr = c2.number_input("Learning rate", 1e-6, 1.0, float(method.defaults["lr"]), format="%.4f")
-    batch = c3.number_input("Batch size", 1, 4096, int(method.defaults["batch_size"]))
-    if st.form_submit_button("Run", type="primary"):
-        params = json.dumps({"epochs": epochs, "lr": lr, "batch_size": batch})
-        ui.launch(ws, ["unlearn", rec["id"], "--forget", fs["id"], "--method", name, "--params", params],
-                  f"{name} on {fs['name']}", "unlearn_job")
-ui.job_status(ws, "unlearn_job")
+preset = st.selectbox("Preset", list(presets.PRESETS), index=list(presets.PRESETS).index(runs.preset_of(rec)),
+                      help="paper: the published defaults (tuned for CIFAR at batch 256). digits: calibrated on the "
+                           "embedded dataset by a sweep. A sweep below tunes them for your forget set.")
+chosen = st.multiselect("Methods", unlearning.NAMES, default=["finetune"],
+                        format_func=lambda n: f"{n} (the oracle itself)" if n == "retrain" else n)
 
-done = [r for r in ws.find("run", model_id=rec["id"], forget_set_id=fs["id"])][::-1]
+
+def base_params(name: str, key: str) -> dict:
+    """Number inputs for a base method's parameters, at the preset's values."""
+    cls = unlearning.REGISTRY[name]
+    values = {**cls.defaults, **presets.settings(preset, name)}
+    loop_only = ("epochs", "lr") if name == "mnemonic" else ()  # no training loop: these do nothing
+    shown = [k for k in values if k not in ("momentum", "weight_decay", "batch_size", *loop_only)]
+    out = {}
+    for col, k in zip(st.columns(len(shown)), shown):
+        v = values[k]
+        out[k] = (col.number_input(k, 0, 10_000, int(v), key=f"{key}-{k}") if isinstance(v, int)
+                  else col.number_input(k, 0.0, 1e6, float(v), format="%g", key=f"{key}-{k}"))
+    return out
+
+
+settings: dict[str, dict] = {}
+for name in chosen:
+    with st.expander(f"**{name}** settings", expanded=name in ("rum", "mnemonic")):
+        if name in unlearning.REGISTRY:
+            st.caption(unlearning.REGISTRY[name].summary)
+        if name == "rum":
+            st.caption(unlearning.Rum.summary)
+            if not available:
+                st.warning("RUM needs a memorization score: compute one on the **Memorization** page.")
+                continue
+            c1, c2 = st.columns(2)
+            score = c1.selectbox("Refine by", list(available), key="rum-score",
+                                 format_func=lambda n: f"{scores.oriented_name(n)} · {scores.label(n)}")
+            order = c2.radio("Order", ["low-high", "high-low"], horizontal=True, key="rum-order")
+            cuts = st.text_input("Thresholds (blank = terciles of the forget set)", key="rum-cuts",
+                                 help="Oriented score values t1 < t2 < … splitting the groups, e.g. 0.3, 0.7.")
+            try:
+                thresholds = [float(t) for t in cuts.replace(",", " ").split()] or None
+            except ValueError:
+                st.error("Thresholds must be numbers, e.g. 0.3, 0.7")
+                continue
+            try:
+                groups = sequence.split(scores.oriented(score, available[score]), np.asarray(fs["ids"]), thresholds)
+            except unlearning.ParamError as err:
+                st.warning(str(err))
+                continue
+            steps = []
+            for col, gname, group, default in zip(st.columns(len(groups)), sequence.group_names(len(groups)), groups,
+                                                  sequence.FULL_RUM + ["salun"] * 10):
+                with col:
+                    step = st.selectbox(f"{gname} ({len(group)} samples)", ["none", *unlearning.REGISTRY],
+                                        index=["none", *unlearning.REGISTRY].index(default), key=f"rum-{gname}")
+                    steps.append(step)
+            settings[name] = {"score": score, "order": order, "steps": steps,
+                              **({"thresholds": thresholds} if thresholds else {})}
+            st.caption("Each group's method runs with its preset settings; a **sweep** tunes them group by group.")
+        elif name == "mnemonic":
+            whole = [c for c, n in fs["class_counts"].items() if n == int((ds.y_train == int(c)).sum())]
+            if len(whole) < len(fs["class_counts"]):
+                st.warning(f"Mnemonic forgets whole classes, and this forget set holds only part of classes "
+                           f"{', '.join(c for c in fs['class_counts'] if c not in whole)}.")
+                if st.button(f"Make a forget set of classes {', '.join(fs['class_counts'])}"):
+                    made = forget_sets.create(ws, rec, "class", classes=[int(c) for c in fs["class_counts"]])
+                    st.success(f"Made {made['id']} ({made['size']} samples): pick it above.")
+                continue
+            if not rec.get("has_codes"):
+                st.info("This model was trained without mnemonic codes: set with_data to 1 to probe a few real "
+                        "samples per class instead, or train with the mnemonic option on the Models page.")
+            settings[name] = base_params(name, "p-mnemonic")
+        elif name == "shuffle":
+            st.caption(unlearning.Shuffle.summary)
+            step = st.selectbox("Method for every part", list(unlearning.REGISTRY), index=1, key="shuffle-step")
+            settings[name] = {"steps": step}
+        else:
+            settings[name] = base_params(name, f"p-{name}")
+
+with_oracle = st.toggle("Retrain the oracle", True, help="Needed for ToW and the speed-up. For a large model you "
+                        "may skip it: those metrics are then shown as missing, never guessed.")
+c1, c2 = st.columns(2)
+if c1.button("Run", type="primary", disabled=not settings, help="One job per method."):
+    for name, params in settings.items():
+        ui.launch(ws, ["unlearn", rec["id"], "--forget", fs["id"], "--method", name, "--preset", preset,
+                       "--params", json.dumps(params), *([] if with_oracle else ["--no-oracle"])],
+                  f"{name} on {fs['name']}", f"unlearn_job-{name}")
+sweepable = [n for n in chosen if n in (*sweeps.SWEEPABLE, "rum", "shuffle")]
+score_for_sweep = settings.get("rum", {}).get("score", "exact")
+if c2.button("Sweep", disabled=not sweepable or not with_oracle,
+             help="Try a small grid per method (lr × {0.2, 1, 5}, epochs × {½, 1}, its knob) and keep the best by "
+                  "ToW; RUM and shuffle are tuned group by group from the base methods chosen."):
+    ui.launch(ws, ["unlearn", rec["id"], "--forget", fs["id"], "--method", ",".join(sweepable), "--sweep",
+                   "--preset", preset, "--score", score_for_sweep], f"sweep on {fs['name']}", "sweep_job")
+for name in chosen:
+    ui.job_status(ws, f"unlearn_job-{name}")
+ui.job_status(ws, "sweep_job")
+
+# -- results on this forget set -----------------------------------------------------------------
+done = ws.find("run", model_id=rec["id"], forget_set_id=fs["id"])[::-1]
 if done:
     st.subheader("Runs on this forget set")
-    st.dataframe(pd.DataFrame([{"method": r["method"], "epochs": r["params"].get("epochs"), "lr": r["params"].get("lr"),
-                                "forget acc": r["metrics"]["acc_forget"], "oracle forget acc": r["oracle"]["acc_forget"],
-                                "ToW": r["metrics"]["tow"]} for r in done]),
-                 hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f")
-                                                 for k in ("forget acc", "oracle forget acc", "ToW")})
+    st.dataframe(pd.DataFrame([{
+        "method": r["method"], "run": r["id"], "forget acc": r["metrics"]["acc_forget"],
+        "oracle forget acc": (r["oracle"] or {}).get("acc_forget"), "ToW": r["metrics"]["tow"],
+        "seconds": r["metrics"]["seconds"], "speed-up": r["metrics"]["speedup"],
+        "settings": json.dumps({k: v for k, v in r["params"].items() if k not in ("momentum", "weight_decay")})}
+        for r in done]), hide_index=True, column_config={
+            **{k: st.column_config.NumberColumn(format="%.3f") for k in ("forget acc", "oracle forget acc", "ToW")},
+            "seconds": st.column_config.NumberColumn(format="%.2f"),
+            "speed-up": st.column_config.NumberColumn(format="%.0f×", help="oracle's training time / the method's")})
     st.page_link("views/compare.py", label="Compare them in detail", icon=":material/arrow_forward:")
+
+found = ws.find("sweep", model_id=rec["id"], forget_set_id=fs["id"])
+if found:
+    last = found[-1]
+    st.subheader("Latest sweep")
+    st.caption(f"{len(last['points'])} settings · preset {last.get('preset')} · the line joins the settings no other "
+               "beats on both ToW and time.")
+    st.plotly_chart(plots.sweep_front(last["points"], sweeps.front(last["points"])), key="sweep_front")
+    st.dataframe(pd.DataFrame([{**{k: row[k] for k in ("method", "tow", "acc_forget", "seconds", "run_id")},
+                                "settings": json.dumps(row["params"])} for row in sweeps.summary(last)]),
+                 hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                                 for k in ("tow", "acc_forget", "seconds")})

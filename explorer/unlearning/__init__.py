@@ -1,22 +1,45 @@
-"""Unlearning methods by name. Each is a `Method` subclass: defaults plus a per-batch loss."""
+"""Unlearning methods by name. Each base method is a `Method` subclass: defaults plus a per-batch
+loss on one shared loop. `rum` and `shuffle` are sequences of base methods over parts of the
+forget set."""
 
 from __future__ import annotations
 
+from . import presets
 from .base import Method, ParamError
 from .distillation import Scrub
 from .finetuning import Finetune, L1Sparse, Retrain
+from .mnemonic import Mnemonic
 from .negation import NegGrad, NegGradPlus
 from .relabeling import RandomLabel, SalUn
+from .sequence import Rum, Sequence, Shuffle
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Retrain, Finetune, NegGrad, NegGradPlus, L1Sparse, RandomLabel, SalUn, Scrub)
+    cls.name: cls for cls in (Retrain, Finetune, NegGrad, NegGradPlus, L1Sparse, RandomLabel, SalUn, Scrub,
+                              Mnemonic)
 }
 
 
-def make(name: str, params: dict | None = None) -> Method:
+SEQUENCES: dict[str, type[Sequence]] = {"rum": Rum, "shuffle": Shuffle}
+NAMES = [*REGISTRY, *SEQUENCES]
+
+
+def make(name: str, params: dict | None = None, preset: str = "paper") -> Method | Sequence:
+    """A method ready to run, its parameters checked; ParamError (one line) otherwise. Parameters
+    not given come from the preset, then from the method's defaults."""
+    params = params or {}
+    if preset not in presets.PRESETS:
+        raise ParamError(f"unknown preset {preset!r}; choose one of {', '.join(presets.PRESETS)}")
+    if name in SEQUENCES:
+        import inspect
+
+        accepted = [p for p in inspect.signature(SEQUENCES[name]).parameters if p != "make"]
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ParamError(f"{name} has no parameter {unknown[0]!r}; it takes {', '.join(accepted)}")
+        return SEQUENCES[name](**params, make=lambda step, p: make(step, p, preset))
     if name not in REGISTRY:
-        raise ParamError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name](**(params or {}))
+        raise ParamError(f"unknown method {name!r}; choose one of {', '.join(NAMES)}")
+    return REGISTRY[name](**{**presets.settings(preset, name), **params})
 
 
-__all__ = ["REGISTRY", "Method", "ParamError", "make"]
+__all__ = ["NAMES", "REGISTRY", "SEQUENCES", "Method", "ParamError", "Sequence", "make"]

@@ -1,0 +1,251 @@
+"""One-shot class forgetting with mnemonic codes (Yamashita et al., ACML 2024; METHODS.md §5).
+
+A model trained with its classes' codes swapped in (`training.Recipe.mnemonic_tmix`) forgets
+classes in one step: the diagonal Fisher of the forget classes' codes over that of the other
+classes' codes says which weights matter only to the forget classes, and those are pushed by
+w ± α·η. The sign and the λ pair are chosen on the codes alone: no training data is read.
+
+The "with data" variant (a model trained without codes) feeds a few real training samples per
+class in place of the codes, for the Fisher and for the choice alike: that variant looks at data.
+
+Everything here is a pure function of a model and its probe inputs (codes, or real samples with
+their labels); `model` is left with the weights it came with.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LAM1_GRID = tuple(10.0**e for e in range(-6, 1))  # 1e-6 … 1
+LAM2_GRID = tuple(10.0**e for e in range(-1, 6))  # 1e-1 … 1e5
+FISHER_START = 1e-16  # keeps log f finite where a weight gets no gradient
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+@contextmanager
+def _eval(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _labels(inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Codes are indexed by class: without labels, input c belongs to class c."""
+    return torch.arange(len(inputs)) if labels is None else torch.as_tensor(labels)
+
+
+def fisher(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher per parameter: the mean over the inputs of grad² of CE(f(x), y), one
+    eval-mode forward/backward per input (per-sample gradients, not a batch gradient)."""
+    params = _params(model)
+    device = next(model.parameters()).device
+    acc = {n: torch.full_like(p, FISHER_START) for n, p in params.items()}
+    with _eval(model):
+        for x, y in zip(inputs.to(device), torch.as_tensor(labels).to(device)):
+            grads = torch.autograd.grad(F.cross_entropy(model(x[None]), y[None]), list(params.values()),
+                                        allow_unused=True)
+            for n, g in zip(params, grads):
+                if g is not None:
+                    acc[n] += g * g
+    return {n: a / max(len(inputs), 1) for n, a in acc.items()}
+
+
+def amplitude(f_forget: torch.Tensor, f_retain: torch.Tensor) -> torch.Tensor:
+    """η = f_F / f_R, computed as exp(log f_F − log f_R): NaN → 1, +inf → the tensor's largest
+    finite value (the official code's cleaning, so one bad entry cannot blow up the update)."""
+    eta = torch.exp(torch.nan_to_num(f_forget.log() - f_retain.log(), nan=0.0, posinf=math.inf))
+    finite = eta[torch.isfinite(eta)]
+    top = finite.max() if len(finite) else torch.tensor(torch.finfo(eta.dtype).max, device=eta.device)
+    return torch.where(torch.isinf(eta), top, eta)
+
+
+def alpha(eta: torch.Tensor, lam1: float, lam2: float) -> float:
+    """Per-tensor step α_l = min(λ1, λ2 / max η_l): λ2 caps the largest single change."""
+    return _alpha(eta.max().item(), lam1, lam2)
+
+
+def _alpha(eta_max: float, lam1: float, lam2: float) -> float:
+    return min(lam1, lam2 / eta_max)
+
+
+def amplitudes(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None,
+               forget_classes) -> dict[str, torch.Tensor]:
+    """η per parameter tensor from the probe inputs: f_F averages the forget classes' inputs,
+    f_R the others'. Costs one backward pass per input."""
+    labels = _labels(inputs, labels)
+    forget = torch.isin(labels, torch.as_tensor(list(forget_classes)))
+    on_inputs = forget.to(inputs.device)
+    f_forget = fisher(model, inputs[on_inputs], labels[forget])
+    f_retain = fisher(model, inputs[~on_inputs], labels[~forget])
+    return {n: amplitude(f_forget[n], f_retain[n]) for n in f_forget}
+
+
+def candidates(weights: dict[str, torch.Tensor], eta: dict[str, torch.Tensor], lam1: float, lam2: float
+               ) -> dict[int, dict[str, torch.Tensor]]:
+    """The two updates w + α·η and w − α·η (one sign for the whole model), by sign."""
+    steps = {n: alpha(e, lam1, lam2) * e for n, e in eta.items()}
+    return {s: {n: weights[n] + s * steps[n] for n in eta} for s in (1, -1)}
+
+
+@contextmanager
+def _weights(model: nn.Module, state: dict[str, torch.Tensor]):
+    """The model with `state` in place of its parameters; the originals come back bit for bit."""
+    params = _params(model)
+    saved = {n: params[n].detach().clone() for n in state}
+    with torch.no_grad():
+        for n, w in state.items():
+            params[n].copy_(w)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for n, w in saved.items():
+                params[n].copy_(w)
+
+
+@torch.no_grad()
+def measure(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, forget_classes
+            ) -> tuple[float, float]:
+    """(A_R, E_F) on the probe inputs: accuracy on the remaining classes', error on the forget
+    classes'."""
+    labels = _labels(inputs, labels)
+    device = next(model.parameters()).device
+    with _eval(model):
+        pred = model(inputs.to(device)).argmax(1).cpu()
+    forget = torch.isin(labels, torch.as_tensor(list(forget_classes)))
+    correct = (pred == labels).float()
+    return correct[~forget].mean().item(), 1 - correct[forget].mean().item()
+
+
+def choose_sign(model: nn.Module, cands: dict[int, dict[str, torch.Tensor]], inputs: torch.Tensor,
+                labels: torch.Tensor | None, forget_classes) -> tuple[int, float, float]:
+    """(sign, A_R, E_F) of the candidate with the larger A_R + E_F on the probe inputs; on a tie
+    the minus sign, as the official code does."""
+    scores = {}
+    for s, state in cands.items():
+        with _weights(model, state):
+            scores[s] = measure(model, inputs, labels, forget_classes)
+    sign = 1 if sum(scores[1]) > sum(scores[-1]) else -1
+    return (sign, *scores[sign])
+
+
+def _update_norm(eta: dict[str, torch.Tensor], lam1: float, lam2: float) -> float:
+    """‖α·η‖ over the whole model: how far the update moves the weights."""
+    return math.sqrt(sum((alpha(e, lam1, lam2) * e.norm().item()) ** 2 for e in eta.values()))
+
+
+def forget(model: nn.Module, codes: torch.Tensor, forget_classes, lam1: float, lam2: float, *,
+           labels: torch.Tensor | None = None, eta: dict[str, torch.Tensor] | None = None
+           ) -> tuple[dict[str, torch.Tensor], dict]:
+    """The forgetting update at (λ1, λ2): (the model's new state dict, info). `codes` are the
+    probe inputs, one per class unless `labels` says otherwise; `eta` skips the Fisher when the
+    caller already has it. The model itself is left unchanged."""
+    start = time.perf_counter()
+    eta = amplitudes(model, codes, labels, forget_classes) if eta is None else eta
+    weights = {n: p.detach() for n, p in _params(model).items()}
+    cands = candidates(weights, eta, lam1, lam2)
+    sign, a_r, e_f = choose_sign(model, cands, codes, labels, forget_classes)
+    state = {**{k: v.detach().clone() for k, v in model.state_dict().items()}, **cands[sign]}
+    alphas = {n: alpha(e, lam1, lam2) for n, e in eta.items()}
+    info = {"A_R": a_r, "E_F": e_f, "sign": sign, "lam1": lam1, "lam2": lam2, "alpha": alphas,
+            "alpha_min": min(alphas.values()), "alpha_max": max(alphas.values()),
+            "update_norm": _update_norm(eta, lam1, lam2), "seconds": time.perf_counter() - start}
+    return state, info
+
+
+def grid_search(model: nn.Module, codes: torch.Tensor, forget_classes, lam1_grid=LAM1_GRID,
+                lam2_grid=LAM2_GRID, *, labels: torch.Tensor | None = None,
+                eta: dict[str, torch.Tensor] | None = None, full: bool = False
+                ) -> tuple[list[dict], tuple[float, float]]:
+    """Every (λ1, λ2) of the grid judged on the probe inputs alone (data-free with codes): the
+    table (lam1, lam2, A_R, E_F, sign, update_norm; grid order) and the best pair, the largest
+    A_R + E_F, ties going to the smaller update.
+
+    One Fisher serves the whole grid. Pairs are tried from the smallest update up, so the first
+    perfect one (A_R = E_F = 1) is the answer; unless `full`, the larger ones are then left
+    unmeasured (A_R, E_F, sign None): the same choice for a fraction of the forward passes.
+    Pairs giving the same per-tensor steps are measured once."""
+    eta = amplitudes(model, codes, labels, forget_classes) if eta is None else eta
+    names = list(eta)
+    etas = [eta[n] for n in names]
+    maxes, norms = [e.max().item() for e in etas], [e.norm().item() for e in etas]
+    table = []
+    for lam1 in lam1_grid:
+        for lam2 in lam2_grid:
+            alphas = tuple(_alpha(m, lam1, lam2) for m in maxes)
+            table.append({"lam1": lam1, "lam2": lam2, "A_R": None, "E_F": None, "sign": None,
+                          "update_norm": math.sqrt(sum((a * n) ** 2 for a, n in zip(alphas, norms))),
+                          "_alphas": alphas})
+    probe = _probe(model, codes, labels, forget_classes)
+    seen: dict[tuple, tuple[int, float, float]] = {}
+    with _trying(model, names) as (params, saved):
+        for row in sorted(table, key=lambda r: r["update_norm"]):  # stable: grid order among equals
+            alphas = row["_alphas"]
+            if alphas not in seen:
+                steps = torch._foreach_mul(etas, list(alphas))
+                scores = {s: _try(model, params, saved, steps, s, probe) for s in (1, -1)}
+                sign = 1 if sum(scores[1]) > sum(scores[-1]) else -1  # as choose_sign
+                seen[alphas] = (sign, *scores[sign])
+            row["sign"], row["A_R"], row["E_F"] = seen[alphas]
+            if not full and row["A_R"] + row["E_F"] >= 2:
+                break
+    for row in table:
+        del row["_alphas"]
+    best = min((r for r in table if r["A_R"] is not None), key=lambda r: (-(r["A_R"] + r["E_F"]), r["update_norm"]))
+    return table, (best["lam1"], best["lam2"])
+
+
+def _probe(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, forget_classes):
+    """(inputs on the model's device, labels, forget mask) for `_try`."""
+    labels = _labels(inputs, labels)
+    device = next(model.parameters()).device
+    return inputs.to(device), labels, torch.isin(labels, torch.as_tensor(list(forget_classes)))
+
+
+@contextmanager
+def _trying(model: nn.Module, names: list[str]):
+    """Eval mode for trying many weights in place; the named parameters come back bit for bit."""
+    params = [_params(model)[n] for n in names]
+    saved = [p.detach().clone() for p in params]
+    was_training = model.training
+    model.eval()
+    try:
+        yield params, saved
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(params, saved)
+        model.train(was_training)
+
+
+@torch.no_grad()
+def _try(model: nn.Module, params, saved, steps, sign: int, probe) -> tuple[float, float]:
+    """(A_R, E_F) of w + sign·steps, written into the parameters in place."""
+    inputs, labels, forget = probe
+    torch._foreach_copy_(params, saved)
+    torch._foreach_add_(params, steps, alpha=sign)
+    correct = (model(inputs).argmax(1).cpu() == labels).float()
+    return correct[~forget].mean().item(), 1 - correct[forget].mean().item()
+
+
+def real_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, samples_per_class: int = 8, seed: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "with data" variant's probe: up to `samples_per_class` training samples of each class,
+    drawn by seed, with their labels. This reads real data."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(y)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:samples_per_class] for c in range(num_classes)]
+    ids = torch.from_numpy(np.sort(np.concatenate(picked)))
+    return x[ids], torch.as_tensor(y)[ids]
