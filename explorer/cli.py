@@ -413,6 +413,47 @@ def export(
         typer.echo(f"wrote {len(rows)} rows to {out}", err=True)
 
 
+class CompareFormat(str, Enum):
+    html = "html"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def compare(
+    run_ids: Annotated[list[str], typer.Argument(help="Run ids (r-…).")],
+    format_: Annotated[CompareFormat, typer.Option("--format", help="html (a self-contained report with every figure), csv or json.")] = CompareFormat.html,
+    out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
+    workspace: WorkspaceOpt = None,
+):
+    """Compare runs: their metrics with the original and the oracle as reference rows."""
+    import csv
+    import io
+
+    from . import comparison, report
+
+    def build(ws):
+        for rid in run_ids:
+            ws.get(rid, "run")  # every id is a run, or exit 2 before anything is written
+        if format_ is CompareFormat.html:
+            return report.html(ws, run_ids)
+        rows = _finite(comparison.rows(ws, [ws.get(rid, "run") for rid in run_ids]))
+        if format_ is CompareFormat.json:
+            return json.dumps(rows)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+
+    text = query(workspace, build)
+    if out is None:
+        typer.echo(text)
+    else:
+        write_atomic(out, (text + "\n").encode())
+        typer.echo(f"wrote {out} ({len(run_ids)} runs)", err=True)
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     def cell(v):
         return f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v)

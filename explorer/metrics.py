@@ -40,13 +40,17 @@ def true_label_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def mia_efficacy(model: nn.Module, ds, forget_ids, seed: int = 0) -> float:
+    """Fraction of S an SVC on true-label confidence calls a non-member (see `mia_efficacy_of`)."""
+    return mia_efficacy_of(true_label_confidence(model, ds.x_train, ds.y_train),
+                           true_label_confidence(model, ds.x_test, ds.y_test), forget_ids, seed)
+
+
+def mia_efficacy_of(conf_train: np.ndarray, conf_test: np.ndarray, forget_ids, seed: int = 0) -> float:
     """Fraction of S an SVC on true-label confidence calls a non-member, the SVC having been
     trained with retain samples as members and test samples as non-members, balanced."""
     from sklearn.svm import SVC
 
-    retain, forget = split_ids(ds.n_train, forget_ids)
-    conf_train = true_label_confidence(model, ds.x_train, ds.y_train)
-    conf_test = true_label_confidence(model, ds.x_test, ds.y_test)
+    retain, forget = split_ids(len(conf_train), forget_ids)
     rng = np.random.default_rng(seed)
     k = min(len(retain), len(conf_test))
     members = conf_train[rng.choice(retain, size=k, replace=False)]

@@ -5,6 +5,18 @@ classes in one step: the diagonal Fisher of the forget classes' codes over that 
 classes' codes says which weights matter only to the forget classes, and those are pushed by
 w ± α·η. The sign and the λ pair are chosen on the codes alone: no training data is read.
 
+How a candidate is judged on the codes is the `rule` (A_R on the remaining classes' codes, E_F on
+the forget classes'; the larger A_R + E_F wins, ties going to the smaller update):
+- "strict" (default): A_R = accuracy; E_F = share of forget codes whose own class gets a
+  probability below FORGOTTEN_BELOW (1%). A forget code stops being *recognised* (argmax) well
+  before the real class is forgotten, so the paper's rule stops at too weak an update; asking
+  for the code to be forgotten with confidence fixes that without looking at data.
+- "hard": the paper's rule, A_R = accuracy, E_F = error.
+- "soft": A_R = mean probability of the true class, E_F = mean (1 − probability of the own class).
+On the embedded digits (3 seeds × MLP 60 epochs t_mix 0.1, CNN 30 epochs t_mix 0.1 and 0.3) the
+classes forgotten to ≤ 5% test accuracy with the remaining classes within 2 points were 42/90
+with "strict", 39 with "soft" and 28 with "hard", of 52 that any pair of the grid achieves.
+
 The "with data" variant (a model trained without codes) feeds a few real training samples per
 class in place of the codes, for the Fisher and for the choice alike: that variant looks at data.
 
@@ -26,6 +38,10 @@ from torch import nn
 LAM1_GRID = tuple(10.0**e for e in range(-6, 1))  # 1e-6 … 1
 LAM2_GRID = tuple(10.0**e for e in range(-1, 6))  # 1e-1 … 1e5
 FISHER_START = 1e-16  # keeps log f finite where a weight gets no gradient
+RULES = ("strict", "hard", "soft")  # how candidates are judged on the codes (module docstring)
+DEFAULT_RULE = "strict"
+FORGOTTEN_BELOW = 0.01  # "strict": a forget code is forgotten once its own class gets < 1%
+SCORE_CHUNK = 4  # grid candidates scored together (one host sync); the search stops after the chunk
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -57,9 +73,9 @@ def fisher(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> dict
         for x, y in zip(inputs.to(device), torch.as_tensor(labels).to(device)):
             grads = torch.autograd.grad(F.cross_entropy(model(x[None]), y[None]), list(params.values()),
                                         allow_unused=True)
-            for n, g in zip(params, grads):
-                if g is not None:
-                    acc[n] += g * g
+            got = [(acc[n], g) for n, g in zip(params, grads) if g is not None]
+            if got:
+                torch._foreach_addcmul_([a for a, _ in got], [g for _, g in got], [g for _, g in got])
     return {n: a / max(len(inputs), 1) for n, a in acc.items()}
 
 
@@ -116,28 +132,45 @@ def _weights(model: nn.Module, state: dict[str, torch.Tensor]):
                 params[n].copy_(w)
 
 
+def _check_rule(rule: str) -> None:
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+
+
+def _scores(logits: torch.Tensor, probe, rule: str) -> list[tuple[float, float, float]]:
+    """(A_R, E_F, p_F) of each candidate from its logits on the probe inputs, (candidates, inputs,
+    classes): the rule's scores, and the largest probability a forget input gives its own class.
+    One host sync for all of them."""
+    _, labels, forget = probe
+    own = logits.float().log_softmax(2).gather(2, labels.expand(len(logits), -1)[..., None])[..., 0].exp()
+    if rule == "soft":
+        kept, forgot = own, 1 - own
+    else:
+        kept = (logits.argmax(2) == labels).float()
+        forgot = (own < FORGOTTEN_BELOW).float() if rule == "strict" else 1 - kept
+    return [tuple(row) for row in torch.stack([kept[:, ~forget].mean(1), forgot[:, forget].mean(1),
+                                               own[:, forget].amax(1)], 1).tolist()]
+
+
 @torch.no_grad()
-def measure(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, forget_classes
-            ) -> tuple[float, float]:
-    """(A_R, E_F) on the probe inputs: accuracy on the remaining classes', error on the forget
-    classes'."""
-    labels = _labels(inputs, labels)
-    device = next(model.parameters()).device
+def measure(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, forget_classes,
+            rule: str = DEFAULT_RULE) -> tuple[float, float]:
+    """(A_R, E_F) on the probe inputs under `rule` (module docstring): for "hard", accuracy on
+    the remaining classes' inputs and error on the forget classes'."""
+    _check_rule(rule)
+    probe = _probe(model, inputs, labels, forget_classes)
     with _eval(model):
-        pred = model(inputs.to(device)).argmax(1).cpu()
-    forget = torch.isin(labels, torch.as_tensor(list(forget_classes)))
-    correct = (pred == labels).float()
-    return correct[~forget].mean().item(), 1 - correct[forget].mean().item()
+        return _scores(model(probe[0])[None], probe, rule)[0][:2]
 
 
 def choose_sign(model: nn.Module, cands: dict[int, dict[str, torch.Tensor]], inputs: torch.Tensor,
-                labels: torch.Tensor | None, forget_classes) -> tuple[int, float, float]:
+                labels: torch.Tensor | None, forget_classes, rule: str = DEFAULT_RULE) -> tuple[int, float, float]:
     """(sign, A_R, E_F) of the candidate with the larger A_R + E_F on the probe inputs; on a tie
     the minus sign, as the official code does."""
     scores = {}
     for s, state in cands.items():
         with _weights(model, state):
-            scores[s] = measure(model, inputs, labels, forget_classes)
+            scores[s] = measure(model, inputs, labels, forget_classes, rule)
     sign = 1 if sum(scores[1]) > sum(scores[-1]) else -1
     return (sign, *scores[sign])
 
@@ -148,36 +181,45 @@ def _update_norm(eta: dict[str, torch.Tensor], lam1: float, lam2: float) -> floa
 
 
 def forget(model: nn.Module, codes: torch.Tensor, forget_classes, lam1: float, lam2: float, *,
-           labels: torch.Tensor | None = None, eta: dict[str, torch.Tensor] | None = None
-           ) -> tuple[dict[str, torch.Tensor], dict]:
+           labels: torch.Tensor | None = None, eta: dict[str, torch.Tensor] | None = None,
+           rule: str = DEFAULT_RULE, sign: int | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """The forgetting update at (λ1, λ2): (the model's new state dict, info). `codes` are the
     probe inputs, one per class unless `labels` says otherwise; `eta` skips the Fisher when the
-    caller already has it. The model itself is left unchanged."""
+    caller already has it; `sign` skips the choice of sign when the caller already made it (the
+    grid search does), else `rule` judges the two candidates. The model itself is left unchanged."""
     start = time.perf_counter()
+    _check_rule(rule)
     eta = amplitudes(model, codes, labels, forget_classes) if eta is None else eta
     weights = {n: p.detach() for n, p in _params(model).items()}
-    cands = candidates(weights, eta, lam1, lam2)
-    sign, a_r, e_f = choose_sign(model, cands, codes, labels, forget_classes)
-    state = {**{k: v.detach().clone() for k, v in model.state_dict().items()}, **cands[sign]}
     alphas = {n: alpha(e, lam1, lam2) for n, e in eta.items()}
-    info = {"A_R": a_r, "E_F": e_f, "sign": sign, "lam1": lam1, "lam2": lam2, "alpha": alphas,
-            "alpha_min": min(alphas.values()), "alpha_max": max(alphas.values()),
+    if sign is None:
+        sign = choose_sign(model, candidates(weights, eta, lam1, lam2), codes, labels, forget_classes, rule)[0]
+    update = {n: weights[n] + sign * alphas[n] * e for n, e in eta.items()}
+    probe = _probe(model, codes, labels, forget_classes)
+    with _weights(model, update), torch.no_grad(), _eval(model):
+        a_r, e_f, p_f = _scores(model(probe[0])[None], probe, rule)[0]
+    state = {**{k: v.detach().clone() for k, v in model.state_dict().items()}, **update}
+    info = {"A_R": a_r, "E_F": e_f, "p_F": p_f, "rule": rule, "sign": sign, "lam1": lam1, "lam2": lam2,
+            "alpha": alphas, "alpha_min": min(alphas.values()), "alpha_max": max(alphas.values()),
             "update_norm": _update_norm(eta, lam1, lam2), "seconds": time.perf_counter() - start}
     return state, info
 
 
 def grid_search(model: nn.Module, codes: torch.Tensor, forget_classes, lam1_grid=LAM1_GRID,
                 lam2_grid=LAM2_GRID, *, labels: torch.Tensor | None = None,
-                eta: dict[str, torch.Tensor] | None = None, full: bool = False
+                eta: dict[str, torch.Tensor] | None = None, full: bool = False, rule: str = DEFAULT_RULE
                 ) -> tuple[list[dict], tuple[float, float]]:
-    """Every (λ1, λ2) of the grid judged on the probe inputs alone (data-free with codes): the
-    table (lam1, lam2, A_R, E_F, sign, update_norm; grid order) and the best pair, the largest
+    """Every (λ1, λ2) of the grid judged on the probe inputs alone (data-free with codes) under
+    `rule`: the table (lam1, lam2, A_R, E_F, p_F, sign, update_norm; grid order; p_F is the
+    largest probability a forget input gives its own class) and the best pair, the largest
     A_R + E_F, ties going to the smaller update.
 
     One Fisher serves the whole grid. Pairs are tried from the smallest update up, so the first
     perfect one (A_R = E_F = 1) is the answer; unless `full`, the larger ones are then left
-    unmeasured (A_R, E_F, sign None): the same choice for a fraction of the forward passes.
-    Pairs giving the same per-tensor steps are measured once."""
+    unmeasured (A_R, E_F, p_F, sign None): the same choice for a fraction of the forward passes.
+    Pairs giving the same per-tensor steps are measured once; the candidates are scored
+    SCORE_CHUNK steps at a time, so a few past the first perfect one are computed, not reported."""
+    _check_rule(rule)
     eta = amplitudes(model, codes, labels, forget_classes) if eta is None else eta
     names = list(eta)
     etas = [eta[n] for n in names]
@@ -186,33 +228,42 @@ def grid_search(model: nn.Module, codes: torch.Tensor, forget_classes, lam1_grid
     for lam1 in lam1_grid:
         for lam2 in lam2_grid:
             alphas = tuple(_alpha(m, lam1, lam2) for m in maxes)
-            table.append({"lam1": lam1, "lam2": lam2, "A_R": None, "E_F": None, "sign": None,
+            table.append({"lam1": lam1, "lam2": lam2, "A_R": None, "E_F": None, "p_F": None, "sign": None,
                           "update_norm": math.sqrt(sum((a * n) ** 2 for a, n in zip(alphas, norms))),
                           "_alphas": alphas})
     probe = _probe(model, codes, labels, forget_classes)
-    seen: dict[tuple, tuple[int, float, float]] = {}
+    rows = sorted(table, key=lambda r: r["update_norm"])  # stable: grid order among equals
+    order = list(dict.fromkeys(r["_alphas"] for r in rows))  # the distinct steps, smallest update first
+    seen: dict[tuple, tuple[int, float, float, float]] = {}
     with _trying(model, names) as (params, saved):
-        for row in sorted(table, key=lambda r: r["update_norm"]):  # stable: grid order among equals
-            alphas = row["_alphas"]
-            if alphas not in seen:
-                steps = torch._foreach_mul(etas, list(alphas))
-                scores = {s: _try(model, params, saved, steps, s, probe) for s in (1, -1)}
-                sign = 1 if sum(scores[1]) > sum(scores[-1]) else -1  # as choose_sign
-                seen[alphas] = (sign, *scores[sign])
-            row["sign"], row["A_R"], row["E_F"] = seen[alphas]
-            if not full and row["A_R"] + row["E_F"] >= 2:
+        for i in range(0, len(order), SCORE_CHUNK):
+            chunk = order[i : i + SCORE_CHUNK]
+            logits = [_try(model, params, saved, torch._foreach_mul(etas, list(a)), s, probe[0])
+                      for a in chunk for s in (-1, 1)]
+            scores = _scores(torch.stack(logits), probe, rule)
+            perfect = False
+            for a, minus, plus in zip(chunk, scores[::2], scores[1::2]):
+                sign, got = (1, plus) if sum(plus[:2]) > sum(minus[:2]) else (-1, minus)  # as choose_sign
+                seen[a] = (sign, *got)
+                perfect = not full and sum(got[:2]) >= 2
+                if perfect:
+                    break
+            if perfect:
                 break
     for row in table:
+        if row["_alphas"] in seen:
+            row["sign"], row["A_R"], row["E_F"], row["p_F"] = seen[row["_alphas"]]
         del row["_alphas"]
     best = min((r for r in table if r["A_R"] is not None), key=lambda r: (-(r["A_R"] + r["E_F"]), r["update_norm"]))
     return table, (best["lam1"], best["lam2"])
 
 
 def _probe(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, forget_classes):
-    """(inputs on the model's device, labels, forget mask) for `_try`."""
+    """(inputs, labels, forget mask), all on the model's device, for `_scores`."""
     labels = _labels(inputs, labels)
+    forget = torch.isin(labels, torch.as_tensor(list(forget_classes)))
     device = next(model.parameters()).device
-    return inputs.to(device), labels, torch.isin(labels, torch.as_tensor(list(forget_classes)))
+    return inputs.to(device), labels.to(device), forget.to(device)
 
 
 @contextmanager
@@ -231,13 +282,11 @@ def _trying(model: nn.Module, names: list[str]):
 
 
 @torch.no_grad()
-def _try(model: nn.Module, params, saved, steps, sign: int, probe) -> tuple[float, float]:
-    """(A_R, E_F) of w + sign·steps, written into the parameters in place."""
-    inputs, labels, forget = probe
+def _try(model: nn.Module, params, saved, steps, sign: int, inputs: torch.Tensor) -> torch.Tensor:
+    """The logits on `inputs` of w + sign·steps, written into the parameters in place."""
     torch._foreach_copy_(params, saved)
     torch._foreach_add_(params, steps, alpha=sign)
-    correct = (model(inputs).argmax(1).cpu() == labels).float()
-    return correct[~forget].mean().item(), 1 - correct[forget].mean().item()
+    return model(inputs)
 
 
 def real_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, samples_per_class: int = 8, seed: int = 0

@@ -231,3 +231,118 @@ def sweep_front(points: Sequence[Mapping], front: Sequence[Mapping]) -> go.Figur
                              name="front", line=dict(color="#444", dash="dot"), hoverinfo="skip"))
     return _style(fig, height=380, xaxis=dict(type="log", title="seconds (log scale)"),
                   yaxis=dict(title="ToW against the oracle (1 = indistinguishable)"))
+
+
+def metric_bars(rows: Sequence[Mapping], metric: str, label: str, original: float | None = None,
+                oracle: float | None = None) -> go.Figure:
+    """One bar per run for a metric, with the original's and the oracle's values as lines."""
+    fig = go.Figure(go.Bar(x=[f"{r['method']} · {r['run'][2:6]}" for r in rows], y=[r.get(metric) for r in rows],
+                           marker_color=PALETTE["unlearned"],
+                           text=[f"{r[metric]:.3f}" if r.get(metric) is not None else "—" for r in rows],
+                           textposition="outside"))
+    for name, value in (("original", original), ("oracle", oracle)):
+        if value is not None:
+            fig.add_hline(y=value, line_dash="dot", line_color=PALETTE[name], annotation_text=f"{name} {value:.3f}",
+                          annotation_position="top left", annotation_font_color=PALETTE[name])
+    return _style(fig, title=dict(text=label, font=dict(size=14), x=0.5, xanchor="center"), height=320,
+                  yaxis=dict(rangemode="tozero"), xaxis=dict(tickangle=-40), margin=dict(t=40, b=90, l=50, r=10))
+
+
+def tow_vs_seconds(rows: Sequence[Mapping]) -> go.Figure:
+    """The trade-off at a glance: closeness to the oracle against time, one colour per method."""
+    fig = go.Figure()
+    measured = [r for r in rows if r.get("tow") is not None and r.get("seconds")]
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in measured)):
+        mine = [r for r in measured if r["method"] == method]
+        fig.add_trace(go.Scatter(x=[r["seconds"] for r in mine], y=[r["tow"] for r in mine], mode="markers", name=method,
+                                 marker=dict(size=11, color=CLASS_COLOURS[i % len(CLASS_COLOURS)]),
+                                 text=[r["run"] for r in mine],
+                                 hovertemplate="%{text}<br>ToW %{y:.3f} · %{x:.2f} s<extra>" + method + "</extra>"))
+    return _style(fig, height=340, xaxis=dict(type="log", title="seconds (log scale)"),
+                  yaxis=dict(title="ToW (1 = the oracle)", range=[0, 1.05]))
+
+
+def before_after_samples(before: np.ndarray, after: np.ndarray, colour: np.ndarray | None, ids: np.ndarray,
+                         colour_name: str, quantity: str = "true-label confidence") -> go.Figure:
+    """Each sample's value under the original (x) and the unlearned model (y); points below the
+    diagonal were pushed down. Coloured by memorization when there is a score."""
+    marker = dict(size=7, opacity=0.8)
+    if colour is not None:
+        marker.update(color=colour, colorscale=MEMORIZATION_SCALE, showscale=True,
+                      colorbar=dict(title=dict(text=colour_name, side="right"), thickness=12))
+    fig = go.Figure(go.Scattergl(
+        x=before, y=after, mode="markers", marker=marker, customdata=ids,
+        hovertemplate=f"id %{{customdata}}<br>before %{{x:.3f}}<br>after %{{y:.3f}}<extra></extra>"))
+    lo, hi = float(np.nanmin([before.min(), after.min(), 0])), float(np.nanmax([before.max(), after.max(), 1]))
+    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line=dict(color="#999", dash="dot"))
+    return _style(fig, height=360, xaxis_title=f"{quantity}, original", yaxis_title=f"{quantity}, unlearned")
+
+
+def loss_distributions(groups: Mapping[str, Mapping[str, np.ndarray]], threshold: float | None = None) -> go.Figure:
+    """Loss histograms of forget, retain and test samples, one panel per model: an attacker
+    separates members by loss, so forgetting shows as the forget curve joining the test curve."""
+    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=list(groups), shared_yaxes=True)
+    colours = {"forget": "#ef553b", "retain": "#636efa", "test": "#00cc96"}
+    for col, (who, parts) in enumerate(groups.items(), 1):
+        for part, values in parts.items():
+            fig.add_trace(go.Histogram(x=np.log10(np.clip(values, 1e-6, None)), name=part, legendgroup=part,
+                                       showlegend=col == 1, histnorm="probability", nbinsx=40, opacity=0.55,
+                                       marker_color=colours[part]), 1, col)
+        if threshold is not None:
+            fig.add_vline(x=np.log10(max(threshold, 1e-6)), line_dash="dash", line_color="#333", row=1, col=col)
+    fig.update_xaxes(title_text="log₁₀ loss")
+    return _style(fig, barmode="overlay", height=320, yaxis_title="share of samples",
+                  legend=dict(orientation="h", y=1.18))
+
+
+def class_accuracy_bars(acc: Mapping[str, np.ndarray], classes: Sequence[str]) -> go.Figure:
+    """Test accuracy per class under each model."""
+    fig = go.Figure([go.Bar(name=who, x=[str(c) for c in classes], y=values, marker_color=PALETTE[who])
+                     for who, values in acc.items()])
+    return _style(fig, barmode="group", height=300, xaxis=dict(title="class", type="category"),
+                  yaxis=dict(title="test accuracy", range=[0, 1.05]), legend=dict(orientation="h", y=1.15))
+
+
+def prediction_matrix(matrix: np.ndarray, classes: Sequence[str], title: str) -> go.Figure:
+    """Counts of (true class, predicted class); off-diagonal cells are the mistakes."""
+    names = [str(c) for c in classes]
+    fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", showscale=False,
+                               text=matrix, texttemplate="%{text}", hovertemplate="true %{y} → predicted %{x}: %{z}"
+                               "<extra></extra>"))
+    return _style(fig, title=dict(text=title, font=dict(size=14), x=0.5, xanchor="center"), height=360,
+                  xaxis=dict(title="predicted", type="category"),
+                  yaxis=dict(title="true", type="category", autorange="reversed"), margin=dict(t=40, b=40, l=50, r=10))
+
+
+def twin_maps(before: np.ndarray, after: np.ndarray, labels: np.ndarray, forget: np.ndarray,
+              class_names: Sequence[str]) -> go.Figure:
+    """The same samples placed by the original's and by the unlearned model's features (one
+    shared projection), forget set outlined: did its samples move to where the oracle would put
+    them?"""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("original", "unlearned"))
+    for col, xy in ((1, before), (2, after)):
+        for c in np.unique(labels):
+            mask = labels == c
+            fig.add_trace(go.Scattergl(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(class_names[c]),
+                                       legendgroup=str(c), showlegend=col == 1,
+                                       marker=dict(size=4, opacity=0.6, color=CLASS_COLOURS[c % len(CLASS_COLOURS)])),
+                          1, col)
+        fig.add_trace(go.Scattergl(x=xy[forget, 0], y=xy[forget, 1], mode="markers", name="forget set",
+                                   legendgroup="forget", showlegend=col == 1,
+                                   marker=dict(size=9, color="rgba(0,0,0,0)", line=dict(color="black", width=1.3))),
+                      1, col)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return _style(fig, height=420, legend=dict(title="class"))
+
+
+def cka_lines(cka: Mapping[str, Mapping[str, float]]) -> go.Figure:
+    """Linear CKA per layer of the unlearned model against each reference: 1 = that layer's
+    representation is unchanged (or, against the oracle, the oracle's)."""
+    fig = go.Figure()
+    for name, values in cka.items():
+        who = name.removeprefix("cka_")
+        fig.add_trace(go.Scatter(x=list(values), y=list(values.values()), mode="lines+markers", name=f"vs {who}",
+                                 line=dict(color=PALETTE.get(who))))
+    return _style(fig, height=300, xaxis=dict(title="layer", type="category"), yaxis=dict(title="linear CKA", range=[0, 1.05]),
+                  legend=dict(orientation="h", y=1.15))

@@ -13,7 +13,7 @@ from torch import nn
 
 from . import checkpoints, metrics, scores, training, unlearning
 from .training import Progress, _no_progress
-from .workspace import Workspace
+from .workspace import Workspace, npz_bytes
 
 
 def _stage(progress: Progress, lo: float, hi: float) -> Progress:
@@ -46,8 +46,24 @@ def oracle(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device,
                                base_model_id=model_rec["id"], forget_set_id=fs_rec["id"])
 
 
-def measure(model, ds, forget_ids) -> dict:
-    return {**metrics.accuracies(model, ds, forget_ids), "mia_efficacy": metrics.mia_efficacy(model, ds, forget_ids)}
+def outputs(model, ds) -> dict[str, np.ndarray]:
+    """Per-sample confidence, loss and prediction on the training and the test set."""
+    train, test = metrics.per_sample(model, ds.x_train, ds.y_train), metrics.per_sample(model, ds.x_test, ds.y_test)
+    return {**{f"train_{k}": v for k, v in train.items()}, **{f"test_{k}": v for k, v in test.items()}}
+
+
+def measure(out: dict[str, np.ndarray], ds, forget_ids) -> dict:
+    """Accuracy on R, S and T, MIA efficacy (SVC on confidence) and a loss-based attack on S vs T."""
+    retain, forget = metrics.split_ids(ds.n_train, forget_ids)
+    right = out["train_pred"] == ds.y_train.numpy()
+    return {
+        "acc_retain": float(right[retain].mean()),
+        "acc_forget": float(right[forget].mean()),
+        "acc_test": float((out["test_pred"] == ds.y_test.numpy()).mean()),
+        "mia_efficacy": metrics.mia_efficacy_of(out["train_confidence"], out["test_confidence"], forget),
+        **{k: v for k, v in metrics.mia_attack(out["train_loss"][forget], out["test_loss"]).items()
+           if k in ("mia_acc", "mia_auc")},
+    }
 
 
 @dataclass
@@ -64,6 +80,8 @@ class Setup:
     before: dict
     oracle_rec: dict | None
     target: dict | None
+    oracle_model: nn.Module | None
+    seen: dict[str, dict[str, np.ndarray]]  # per-sample outputs of the original and the oracle
 
 
 def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, with_oracle: bool = True,
@@ -73,11 +91,15 @@ def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, wi
     ds = checkpoints.dataset_of(ws, model_rec)
     retain, forget = metrics.split_ids(ds.n_train, fs_rec["ids"])
     original = checkpoints.load_model(ws, model_rec)
-    oracle_rec = target = None
+    seen = {"original": outputs(original, ds)}
+    oracle_rec = target = oracle_model = None
     if with_oracle:
         oracle_rec = oracle(ws, model_rec, fs_rec, device, progress)
-        target = measure(checkpoints.load_model(ws, oracle_rec), ds, forget)
-    return Setup(model_rec, fs_rec, ds, retain, forget, original, measure(original, ds, forget), oracle_rec, target)
+        oracle_model = checkpoints.load_model(ws, oracle_rec)
+        seen["oracle"] = outputs(oracle_model, ds)
+        target = measure(seen["oracle"], ds, forget)
+    return Setup(model_rec, fs_rec, ds, retain, forget, original, measure(seen["original"], ds, forget), oracle_rec,
+                 target, oracle_model, seen)
 
 
 def preset_of(model_rec: dict, preset: str | None = None) -> str:
@@ -112,30 +134,47 @@ def starting_model(ws: Workspace, s: Setup, method) -> nn.Module:
 
 
 def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progress = _no_progress
-          ) -> tuple[nn.Module, dict]:
-    """Run a bound method on a copy of the model; returns it (on the CPU) and its metrics."""
+          ) -> tuple[nn.Module, dict, dict]:
+    """Run a bound method on a copy of the model; returns it (on the CPU), its metrics and its
+    per-sample outputs."""
     model = starting_model(ws, s, method)
     start = time.perf_counter()
     method.unlearn(model, s.ds, s.retain, s.forget, device, progress)
     seconds = time.perf_counter() - start
     model.cpu()
-    after = measure(model, s.ds, s.forget)
-    return model, {**after, **against_oracle(after, seconds, s)}
+    out = outputs(model, s.ds)
+    after = measure(out, s.ds, s.forget)
+    return model, {**after, **against_oracle(after, seconds, s, model)}, out
 
 
-def against_oracle(after: dict, seconds: float, s: Setup) -> dict:
-    """ToW, ToW-MIA and speed-up; None (missing, never guessed) when the oracle was skipped."""
+def against_oracle(after: dict, seconds: float, s: Setup, model: nn.Module) -> dict:
+    """ToW, ToW-MIA, verification error (weight distance) and speed-up; None (missing, never
+    guessed) when the oracle was skipped."""
     if s.target is None:
-        return {"tow": None, "tow_mia": None, "seconds": seconds, "retrain_seconds": None, "speedup": None}
+        return {"tow": None, "tow_mia": None, "verification_error": None, "seconds": seconds,
+                "retrain_seconds": None, "speedup": None}
     retrain = s.oracle_rec["seconds"]
     return {"tow": metrics.tow(after, s.target), "tow_mia": metrics.tow(after, s.target, first="mia_efficacy"),
+            "verification_error": metrics.verification_error(model, s.oracle_model),
             "seconds": seconds, "retrain_seconds": retrain,
             "speedup": retrain / seconds if seconds > 0 else float("inf")}
 
 
-def publish(ws: Workspace, s: Setup, method_name: str, method, model: nn.Module, result: dict, device: torch.device,
-            **extra) -> dict:
+def analysis(s: Setup, model: nn.Module, max_samples: int = 500) -> dict:
+    """Linear CKA per layer of the unlearned model against the original and the oracle, on test
+    samples: which layers the method changed, and whether they now look like the oracle's."""
+    out = {"cka_original": metrics.cka_by_layer(model, s.original, s.ds.x_test, max_samples)}
+    if s.oracle_model is not None:
+        out["cka_oracle"] = metrics.cka_by_layer(model, s.oracle_model, s.ds.x_test, max_samples)
+    return out
+
+
+def publish(ws: Workspace, s: Setup, method_name: str, method, model: nn.Module, result: dict, out: dict,
+            device: torch.device, **extra) -> dict:
+    """Publish a run: weights, metrics, CKA, and every sample's outputs under the original, the
+    unlearned model and the oracle (for the Compare page's per-sample and MIA views)."""
     report = getattr(method, "report", None)
+    samples = {f"{who}_{k}": v for who, o in (*s.seen.items(), ("unlearned", out)) for k, v in o.items()}
     return ws.put(
         "run",
         {
@@ -149,10 +188,11 @@ def publish(ws: Workspace, s: Setup, method_name: str, method, model: nn.Module,
             "metrics": result,
             "original": s.before,
             "oracle": s.target,
+            "analysis": analysis(s, model),
             **({"details": report} if report else {}),
             **extra,
         },
-        files={"weights.safetensors": training.state_bytes(model)},
+        files={"weights.safetensors": training.state_bytes(model), "samples.npz": npz_bytes(**samples)},
     )
 
 
@@ -162,6 +202,6 @@ def unlearn(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, para
     """Unlearn a forget set with one method and publish the run with its metrics."""
     method = bind(ws, model_rec, method_name, params, preset)  # bad input fails before any work
     s = setup(ws, model_rec, fs_rec, device, with_oracle, _stage(progress, 0.0, 0.6))
-    model, result = apply(ws, s, method, device, _stage(progress, 0.6, 0.95))
-    progress(0.97, "saving")
-    return publish(ws, s, method_name, method, model, result, device, preset=preset_of(model_rec, preset))
+    model, result, out = apply(ws, s, method, device, _stage(progress, 0.6, 0.95))
+    progress(0.97, "measuring and saving")
+    return publish(ws, s, method_name, method, model, result, out, device, preset=preset_of(model_rec, preset))

@@ -154,25 +154,26 @@ def sweep(ws: Workspace, model_rec: dict, fs_rec: dict, methods: list[str], devi
     for j, (name, params) in enumerate(plan):
         progress(0.2 + 0.4 * j / len(plan), f"{name}: point {j + 1}/{len(plan)}")
         method = runs.bind(ws, s.model_rec, name, params)
-        model, result = runs.apply(ws, s, method, device)
+        model, result, out = runs.apply(ws, s, method, device)
         point = {"method": name, "params": method.params, **result}
         points.append(point)
         if name not in winners or best([winners[name][0], point]) is point:
-            winners[name] = (point, method, model)
+            winners[name] = (point, method, model, out)
     for j, kind in enumerate(sequences):
         span = 0.4 / len(sequences)
         params, tried = tune_sequence(ws, s, kind, {n: centre[n] for n in base_methods}, device,
                                       lambda f, m, j=j: progress(0.6 + span * (j + f), m),
                                       **({"score": score} if kind == "rum" else {}))
         method = runs.bind(ws, s.model_rec, kind, params)
-        model, result = runs.apply(ws, s, method, device)
+        model, result, out = runs.apply(ws, s, method, device)
         method.report["tuning"] = tried
         point = {"method": kind, "params": method.params, **result}
         points.append(point)
-        winners[kind] = (point, method, model)
+        winners[kind] = (point, method, model, out)
     progress(0.99, "saving")
-    best_runs = {name: runs.publish(ws, s, name, method, model, point_result(point), device, tuned_by="sweep")["id"]
-                 for name, (point, method, model) in winners.items()}
+    best_runs = {name: runs.publish(ws, s, name, method, model, point_result(point), out, device,
+                                    tuned_by="sweep", preset=preset)["id"]
+                 for name, (point, method, model, out) in winners.items()}
     return ws.put("sweep", {
         "name": f"sweep of {', '.join(methods)} on {fs_rec['name']}",
         "model_id": model_rec["id"], "forget_set_id": fs_rec["id"], "oracle_id": s.oracle_rec["id"],

@@ -172,3 +172,10 @@ def sidebar(ws: Workspace) -> None:
                 st.progress(job["progress"], text=f"{job['title']} · {job['message']}")
 
         _running()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def load_model(ws_path: str, model_id: str):
+    """A stored model in eval mode; records never change, so it is loaded once."""
+    ws = _workspace(ws_path)
+    return checkpoints.load_model(ws, ws.get(model_id, "model")).eval()

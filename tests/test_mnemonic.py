@@ -215,10 +215,38 @@ def test_fisher_is_the_mean_squared_per_sample_gradient_in_eval_mode():
         assert torch.allclose(fisher[n], value / 5)
 
 
+def _fixed_logits(logits):
+    """A model whose logits are its inputs: measure(model, logits, ...) judges exactly `logits`."""
+    model = nn.Linear(logits.shape[1], logits.shape[1], bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(logits.shape[1]))
+    return model
+
+
+def test_the_rules_judge_the_codes_by_recognition_confident_forgetting_or_probability():
+    # Three codes of classes 0, 1, 2; class 2 is forgotten. Code 0 is recognised with p ≈ 0.71,
+    # code 1 is taken for class 0, and the forget code is no longer recognised (argmax 0) yet its
+    # own class keeps p ≈ 0.26, then, one step further, p ≈ 0.005.
+    logits = torch.tensor([[2.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.5]])
+    probs = logits.softmax(1)
+    model = _fixed_logits(logits)
+    assert mnemonic.RULES == ("strict", "hard", "soft") and mnemonic.DEFAULT_RULE == "strict"
+    assert mnemonic.measure(model, logits, None, [2], "hard") == pytest.approx((0.5, 1.0))  # the paper's
+    assert mnemonic.measure(model, logits, None, [2], "strict") == pytest.approx((0.5, 0.0))  # p = 0.26 ≥ 1%
+    assert mnemonic.measure(model, logits, None, [2], "soft") == pytest.approx(
+        ((probs[0, 0] + probs[1, 1]).item() / 2, 1 - probs[2, 2].item()))
+    deeper = logits.clone()
+    deeper[2] = torch.tensor([6.0, 0.0, 0.0])  # own class 2 at p ≈ 0.005 < 1%
+    assert mnemonic.measure(_fixed_logits(deeper), deeper, None, [2]) == pytest.approx((0.5, 1.0))
+    with pytest.raises(ValueError, match="unknown rule"):
+        mnemonic.measure(model, logits, None, [2], "fuzzy")
+
+
 def test_choose_sign_keeps_the_better_candidate_judged_on_the_codes_only(coded, monkeypatch):
     seen = []
 
-    def fake_measure(model, inputs, labels, forget_classes):
+    def fake_measure(model, inputs, labels, forget_classes, rule):
+        assert rule == "hard"
         seen.append(inputs)
         # the "+" candidate keeps the remaining codes but not the forget one; "−" keeps neither
         plus = torch.equal(model[1].weight, cands[1]["1.weight"])
@@ -229,7 +257,7 @@ def test_choose_sign_keeps_the_better_candidate_judged_on_the_codes_only(coded, 
     cands = mnemonic.candidates(weights, eta, 0.1, 10.0)
     before = training.state_bytes(coded.model)
     monkeypatch.setattr(mnemonic, "measure", fake_measure)
-    assert mnemonic.choose_sign(coded.model, cands, coded.codes, None, [3]) == (1, 1.0, 1.0)
+    assert mnemonic.choose_sign(coded.model, cands, coded.codes, None, [3], "hard") == (1, 1.0, 1.0)
     assert all(inputs is coded.codes for inputs in seen) and len(seen) == 2
     assert training.state_bytes(coded.model) == before  # weights restored bit for bit
 
@@ -259,22 +287,53 @@ def test_forgets_a_digit_class_from_the_codes_alone_in_well_under_a_second(coded
     assert after_retain >= before_retain - 0.02
     assert seconds < 0.5
     r = method.report
-    assert r["forget_classes"] == [6] and r["probe"] == "codes" and r["sign"] in (1, -1)
-    assert (r["codes_A_R"], r["codes_E_F"]) == (1.0, 1.0)
+    assert r["forget_classes"] == [6] and r["probe"] == "codes" and r["sign"] in (1, -1) and r["rule"] == "strict"
+    assert (r["codes_A_R"], r["codes_E_F"]) == (1.0, 1.0) and r["codes_p_F"] < mnemonic.FORGOTTEN_BELOW
     best = next(row for row in r["grid"] if (row["lam1"], row["lam2"]) == (r["lam1"], r["lam2"]))
-    assert (best["A_R"], best["E_F"], best["sign"]) == (1.0, 1.0, r["sign"])
+    assert (best["A_R"], best["E_F"], best["sign"], best["p_F"]) == (1.0, 1.0, r["sign"], r["codes_p_F"])
     assert len(r["grid"]) == len(mnemonic.LAM1_GRID) * len(mnemonic.LAM2_GRID)
     # Every measured pair with a smaller update scored worse: the tie rule picks the smallest.
     measured = [row for row in r["grid"] if row["A_R"] is not None]
     assert all(row["A_R"] + row["E_F"] < 2 for row in measured if row["update_norm"] < best["update_norm"])
 
 
-def test_full_grid_measures_every_pair_and_agrees_on_the_best(coded):
+def test_the_strict_rule_forgets_a_class_the_papers_rule_leaves_recognised(coded, digits):
+    """Class 3: the forget code stops being recognised (the paper's E_F = 1) at an update too
+    weak to forget the real digits; asking for its own class under 1% finds the one that does,
+    still from the codes alone."""
+    before_forget, before_retain = _accuracies(coded.model, digits, 3)
+    hard, method, _ = _unlearn(coded.model, _LabelsOnly(digits), 3, coded.codes, rule="hard")
+    assert method.report["rule"] == "hard" and method.report["codes_E_F"] == 1.0
+    assert method.report["codes_p_F"] >= mnemonic.FORGOTTEN_BELOW
+    assert _accuracies(hard, digits, 3)[0] > 0.5  # most of the real 3s are still recognised
+    strict, method, _ = _unlearn(coded.model, _LabelsOnly(digits), 3, coded.codes)
+    after_forget, after_retain = _accuracies(strict, digits, 3)
+    assert before_forget > 0.9 and after_forget <= 0.05 and after_retain >= before_retain - 0.02
+    assert method.report["codes_p_F"] < mnemonic.FORGOTTEN_BELOW
+
+
+def test_the_soft_rule_judges_every_pair_by_probability(coded):
     eta = mnemonic.amplitudes(coded.model, coded.codes, None, [6])
-    quick, best = mnemonic.grid_search(coded.model, coded.codes, [6], eta=eta)
-    full, best_full = mnemonic.grid_search(coded.model, coded.codes, [6], eta=eta, full=True)
+    table, (lam1, lam2) = mnemonic.grid_search(coded.model, coded.codes, [6], eta=eta, rule="soft")
+    best = next(row for row in table if (row["lam1"], row["lam2"]) == (lam1, lam2))
+    # probabilities, not counts: no pair is perfect, so every one is measured
+    assert all(0 < row["A_R"] < 1 and 0 <= row["E_F"] <= 1 for row in table)
+    assert any(0.1 < row["E_F"] < 0.9 for row in table)
+    assert all(row["A_R"] + row["E_F"] <= best["A_R"] + best["E_F"] for row in table)
+    assert best["E_F"] == pytest.approx(1 - best["p_F"], abs=1e-6)  # one forget code: E_F = 1 − p_F
+    _, info = mnemonic.forget(coded.model, coded.codes, [6], lam1, lam2, eta=eta, rule="soft")
+    assert (info["A_R"], info["E_F"], info["sign"]) == pytest.approx((best["A_R"], best["E_F"], best["sign"]))
+
+
+@pytest.mark.parametrize("rule", ["strict", "hard"])
+def test_full_grid_measures_every_pair_and_agrees_on_the_best(coded, rule):
+    eta = mnemonic.amplitudes(coded.model, coded.codes, None, [6])
+    quick, best = mnemonic.grid_search(coded.model, coded.codes, [6], eta=eta, rule=rule)
+    full, best_full = mnemonic.grid_search(coded.model, coded.codes, [6], eta=eta, full=True, rule=rule)
     assert best == best_full and all(row["A_R"] is not None for row in full)
     assert any(row["A_R"] is None for row in quick)
+    # what the quick search reports, it measured as the full one did
+    assert all(q == f for q, f in zip(quick, full) if q["A_R"] is not None)
     assert [(r["lam1"], r["lam2"]) for r in full] == [(a, b) for a in mnemonic.LAM1_GRID for b in mnemonic.LAM2_GRID]
 
 
@@ -315,9 +374,17 @@ def test_method_parameters_are_checked():
     method = unlearning.make("mnemonic")
     assert method.knob is None and method.summary and method.codes is None
     assert (method.params["lam1"], method.params["lam2"], method.params["grid"]) == (1e-3, 10.0, 1)
-    for bad in ({"lam1": 0}, {"lam2": -1}, {"grid": 2}, {"with_data": 0.5}, {"samples_per_class": 0}, {"nope": 1}):
+    assert method.params["rule"] == "strict" and method.rules == mnemonic.RULES
+    assert "rule" not in method.defaults  # the defaults stay numbers, as the shared checks expect
+    assert unlearning.make("mnemonic", {"rule": "hard"}).params["rule"] == "hard"
+    for bad in ({"lam1": 0}, {"lam2": -1}, {"grid": 2}, {"with_data": 0.5}, {"samples_per_class": 0}, {"nope": 1},
+                {"rule": "fuzzy"}, {"rule": 1}):
         with pytest.raises(ParamError):
             unlearning.make("mnemonic", bad)
+    with pytest.raises(ParamError, match="rule must be one of strict, hard, soft, got 'fuzzy'"):
+        unlearning.make("mnemonic", {"rule": "fuzzy"})
+    with pytest.raises(ParamError, match="no parameter 'nope'.*samples_per_class, seed, rule"):
+        unlearning.make("mnemonic", {"nope": 1})
 
 
 def test_a_run_binds_the_codes_and_keeps_the_report(ws, digits):
@@ -326,4 +393,5 @@ def test_a_run_binds_the_codes_and_keeps_the_report(ws, digits):
     run = runs.unlearn(ws, rec, fs, "mnemonic", {}, CPU, with_oracle=False)
     details = run["details"]
     assert details["forget_classes"] == [6] and details["probe"] == "codes" and details["grid"]
+    assert details["rule"] == "strict" and run["params"]["rule"] == "strict"
     assert run["metrics"]["acc_forget"] <= 0.05

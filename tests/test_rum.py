@@ -192,6 +192,7 @@ def test_unlearn_page_configures_and_launches_rum_and_a_sweep(populated, monkeyp
     at.switch_page("views/unlearn.py")
     at.session_state["model_id"] = model["id"]
     at.run()
+    next(s for s in at.selectbox if s.label == "Forget set").set_value(fs).run()
     next(m for m in at.multiselect if m.label == "Methods").set_value(["neggrad_plus", "rum"]).run()
     at.selectbox(key="rum-score").set_value("confidence").run()  # other tests may leave a partial exact set
     assert not at.exception and not at.error

@@ -1,50 +1,88 @@
+import json
+
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import plots, ui
+from explorer import comparison, metrics, models, plots, report, scores, ui
+from explorer.comparison import METRICS
 
 ws = ui.workspace()
+ws_path = str(ws.path.resolve())
 st.title("Compare")
-st.caption("Each run against the original model and the oracle retrained without the forget set. A good "
-           "unlearning run behaves like the oracle: forget accuracy falls to the oracle's while retain and test "
-           "accuracy hold.")
+st.caption("Every run against the original model and the **oracle** retrained without the forget set. A good "
+           "unlearning run behaves like the oracle: forget accuracy and membership-inference scores move to the "
+           "oracle's while retain and test accuracy hold. Metrics follow [RUM](https://arxiv.org/abs/2406.04496) "
+           "and [SCRUB](https://arxiv.org/abs/2302.09880).")
 
-runs = ws.find("run")[::-1]
-if not runs:
+all_runs = ws.find("run")[::-1]
+if not all_runs:
     st.info("No runs yet: unlearn a forget set on the **Unlearn** page.")
     st.stop()
 
-names = {r["id"]: r.get("name", r["id"]) for r in [*ws.find("model"), *ws.find("forget_set")]}
-METRICS = {
-    "acc_retain": ("retain acc", "Accuracy on the training samples kept. Should stay close to the oracle's."),
-    "acc_forget": ("forget acc", "Accuracy on the forget set, against its training labels. Should match the oracle's "
-                                 "(with flipped labels the oracle, never having seen them, gets them wrong)."),
-    "acc_test": ("test acc", "Accuracy on held-out data. Should stay close to the oracle's."),
-    "mia_efficacy": ("MIA efficacy", "Share of the forget set a membership-inference attack calls 'not trained on'. "
-                                     "Should match the oracle's."),
-    "tow": ("ToW", "Tug of war: product of (1 − |gap to oracle|) on forget, retain and test accuracy. 1 = identical "
-                   "to the oracle."),
-    "tow_mia": ("ToW-MIA", "ToW with the forget-accuracy gap replaced by the MIA-efficacy gap."),
-}
-table = pd.DataFrame([{"run": r["id"], "method": r["method"], "model": names.get(r["model_id"], r["model_id"]),
-                       "forget set": names.get(r["forget_set_id"], r["forget_set_id"]),
-                       **{k: r["metrics"][k] for k in METRICS}, "seconds": r["metrics"]["seconds"],
-                       "speedup": r["metrics"]["speedup"]} for r in runs])
-config = {k: st.column_config.NumberColumn(label, help=text, format="%.3f") for k, (label, text) in METRICS.items()}
-config["seconds"] = st.column_config.NumberColumn("time", format="%.2f s")
-config["speedup"] = st.column_config.NumberColumn("speed-up", format="%.1f×", help="Oracle retraining time / run time.")
-st.dataframe(table, hide_index=True, column_config=config)
+# -- which runs ---------------------------------------------------------------------------------
+models_by_id = {m["id"]: m for m in ws.find("model")}
+sets_by_id = {f["id"]: f for f in ws.find("forget_set")}
+c1, c2, c3 = st.columns(3)
+model_ids = list(dict.fromkeys(r["model_id"] for r in all_runs))
+pick_model = c1.selectbox("Model", model_ids, format_func=lambda i: ui.model_label(models_by_id[i]) if i in models_by_id else i)
+fs_ids = list(dict.fromkeys(r["forget_set_id"] for r in all_runs if r["model_id"] == pick_model))
+pick_fs = c2.selectbox("Forget set", fs_ids, format_func=lambda i: f"{sets_by_id[i]['name']} · {i}" if i in sets_by_id else i)
+here = [r for r in all_runs if r["model_id"] == pick_model and r["forget_set_id"] == pick_fs]
+methods = c3.multiselect("Methods", list(dict.fromkeys(r["method"] for r in here)))
+shown = [r for r in here if not methods or r["method"] in methods]
 
-run = st.selectbox("Run", runs, format_func=lambda r: f"{r['name']} · {r['id']}")
-st.plotly_chart(plots.before_after(run["original"], run["metrics"], run["oracle"]), key="before_after")
+table = pd.DataFrame(comparison.rows(ws, shown))
+config = {k: st.column_config.NumberColumn(label, help=text, format="%.3f") for k, (label, text) in METRICS.items()}
+config["seconds"] = st.column_config.NumberColumn("time", format="%.2f s", help=METRICS["seconds"][1])
+config["speedup"] = st.column_config.NumberColumn("speed-up", format="%.1f×", help=METRICS["speedup"][1])
+st.dataframe(table.drop(columns=["model", "forget set"]), hide_index=True, column_config=config)
+st.caption("Click a column to sort. The last rows are the references: the original model and the oracle.")
+
+c1, c2, c3 = st.columns(3)
+c1.download_button("Metrics as CSV", table.to_csv(index=False), "metrics.csv", "text/csv")
+c2.download_button("Metrics as JSON", json.dumps(table.replace({np.nan: None}).to_dict("records")), "metrics.json",
+                   "application/json")
+if c3.button("Build an HTML report", help="A self-contained page with every figure, to share or archive."):
+    st.session_state["report_html"] = report.html(ws, [r["id"] for r in shown])
+if st.session_state.get("report_html"):
+    c3.download_button("Download the report", st.session_state["report_html"], "unlearning-report.html", "text/html")
+
+repeated = [row for row in comparison.by_setting(shown) if row["seeds"] > 1]
+if repeated:
+    st.markdown("**Settings run with several seeds** (mean and 95% t-interval)")
+    st.dataframe(pd.DataFrame(repeated), hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in repeated[0]
+                                if c not in ("method", "setting", "runs", "seeds")})
+
+# -- the trade-offs -----------------------------------------------------------------------------
+runs_rows = [row for row in comparison.rows(ws, shown) if not row["run"].startswith("(")]
+ref = shown[0]
+st.subheader("Against the references")
+c1, c2 = st.columns(2)
+for i, key in enumerate(("acc_forget", "acc_retain", "acc_test", "mia_efficacy")):
+    (c1 if i % 2 == 0 else c2).plotly_chart(
+        plots.metric_bars(runs_rows, key, METRICS[key][0], ref["original"].get(key), (ref["oracle"] or {}).get(key)),
+        key=f"bars-{key}")
+if ref["oracle"] is not None:
+    st.plotly_chart(plots.tow_vs_seconds(runs_rows), key="tow_seconds")
+    st.caption("Up and to the left is better: as close to the oracle as possible, as fast as possible. "
+               "Use the camera icon on any chart to save it as a PNG.")
+
+# -- one run in detail --------------------------------------------------------------------------
+st.subheader("One run in detail")
+run = st.selectbox("Run", shown, format_func=lambda r: f"{r['method']} · {r['id']} · {comparison.settings_text(r['params'])}")
 m = run["metrics"]
 if run["oracle"] is None:
-    st.info("This run skipped the oracle, so ToW, ToW-MIA and the speed-up were not measured (never guessed).")
+    st.info("This run skipped the oracle, so ToW, ToW-MIA, verification error and speed-up were not measured "
+            "(never guessed).")
 else:
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     c1.metric("ToW", f"{m['tow']:.3f}", help=METRICS["tow"][1])
     c2.metric("ToW-MIA", f"{m['tow_mia']:.3f}", help=METRICS["tow_mia"][1])
-    c3.metric("speed-up", f"{m['speedup']:.1f}×", help=f"{m['seconds']:.2f} s vs {m['retrain_seconds']:.2f} s to "
+    if m.get("verification_error") is not None:
+        c3.metric("verification error", f"{m['verification_error']:.3f}", help=METRICS["verification_error"][1])
+    c4.metric("speed-up", f"{m['speedup']:.1f}×", help=f"{m['seconds']:.2f} s vs {m['retrain_seconds']:.2f} s to "
               f"retrain, on {run['device']}")
 details = run.get("details") or {}
 if details.get("steps"):
@@ -54,5 +92,70 @@ if details.get("steps"):
 if details.get("grid"):
     st.markdown("**λ grid on the codes** (data-free)")
     st.dataframe(pd.DataFrame(details["grid"]), hide_index=True)
-with st.expander("What the metrics mean"):
-    st.markdown("\n".join(f"- **{label}** — {text}" for label, text in METRICS.values()))
+
+samples = comparison.samples(ws, run)
+model_rec = models_by_id.get(run["model_id"])
+if samples is None or model_rec is None:
+    st.caption("This run predates per-sample outputs: rerun it for the per-sample, MIA and class views.")
+    st.stop()
+ds = ui.dataset(ws, model_rec)
+forget = np.asarray(sets_by_id[run["forget_set_id"]]["ids"]) if run["forget_set_id"] in sets_by_id else np.array([], int)
+available = ui.available_scores(ws, model_rec)
+score_name = "exact" if "exact" in available else next(iter(available), None)
+memo = scores.oriented(score_name, available[score_name]) if score_name else None
+
+per_sample, mia, classes, maps = st.tabs(["Per sample", "Membership inference", "Classes", "Maps and layers"])
+with per_sample:
+    st.caption("Each point is a forget-set sample: its true-label confidence before (x) and after (y) unlearning. "
+               "Points left high on the diagonal were not forgotten." + (f" Colour: {scores.oriented_name(score_name)}."
+                                                                           if score_name else ""))
+    st.plotly_chart(plots.before_after_samples(
+        samples["original_train_confidence"][forget], samples["unlearned_train_confidence"][forget],
+        None if memo is None else memo[forget], forget, "" if memo is None else scores.oriented_name(score_name)),
+        key="forget_before_after")
+    if memo is not None:
+        retain = np.setdiff1d(np.arange(ds.n_train), forget)
+        top = retain[np.argsort(-np.nan_to_num(memo[retain], nan=-np.inf))[:100]]
+        st.caption("The retain set's 100 most memorized samples: unlearning should leave them where they were "
+                   "(on the diagonal); collateral forgetting shows as points below it.")
+        st.plotly_chart(plots.before_after_samples(
+            samples["original_train_confidence"][top], samples["unlearned_train_confidence"][top], memo[top], top,
+            scores.oriented_name(score_name)), key="retain_before_after")
+
+with mia:
+    who = [w for w in ("original", "unlearned", "oracle") if f"{w}_train_loss" in samples]
+    groups = {w: comparison.loss_groups(samples, forget, ds.n_train, w) for w in who}
+    best_t, _ = metrics.best_threshold(groups["unlearned"]["forget"], groups["unlearned"]["test"])
+    lo, hi = np.log10(1e-6), np.log10(max(float(samples["original_train_loss"].max()), 10.0))
+    log_t = st.slider("Attack threshold (log₁₀ loss)", float(lo), float(hi), float(np.log10(max(best_t, 1e-6))), 0.05,
+                      help="The attacker calls a sample a member (trained on) when its loss is below the threshold.")
+    st.plotly_chart(plots.loss_distributions(groups, 10 ** log_t), key="loss_hist")
+    cols = st.columns(len(who))
+    for col, w in zip(cols, who):
+        acc = metrics.threshold_attack(groups[w]["forget"], groups[w]["test"], 10 ** log_t)
+        col.metric(f"attack accuracy · {w}", f"{acc:.3f}", help="Forget vs test samples, balanced: 0.5 = the "
+                   "attacker cannot tell the forget set from data never trained on.")
+    st.caption(f"Cross-validated logistic regression on the loss (S vs T): AUC {run['metrics'].get('mia_auc', float('nan')):.3f} "
+               f"after, {run['original'].get('mia_auc', float('nan')):.3f} before" +
+               (f", {run['oracle'].get('mia_auc', float('nan')):.3f} for the oracle." if run["oracle"] else "."))
+
+with classes:
+    y_test = ds.y_test.numpy()
+    st.plotly_chart(plots.class_accuracy_bars(comparison.class_accuracies(samples, y_test, ds.num_classes), ds.classes),
+                    key="class_acc")
+    c1, c2 = st.columns(2)
+    for col, w in ((c1, "original"), (c2, "unlearned")):
+        col.plotly_chart(plots.prediction_matrix(metrics.confusion(samples[f"{w}_test_pred"], y_test, ds.num_classes),
+                                                 ds.classes, f"test predictions · {w}"), key=f"confusion-{w}")
+
+with maps:
+    if st.toggle("Show the twin maps", help="Penultimate features of the original and the unlearned model, through one "
+                 "PCA fitted on the original's: did the forget set move?"):
+        before_f = models.penultimate(ui.load_model(ws_path, run["model_id"]), ds.x_train).numpy()
+        after_f = models.penultimate(comparison.unlearned_model(ws, run), ds.x_train).numpy()
+        xy_before, xy_after = comparison.twin_projection(before_f, after_f)
+        st.plotly_chart(plots.twin_maps(xy_before, xy_after, ds.y_train.numpy(), forget, ds.classes), key="twin")
+    if run.get("analysis"):
+        st.plotly_chart(plots.cka_lines(run["analysis"]), key="cka")
+        st.caption("Linear CKA per layer on test samples: how similar each layer's representation is to the "
+                   "original's (what the method changed) and to the oracle's (whether it changed it the right way).")

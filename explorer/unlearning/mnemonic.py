@@ -2,6 +2,10 @@
 
 The caller sets `codes` (from `checkpoints.load_codes`) before `unlearn`. Without codes the
 "with data" variant (with_data=1) probes a few real training samples per class instead.
+
+`rule` ("strict", the default; "hard", the paper's; "soft") says how the sign and the λ pair are
+judged on the probe (`mnemonic` module docstring). It is the one parameter that is not a number,
+so it is kept out of `defaults` (whose values the shared checks and the number inputs expect).
 """
 
 from __future__ import annotations
@@ -43,8 +47,18 @@ class Mnemonic(Method):
                 "samples_per_class": 8}
     codes: torch.Tensor | None = None  # set by the caller: the model's codes, or None
 
+    rules = mnemonic.RULES  # the choices of the `rule` parameter, the first the default
+
     def __init__(self, **params):
+        rule = params.pop("rule", mnemonic.DEFAULT_RULE)
+        unknown = sorted(set(params) - {*self.defaults, "seed"})
+        if unknown:
+            raise ParamError(f"mnemonic has no parameter {unknown[0]!r}; it takes "
+                             f"{', '.join([*self.defaults, 'seed', 'rule'])}")
+        if rule not in mnemonic.RULES:
+            raise ParamError(f"mnemonic: rule must be one of {', '.join(mnemonic.RULES)}, got {rule!r}")
         super().__init__(**params)
+        self.params["rule"] = rule
         if not (self.params["lam1"] > 0 and self.params["lam2"] > 0):
             raise ParamError("mnemonic: lam1 and lam2 must be positive")
         if self.params["samples_per_class"] < 1:
@@ -76,11 +90,14 @@ class Mnemonic(Method):
         if p["grid"]:
             progress(0.4, "mnemonic: grid search over λ1, λ2")
             table, (lam1, lam2) = mnemonic.grid_search(model, inputs, classes, labels=labels, eta=eta,
-                                                       full=bool(p["full_grid"]))
-        state, info = mnemonic.forget(model, inputs, classes, lam1, lam2, labels=labels, eta=eta)
+                                                       full=bool(p["full_grid"]), rule=p["rule"])
+        sign = None if table is None else next(r["sign"] for r in table if (r["lam1"], r["lam2"]) == (lam1, lam2))
+        state, info = mnemonic.forget(model, inputs, classes, lam1, lam2, labels=labels, eta=eta, rule=p["rule"],
+                                      sign=sign)
         model.load_state_dict(state)
-        self.report = {"forget_classes": classes, "lam1": lam1, "lam2": lam2, "grid": table,
+        self.report = {"forget_classes": classes, "lam1": lam1, "lam2": lam2, "grid": table, "rule": p["rule"],
                        "sign": info["sign"], "codes_A_R": info["A_R"], "codes_E_F": info["E_F"],
+                       "codes_p_F": info["p_F"],
                        "probe": "real samples" if p["with_data"] else "codes",
                        "alpha_min": info["alpha_min"], "alpha_max": info["alpha_max"]}
         progress(1.0, f"mnemonic: forgot classes {', '.join(map(str, classes))} at λ = ({lam1:g}, {lam2:g})")
