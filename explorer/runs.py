@@ -121,6 +121,8 @@ def bind(ws: Workspace, model_rec: dict, method_name: str, params: dict | None, 
         method.report["score"] = {"name": name, "id": score_id}
     if hasattr(method, "codes"):
         method.codes = checkpoints.load_codes(ws, model_rec)
+    if hasattr(method, "attach"):  # methods that need more of the model record (stored blocks, θ_0, …)
+        method.attach(ws, model_rec)
     return method
 
 
