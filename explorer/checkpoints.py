@@ -73,6 +73,12 @@ def publish(ws: Workspace, model: nn.Module, ds: data_mod.Dataset, dataset_id: s
         files["dynamics.npz"] = npz_bytes(**result.dynamics)
     if result is not None and result.codes is not None:  # mnemonic codes (METHODS.md §5)
         files["codes.safetensors"] = st_save({"codes": result.codes.contiguous()})
+    block_meta = {}  # DeepObliviate's M_0 … M_B (METHODS.md §6); an oracle's blocks index its retain set: not kept
+    if getattr(result, "states", None) and source == "trained":
+        from . import blocks
+
+        files[blocks.FILE] = blocks.pack(result)
+        block_meta = {"blocks": len(result.states) - 1, "block_bytes": len(files[blocks.FILE])}
     meta = {
         "name": name, "source": source, "arch": arch, "dataset": ds.spec.name, "dataset_id": dataset_id,
         "recipe": recipe.as_meta() if recipe else None, "epochs": recipe.epochs if recipe else None,
@@ -80,7 +86,7 @@ def publish(ws: Workspace, model: nn.Module, ds: data_mod.Dataset, dataset_id: s
         "device": device.type if device else None, "has_dynamics": "dynamics.npz" in files,
         "has_codes": "codes.safetensors" in files,
     }
-    return ws.put("model", {**meta, **extra, **evaluate(model, ds)}, files=files)
+    return ws.put("model", {**meta, **block_meta, **extra, **evaluate(model, ds)}, files=files)
 
 
 def load_model(ws: Workspace, rec: dict, which: str = "weights", device: torch.device | str = "cpu") -> nn.Module:

@@ -134,6 +134,8 @@ def train(
     cosine: Annotated[bool, typer.Option(help="Cosine learning-rate schedule.")] = False,
     mnemonic_tmix: Annotated[float, typer.Option(help="Probability P in [0, 1) of swapping a training sample for its class's mnemonic code (enables one-shot `mnemonic` unlearning; 0.1 is typical).")] = 0.0,
     codes_seed: Annotated[int, typer.Option(help="Seed of the mnemonic codes.")] = 0,
+    sd_lambda: Annotated[float, typer.Option(help="Weight λ ≥ 0 of the SD loss (Unrolling SGD): CE + λ·mean std of each sample's logits / classes; lowers the unlearning and verification errors of `sgd_unroll` (0.1 is typical).")] = 0.0,
+    blocks: Annotated[int, typer.Option(help="Train in B ≥ 2 class-stratified blocks, one after another (--epochs on each), storing the model after each block: enables `deepobliviate` unlearning (10 is typical; 0 = normal training, with dynamics).")] = 0,
     label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped to another class.")] = 0.0,
     split_seed: int = 0,
     data_root: Annotated[str, typer.Option(help="Where torchvision datasets live (or the ImageFolder root).")] = "data",
@@ -148,10 +150,13 @@ def train(
     def prepare():
         recipe = training.Recipe(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                  batch_size=batch_size, seed=seed, cosine=cosine, mnemonic_tmix=mnemonic_tmix,
-                                 codes_seed=codes_seed)
+                                 codes_seed=codes_seed, sd_lambda=sd_lambda, blocks=blocks)
         spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise)
         dev = devices.resolve(device)
-        models.for_dataset(arch, data.load(spec))  # the architecture exists and fits the images
+        ds = data.load(spec)
+        models.for_dataset(arch, ds)  # the architecture exists and fits the images
+        if blocks > ds.n_train:
+            raise training.RecipeError(f"--blocks {blocks} is more than the {ds.n_train} training samples")
         return spec, recipe, dev
 
     def work(ws, progress, prepared):
@@ -371,6 +376,30 @@ def proxies_(
             lambda r: "\n".join(f"{s['id']}  {s['name']:<18} {s['seconds'] * 1000:9.1f} ms on {s['device']}"
                                 for s in r["scores"]),
             prepare=lambda: devices.resolve(device))
+
+
+@app.command()
+def demo(
+    models_: Annotated[int, typer.Option("--models", help="Subset models K for exact memorization.")] = 128,
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+):
+    """The whole pipeline on the embedded digits, ready to explore; a second run reuses what exists."""
+    from . import demo as demo_mod
+
+    def prepare():
+        memorization.ExactConfig(models=models_).check()
+        return devices.resolve(device)
+
+    def summary(r):
+        tows = ", ".join(f"{m} {t:.3f}" for m, t in r["tow"].items() if t is not None)
+        return (f"demo ready in {r['seconds']:.0f} s: model {r['model']}, forget sets {', '.join(r['forget_sets'])}, "
+                f"{len(r['runs'])} runs (ToW {tows}). Open the app (make run) to explore it.")
+
+    execute(workspace, job, as_json, lambda ws, progress, dev: demo_mod.run(ws, dev, progress, models_), summary,
+            prepare=prepare, creates=True)
 
 
 class ExportFormat(str, Enum):

@@ -27,6 +27,9 @@ METRICS = {
     "tow_mia": ("ToW-MIA", "ToW with the forget-accuracy gap replaced by the MIA-efficacy gap."),
     "verification_error": ("verification error", "Distance ‖θ_unlearned − θ_oracle‖₂ between the weights. 0 = the "
                                                  "oracle's weights exactly (Thudi et al.)."),
+    "unlearning_error": ("unlearning error", "Thudi et al.'s proxy for the verification error, computed from the "
+                                             "original's training alone: η²·t·½·‖θ_t − θ_0‖·σ (σ from the Hessian's top "
+                                             "eigenvalue). Lower with a smaller lr, fewer steps or the SD loss."),
     "seconds": ("seconds", "Wall time of the unlearning itself."),
     "speedup": ("speed-up", "Oracle's retraining time / the method's time, on the same device."),
 }

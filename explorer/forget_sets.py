@@ -117,8 +117,8 @@ def create(ws: Workspace, model_rec: dict, strategy: str, name: str | None = Non
     ds = checkpoints.dataset_of(ws, model_rec)
     labels = ds.y_train.numpy()
     if score_id is not None:
-        name, values, _ = scores.resolve(ws, model_rec, score_id)
-        score = name, values
+        score_name, values, _ = scores.resolve(ws, model_rec, score_id)
+        score = score_name, values
     if strategy in BY_SCORE and score is not None:
         score_name, raw = score
         how["values"] = scores.oriented(score_name, raw)

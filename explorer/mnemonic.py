@@ -238,8 +238,10 @@ def grid_search(model: nn.Module, codes: torch.Tensor, forget_classes, lam1_grid
     with _trying(model, names) as (params, saved):
         for i in range(0, len(order), SCORE_CHUNK):
             chunk = order[i : i + SCORE_CHUNK]
-            logits = [_try(model, params, saved, torch._foreach_mul(etas, list(a)), s, probe[0])
-                      for a in chunk for s in (-1, 1)]
+            logits = []
+            for a in chunk:
+                steps = torch._foreach_mul(etas, list(a))
+                logits += [_try(model, params, saved, steps, s, probe[0]) for s in (-1, 1)]
             scores = _scores(torch.stack(logits), probe, rule)
             perfect = False
             for a, minus, plus in zip(chunk, scores[::2], scores[1::2]):
@@ -268,22 +270,24 @@ def _probe(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, 
 
 @contextmanager
 def _trying(model: nn.Module, names: list[str]):
-    """Eval mode for trying many weights in place; the named parameters come back bit for bit."""
+    """Eval mode, no autograd, for trying many weights in place; the named parameters come back
+    bit for bit."""
     params = [_params(model)[n] for n in names]
     saved = [p.detach().clone() for p in params]
     was_training = model.training
     model.eval()
     try:
-        yield params, saved
+        with torch.no_grad():
+            yield params, saved
     finally:
         with torch.no_grad():
             torch._foreach_copy_(params, saved)
         model.train(was_training)
 
 
-@torch.no_grad()
 def _try(model: nn.Module, params, saved, steps, sign: int, inputs: torch.Tensor) -> torch.Tensor:
-    """The logits on `inputs` of w + sign·steps, written into the parameters in place."""
+    """The logits on `inputs` of w + sign·steps, written into the parameters in place (inside
+    `_trying`: no autograd)."""
     torch._foreach_copy_(params, saved)
     torch._foreach_add_(params, steps, alpha=sign)
     return model(inputs)

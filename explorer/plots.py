@@ -336,13 +336,32 @@ def twin_maps(before: np.ndarray, after: np.ndarray, labels: np.ndarray, forget:
     return _style(fig, height=420, legend=dict(title="class"))
 
 
-def cka_lines(cka: Mapping[str, Mapping[str, float]]) -> go.Figure:
-    """Linear CKA per layer of the unlearned model against each reference: 1 = that layer's
-    representation is unchanged (or, against the oracle, the oracle's)."""
+def cka_lines(cka: Mapping[str, Mapping]) -> go.Figure:
+    """Linear CKA per layer of the unlearned model against each reference (the `cka_*` entries
+    of a run's analysis): 1 = that layer's representation is unchanged (or, against the oracle,
+    the oracle's)."""
     fig = go.Figure()
     for name, values in cka.items():
+        if not name.startswith("cka_"):
+            continue
         who = name.removeprefix("cka_")
         fig.add_trace(go.Scatter(x=list(values), y=list(values.values()), mode="lines+markers", name=f"vs {who}",
                                  line=dict(color=PALETTE.get(who))))
     return _style(fig, height=300, xaxis=dict(title="layer", type="category"), yaxis=dict(title="linear CKA", range=[0, 1.05]),
                   legend=dict(orientation="h", y=1.15))
+
+
+def error_vs_verification(rows: Sequence[Mapping]) -> go.Figure:
+    """Thudi et al.'s unlearning error (a bound computed from training alone) against the
+    verification error (the measured distance to the oracle's weights), one point per run."""
+    measured = [r for r in rows if r.get("unlearning_error") is not None and r.get("verification_error") is not None]
+    fig = go.Figure()
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in measured)):
+        mine = [r for r in measured if r["method"] == method]
+        fig.add_trace(go.Scatter(x=[r["unlearning_error"] for r in mine], y=[r["verification_error"] for r in mine],
+                                 mode="markers", name=method, text=[r["run"] for r in mine],
+                                 marker=dict(size=10, color=CLASS_COLOURS[i % len(CLASS_COLOURS)]),
+                                 hovertemplate="%{text}<br>unlearning error %{x:.3g}<br>verification error %{y:.3g}"
+                                               "<extra>" + method + "</extra>"))
+    return _style(fig, height=340, xaxis=dict(type="log", title="unlearning error (from training, log scale)"),
+                  yaxis=dict(title="verification error ‖θ − θ_oracle‖₂"))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoints, metrics, scores, training, unlearning
+from . import checkpoints, metrics, scores, training, unlearning, unrolling
 from .training import Progress, _no_progress
 from .workspace import Workspace, npz_bytes
 
@@ -82,6 +82,7 @@ class Setup:
     target: dict | None
     oracle_model: nn.Module | None
     seen: dict[str, dict[str, np.ndarray]]  # per-sample outputs of the original and the oracle
+    unlearning_error: dict | None  # Thudi et al.'s bound for the original's training run
 
 
 def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, with_oracle: bool = True,
@@ -99,7 +100,7 @@ def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, wi
         seen["oracle"] = outputs(oracle_model, ds)
         target = measure(seen["oracle"], ds, forget)
     return Setup(model_rec, fs_rec, ds, retain, forget, original, measure(seen["original"], ds, forget), oracle_rec,
-                 target, oracle_model, seen)
+                 target, oracle_model, seen, unrolling.unlearning_error_of_record(ws, model_rec))
 
 
 def preset_of(model_rec: dict, preset: str | None = None) -> str:
@@ -146,7 +147,8 @@ def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progr
     model.cpu()
     out = outputs(model, s.ds)
     after = measure(out, s.ds, s.forget)
-    return model, {**after, **against_oracle(after, seconds, s, model)}, out
+    error = s.unlearning_error["unlearning_error"] if s.unlearning_error else None
+    return model, {**after, **against_oracle(after, seconds, s, model), "unlearning_error": error}, out
 
 
 def against_oracle(after: dict, seconds: float, s: Setup, model: nn.Module) -> dict:
@@ -166,6 +168,8 @@ def analysis(s: Setup, model: nn.Module, max_samples: int = 500) -> dict:
     """Linear CKA per layer of the unlearned model against the original and the oracle, on test
     samples: which layers the method changed, and whether they now look like the oracle's."""
     out = {"cka_original": metrics.cka_by_layer(model, s.original, s.ds.x_test, max_samples)}
+    if s.unlearning_error:
+        out["unlearning_error"] = s.unlearning_error
     if s.oracle_model is not None:
         out["cka_oracle"] = metrics.cka_by_layer(model, s.oracle_model, s.ds.x_test, max_samples)
     return out
@@ -200,10 +204,11 @@ def publish(ws: Workspace, s: Setup, method_name: str, method, model: nn.Module,
 
 def unlearn(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, params: dict | None,
             device: torch.device, progress: Progress = _no_progress, with_oracle: bool = True,
-            preset: str | None = None) -> dict:
-    """Unlearn a forget set with one method and publish the run with its metrics."""
+            preset: str | None = None, **extra) -> dict:
+    """Unlearn a forget set with one method and publish the run with its metrics (and `extra`
+    fields in its record)."""
     method = bind(ws, model_rec, method_name, params, preset)  # bad input fails before any work
     s = setup(ws, model_rec, fs_rec, device, with_oracle, _stage(progress, 0.0, 0.6))
     model, result, out = apply(ws, s, method, device, _stage(progress, 0.6, 0.95))
     progress(0.97, "measuring and saving")
-    return publish(ws, s, method_name, method, model, result, out, device, preset=preset_of(model_rec, preset))
+    return publish(ws, s, method_name, method, model, result, out, device, preset=preset_of(model_rec, preset), **extra)

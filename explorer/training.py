@@ -23,6 +23,7 @@ from torch import nn
 
 from . import models, optim
 from .errors import UserError
+from .unrolling import sd_loss
 
 Progress = Callable[[float, str], None]
 
@@ -48,6 +49,8 @@ class Recipe:
     cosine: bool = False
     mnemonic_tmix: float = 0.0  # probability a training sample is swapped for its class's code
     codes_seed: int = 0
+    sd_lambda: float = 0.0  # weight of the SD loss (METHODS.md §7): CE + λ·mean_b std(z_b)/C
+    blocks: int = 0  # B ≥ 2: train block by block, keeping M_0 … M_B for DeepObliviate (explorer/blocks.py)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -56,11 +59,19 @@ class Recipe:
             raise RecipeError(f"learning rate must be a positive number, got {self.lr}")
         if not 0 <= self.mnemonic_tmix < 1:  # also refuses NaN
             raise RecipeError(f"mnemonic t_mix must be in [0, 1), got {self.mnemonic_tmix}")
+        if not (self.sd_lambda >= 0 and math.isfinite(self.sd_lambda)):  # also refuses NaN
+            raise RecipeError(f"the SD-loss weight must be a finite number, at least 0; got {self.sd_lambda}")
+        if self.blocks == 1 or self.blocks < 0:
+            raise RecipeError(f"blocks must be 0 (no blocks) or at least 2, got {self.blocks}")
 
     def as_meta(self) -> dict:
         meta = asdict(self)
         if not self.mnemonic_tmix:  # a model without codes keeps the exact record (and cache keys) it had
             del meta["mnemonic_tmix"], meta["codes_seed"]
+        if not self.sd_lambda:  # likewise for a model trained without the SD loss
+            del meta["sd_lambda"]
+        if not self.blocks:  # likewise for a model trained in one piece
+            del meta["blocks"]
         return meta
 
 
@@ -124,13 +135,20 @@ def fit(
     y_test: torch.Tensor | None = None,
     record_dynamics: bool = True,
     progress: Progress = _no_progress,
+    opt: optim.SGD | None = None,
 ) -> TrainResult:
-    """Train `model` in place on (x, y) with `recipe`; returns the epoch log and dynamics."""
+    """Train `model` in place on (x, y) with `recipe`; returns the epoch log and dynamics. A given
+    `opt` is continued (its momentum carries over); with `recipe.blocks` the training is by blocks."""
+    if recipe.blocks:  # DeepObliviate's block training: no dynamics, a checkpoint after each block
+        from .blocks import fit_blocks
+
+        return fit_blocks(model, x, y, recipe, device, x_test=x_test, y_test=y_test, progress=progress)
     start = time.perf_counter()
     model.to(device)
     x, y = x.to(device), y.to(device)
     n = len(y)
-    opt = optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if opt is None:
+        opt = optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     total_steps = recipe.epochs * math.ceil(n / recipe.batch_size)
     step = 0
     order = torch.Generator().manual_seed(recipe.seed)
@@ -153,6 +171,8 @@ def fit(
                 train_loss = losses.mean()
             else:
                 logits, losses, train_loss = mix.forward(model, x, y, ids, b, i)
+            if recipe.sd_lambda:  # the SD loss on the real samples' logits; λ = 0 leaves the step as it was
+                train_loss = train_loss + recipe.sd_lambda * sd_loss(logits)
             if recorder is not None:
                 recorder.record(epoch, ids, logits.detach(), y[ids], losses.detach())
             if recipe.cosine:

@@ -139,6 +139,29 @@ def _open(page, url: str, title: str) -> None:
     expect(page.get_by_role("heading", name=title, exact=True, level=1)).to_be_visible(timeout=60_000)
 
 
+def _lasso(page, reach: float) -> None:
+    """Draw a lasso (the map's default drag mode) around the middle of the first map: a square
+    reaching `reach` of the plot's width and height from its centre."""
+    drag = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first  # takes the lasso/box drags
+    expect(drag).to_be_visible(timeout=60_000)
+    box = drag.bounding_box()
+    assert box is not None
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    rx, ry = box["width"] * reach, box["height"] * reach
+    polygon = [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]
+    page.mouse.move(*polygon[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(polygon, polygon[1:]):
+        for t in (0.25, 0.5, 0.75, 1.0):
+            page.mouse.move(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, steps=2)
+    page.mouse.up()
+
+
+def _settled(page) -> None:
+    """Wait until the script has finished (the running indicator is gone)."""
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=120_000)
+
+
 def test_train_from_the_models_page(app, page):
     start, ws_path = app
     _open(page, start(), "Models")
@@ -170,21 +193,9 @@ def test_lasso_on_the_explore_map_saves_a_forget_set(app, page):
     checkpoints.train(Workspace(ws_path), DatasetSpec(), "mlp", training.Recipe(epochs=3), devices.resolve("cpu"))
     _open(page, start(), "Explore")
     expect(page.get_by_text("Nothing selected yet")).to_be_visible(timeout=60_000)
+    _settled(page)
 
-    drag = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first  # takes the lasso/box drags
-    expect(drag).to_be_visible()
-    box = drag.bounding_box()
-    assert box is not None
-    # A lasso (the map's default drag mode) around the middle of the PCA cloud, which is centred.
-    cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 4, box["height"] / 4
-    polygon = [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]
-    page.mouse.move(*polygon[0])
-    page.mouse.down()
-    for (x0, y0), (x1, y1) in zip(polygon, polygon[1:]):
-        for t in (0.25, 0.5, 0.75, 1.0):
-            page.mouse.move(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, steps=2)
-    page.mouse.up()
-
+    _lasso(page, 0.25)
     heading = page.get_by_role("heading", name=re.compile(r"^\d+ samples selected"))
     expect(heading).to_be_visible(timeout=30_000)
     n = int(heading.inner_text().split()[0])
@@ -205,3 +216,76 @@ def test_deep_link_runs_the_entry_point(app, page):
     page.goto(f"{start()}/models")
     expect(page.get_by_role("heading", name="Models", exact=True, level=1)).to_be_visible(timeout=60_000)
     expect(page.get_by_test_id("stSidebar").get_by_text("Workspace:")).to_be_visible(timeout=5_000)
+
+
+OUTPUT = ROOT / "test-output" / "journey"
+PAGES = {"Home": "/", "Models": "/models", "Memorization": "/memorization", "Explore": "/explore",
+         "Unlearn": "/unlearn", "Compare": "/compare", "Jobs": "/jobs"}
+
+
+@pytest.fixture(scope="module")
+def demo_workspace(tmp_path_factory) -> Path:
+    """A workspace the demo has filled (fewer subset models than the default, to keep tests quick)."""
+    from explorer import demo, devices
+
+    ws_path = tmp_path_factory.mktemp("demo") / "ws"
+    demo.run(Workspace(ws_path), devices.resolve("cpu"), models=8, map_method="pca")
+    return ws_path
+
+
+def test_journey_demo_explore_unlearn_compare(app, page, demo_workspace):
+    """The main path a new user takes, in a real browser, with a screenshot of each page in
+    test-output/journey/."""
+    import shutil
+
+    start, ws_path = app
+    shutil.copytree(demo_workspace, ws_path)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    url = start()
+
+    page.goto(f"{url}/")
+    page.get_by_role("button", name="Open the demo").click()  # everything exists: the job reuses it
+    ended = page.get_by_text(re.compile(r"^demo(: done| failed)"))
+    expect(ended).to_be_visible(timeout=240_000)
+    assert "done" in ended.inner_text(), ended.inner_text()
+    page.screenshot(path=str(OUTPUT / "1-home.png"), full_page=True)
+
+    _open(page, url, "Explore")
+    _settled(page)
+    _lasso(page, 0.4)
+    heading = page.get_by_role("heading", name=re.compile(r"^\d+ samples selected"))
+    expect(heading).to_be_visible(timeout=30_000)
+    page.get_by_label("Name").first.fill("journey selection")
+    page.get_by_role("button", name="Save as forget set").click()
+    expect(page.get_by_text("Saved forget set")).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(OUTPUT / "2-explore.png"), full_page=True)
+
+    _open(page, url, "Unlearn")
+    _settled(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.get_by_text(re.compile(r"finetune on journey selection: done"))).to_be_visible(timeout=180_000)
+    page.screenshot(path=str(OUTPUT / "3-unlearn.png"), full_page=True)
+
+    _open(page, url, "Compare")
+    _settled(page)
+    expect(page.get_by_text("One run in detail")).to_be_visible()
+    page.screenshot(path=str(OUTPUT / "4-compare.png"), full_page=True)
+    saved = Workspace(ws_path).find("forget_set", name="journey selection")
+    assert len(saved) == 1 and Workspace(ws_path).find("run", forget_set_id=saved[0]["id"])
+
+
+def test_every_page_fits_a_laptop_window(app, page, demo_workspace):
+    """No page scrolls sideways at 1024 px."""
+    import shutil
+
+    start, ws_path = app
+    shutil.copytree(demo_workspace, ws_path)
+    url = start()
+    page.set_viewport_size({"width": 1024, "height": 768})
+    for title, path in PAGES.items():
+        page.goto(f"{url}{path}")
+        expect(page.get_by_role("heading", name=title if title != "Home" else re.compile("explorer"), level=1)
+               ).to_be_visible(timeout=60_000)
+        _settled(page)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{title} scrolls sideways by {overflow} px at 1024 px"

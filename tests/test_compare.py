@@ -33,7 +33,8 @@ def test_a_run_keeps_every_samples_outputs_and_the_new_metrics(two_runs):
     assert run["original"]["acc_forget"] == pytest.approx((s["original_train_pred"][forget] == y[forget]).mean())
     m = run["metrics"]
     assert 0 <= m["mia_auc"] <= 1 and m["verification_error"] > 0
-    assert set(run["analysis"]) == {"cka_original", "cka_oracle"}
+    assert set(run["analysis"]) == {"cka_original", "cka_oracle", "unlearning_error"}
+    assert m["unlearning_error"] == run["analysis"]["unlearning_error"]["unlearning_error"] > 0
     assert all(0 <= v <= 1.0001 for v in run["analysis"]["cka_original"].values())
 
 

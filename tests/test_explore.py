@@ -109,9 +109,9 @@ def test_colourings_and_selection_summary():
 
 def test_forget_set_by_score_records_its_provenance(explored):
     ws, model, conf = explored["ws"], explored["model"], explored["confidence"]
-    fs = forget_sets.create(ws, model, "high", size=20, seed=1, score_id=conf["id"])
+    fs = forget_sets.create(ws, model, "high", size=20, seed=1, score_id=conf["id"], name="most memorized")
     values = scores.oriented("confidence", scores.load(ws, conf["id"]).values)
-    assert fs["size"] == 20 and values[fs["ids"]].min() >= np.sort(values)[-20]
+    assert fs["size"] == 20 and values[fs["ids"]].min() >= np.sort(values)[-20] and fs["name"] == "most memorized"
     assert fs["how"]["score"] == "confidence" and fs["how"]["score_id"] == conf["id"]
     assert forget_sets.describe(fs) == "high · by confidence · seed 1"
     assert sum(fs["class_counts"].values()) == 20 and fs["es"] > 0

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import comparison, metrics, models, plots, report, scores, ui
+from explorer import blocks, comparison, metrics, models, plots, report, scores, ui
 from explorer.comparison import METRICS
 
 ws = ui.workspace()
@@ -68,6 +68,11 @@ if ref["oracle"] is not None:
     st.plotly_chart(plots.tow_vs_seconds(runs_rows), key="tow_seconds")
     st.caption("Up and to the left is better: as close to the oracle as possible, as fast as possible. "
                "Use the camera icon on any chart to save it as a PNG.")
+every_row = [row for row in comparison.rows(ws, all_runs) if not row["run"].startswith("(")]
+if len({row["unlearning_error"] for row in every_row if row.get("unlearning_error") is not None}) > 1:
+    st.markdown("**Unlearning error against verification error**, every run of every model: models trained with the "
+                "SD loss (`--sd-lambda`) should sit lower on both.")
+    st.plotly_chart(plots.error_vs_verification(every_row), key="error_vs_verification")
 
 # -- one run in detail --------------------------------------------------------------------------
 st.subheader("One run in detail")
@@ -89,6 +94,9 @@ if details.get("steps"):
     st.markdown("**Steps**")
     st.dataframe(pd.DataFrame([{k: v for k, v in step.items() if k != "ids"} for step in details["steps"]]),
                  hide_index=True)
+if run["method"] == "deepobliviate" and details.get("residual") is not None:
+    st.markdown("**Residual memory per retrained block** (DeepObliviate, as understood)")
+    st.plotly_chart(blocks.residual_curve_figure(details), key="residual")
 if details.get("grid"):
     st.markdown("**λ grid on the codes** (data-free)")
     st.dataframe(pd.DataFrame(details["grid"]), hide_index=True)

@@ -3,6 +3,24 @@ import streamlit as st
 from explorer import ui
 
 ws = ui.workspace()
+GLOSSARY = {
+    "memorization": "how much a model's prediction on a training sample depends on that sample being in its training "
+                    "set: accuracy when trained with it minus accuracy when trained without it (Feldman & Zhang 2020).",
+    "proxy": "a cheap score that ranks samples like memorization does: confidence during training, loss curvature, "
+             "holdout retraining, …",
+    "forget set (S)": "the training samples to unlearn; the retain set (R) is the rest of the training set, the test "
+                      "set (T) data never trained on.",
+    "oracle": "the model retrained from scratch without the forget set: what perfect unlearning would give.",
+    "ToW": "tug of war: (1 − |forget-accuracy gap|) × (1 − |retain gap|) × (1 − |test gap|) to the oracle; 1 = "
+           "indistinguishable from it.",
+    "MIA": "membership-inference attack: tries to tell samples the model was trained on from samples it never saw.",
+    "entanglement (ES)": "how mixed the forget set is with the retain set in the model's feature space; higher = "
+                         "harder to unlearn (RUM).",
+    "RUM": "refined unlearning meta-algorithm: split the forget set by memorization and unlearn the parts in "
+           "sequence, each with the method that suits it (Zhao et al. 2024).",
+    "mnemonic codes": "random per-class inputs mixed into training so a class can later be forgotten in one shot, "
+                      "without data (Yamashita et al. 2024).",
+}
 st.title("Memorization-based unlearning explorer")
 st.markdown(
     """
@@ -41,10 +59,23 @@ for col, (label, kind) in zip(cols[1:], [("score sets", "scores"), ("forget sets
     col.metric(label, counts[kind])
 
 ui.last_job_message()
+demo_done = any(m["name"].startswith("demo ") for m in trained)
+with st.container(border=True):
+    st.markdown("**The demo** — the whole story in about a minute on a laptop CPU: digits with 5% flipped labels, a "
+                "model, exact memorization (128 subset models) and every proxy, a UMAP map, two forget sets (a mix "
+                "of low, mid and high memorization, and one whole class), RUM, mnemonic, fine-tuning, NegGrad+ and "
+                "SalUn against the oracle. Running it again reuses what exists.")
+    if st.button("Open the demo" if demo_done else "Run the demo", type="primary", key="demo"):
+        ui.launch(ws, ["demo"], "demo", "home_job")
+    ui.job_status(ws, "home_job")
+if demo_done:
+    st.page_link("views/explore.py", label="Explore the demo's map: lasso the dark red points", icon=":material/arrow_forward:")
+    st.page_link("views/compare.py", label="Compare the demo's methods against the oracle", icon=":material/arrow_forward:")
+
 if not trained:
-    st.subheader("Start here")
+    st.subheader("Or start from scratch")
     st.write("Train a small CNN on the digits (30 epochs, about ten seconds on a laptop CPU).")
-    if st.button("Train a digits CNN", type="primary"):
+    if st.button("Train a digits CNN"):
         ui.launch(ws, ["train", "--dataset", "digits", "--arch", "cnn"], "train digits cnn", "home_job")
 elif counts["scores"] == 0:
     st.page_link("views/memorization.py", label="Next: see what your model memorized", icon=":material/arrow_forward:")
@@ -52,4 +83,6 @@ elif counts["forget_set"] == 0:
     st.page_link("views/explore.py", label="Next: pick a forget set on the map", icon=":material/arrow_forward:")
 elif counts["run"] == 0:
     st.page_link("views/unlearn.py", label="Next: unlearn your forget set", icon=":material/arrow_forward:")
-ui.job_status(ws, "home_job")
+
+with st.expander("Glossary"):
+    st.markdown("\n".join(f"- **{term}** — {text}" for term, text in GLOSSARY.items()))

@@ -25,10 +25,15 @@ with train_tab:
                          help="Swap this fraction of training samples for their class's random code, so the model can "
                               "later forget a class in one shot without data (Yamashita et al.). 0.1 costs well under "
                               "a point of accuracy; 0.3 is used for CIFAR-10.")
+        sd = c1.number_input("SD loss λ", 0.0, 1000.0, 0.0, help="Thudi et al.'s regularizer (std of the logits): "
+                             "lowers the unlearning and verification errors of single-step SGD unlearning. 0 = off.")
+        n_blocks = c2.number_input("Blocks", 0, 1000, 0, help="Train block by block, storing the model after each, "
+                                   "for DeepObliviate (e.g. 20; epochs are then per block). 0 = ordinary training.")
         if st.form_submit_button("Train", type="primary"):
             argv = ["train", "--dataset", dataset, "--arch", arch, "--epochs", str(epochs), "--lr", str(lr),
                     "--batch-size", str(batch), "--seed", str(seed), "--label-noise", str(noise), "--data-root", root,
-                    "--mnemonic-tmix", str(tmix)]
+                    "--mnemonic-tmix", str(tmix), "--sd-lambda", str(sd),
+                    *(["--blocks", str(n_blocks)] if n_blocks else [])]
             ui.launch(ws, argv, f"train {dataset} {arch}", "train_job")
     ui.job_status(ws, "train_job")
 
@@ -79,3 +84,6 @@ if rec:
         st.plotly_chart(plots.per_class_accuracy(rec["per_class_acc"], ds_rec["classes"]), key="per_class")
     if ds_rec.get("flipped"):
         st.caption(f"{len(ds_rec['flipped'])} training labels were flipped (label noise {ds_rec['label_noise']:.0%}).")
+    if rec.get("block_bytes"):
+        st.caption(f"Trained in {rec['blocks']} blocks for `deepobliviate`: the stored block checkpoints "
+                   f"(M_0 … M_{rec['blocks']} with momentum) take {rec['block_bytes'] / 2**20:.2f} MiB on disk.")

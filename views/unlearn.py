@@ -48,7 +48,8 @@ def base_params(name: str, key: str) -> dict:
     """Number inputs for a base method's parameters, at the preset's values."""
     cls = unlearning.REGISTRY[name]
     values = {**cls.defaults, **presets.settings(preset, name)}
-    loop_only = ("epochs", "lr") if name == "mnemonic" else ()  # no training loop: these do nothing
+    # no training loop (mnemonic), or the recipe's own (sgd_unroll, deepobliviate): these do nothing
+    loop_only = ("epochs", "lr", "seed") if name in ("mnemonic", "sgd_unroll", "deepobliviate") else ()
     shown = [k for k in values if k not in ("momentum", "weight_decay", "batch_size", *loop_only)]
     out = {}
     for col, k in zip(st.columns(len(shown)), shown):
@@ -106,7 +107,23 @@ for name in chosen:
             if not rec.get("has_codes"):
                 st.info("This model was trained without mnemonic codes: set with_data to 1 to probe a few real "
                         "samples per class instead, or train with the mnemonic option on the Models page.")
-            settings[name] = base_params(name, "p-mnemonic")
+            rules = list(unlearning.REGISTRY["mnemonic"].rules)
+            rule = st.radio("How the codes judge a step", rules, horizontal=True, key="mnemonic-rule",
+                            help="strict (default): a forget code counts as forgotten only when its own-class "
+                                 "probability falls below 0.01 — on digits this forgets the real class far more often "
+                                 "than hard, the paper's accuracy rule; soft: mean probabilities.")
+            settings[name] = {**base_params(name, "p-mnemonic"), "rule": rule}
+        elif name == "deepobliviate":
+            st.caption(unlearning.REGISTRY[name].summary)
+            if not rec.get("blocks"):
+                st.warning("DeepObliviate needs a model trained block by block: train one with **Blocks** on the "
+                           "Models page (or `train --blocks 20`).")
+                continue
+            rule = st.radio("Stop rule", list(unlearning.REGISTRY[name].rules), horizontal=True, key="do-rule",
+                            help="ratio: stop once a block's residual memory Δ_k falls below τ·Δ of the first "
+                                 "retrained block; powerlaw: fit Δ ≈ a·x^(−h) + b and stop when its slope is below ε "
+                                 "(needs ≥ 15 blocks, else it falls back to ratio).")
+            settings[name] = {**base_params(name, "p-deepobliviate"), "rule": rule}
         elif name == "shuffle":
             st.caption(unlearning.Shuffle.summary)
             step = st.selectbox("Method for every part", list(unlearning.REGISTRY), index=1, key="shuffle-step")

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 from . import presets
 from .base import Method, ParamError
+from .deepobliviate import DeepObliviate
 from .distillation import Scrub
 from .finetuning import Finetune, L1Sparse, Retrain
 from .mnemonic import Mnemonic
 from .negation import NegGrad, NegGradPlus
 from .relabeling import RandomLabel, SalUn
 from .sequence import Rum, Sequence, Shuffle
+from .unrolling import SgdUnroll
 
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls for cls in (Retrain, Finetune, NegGrad, NegGradPlus, L1Sparse, RandomLabel, SalUn, Scrub,
-                              Mnemonic)
+                              Mnemonic, SgdUnroll, DeepObliviate)
 }
 
 

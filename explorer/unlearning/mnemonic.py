@@ -88,7 +88,7 @@ class Mnemonic(Method):
         eta = mnemonic.amplitudes(model, inputs, labels, classes)
         table, lam1, lam2 = None, p["lam1"], p["lam2"]
         if p["grid"]:
-            progress(0.4, "mnemonic: grid search over λ1, λ2")
+            progress(0.4, f"mnemonic: grid search over λ1, λ2 ({p['rule']} rule)")
             table, (lam1, lam2) = mnemonic.grid_search(model, inputs, classes, labels=labels, eta=eta,
                                                        full=bool(p["full_grid"]), rule=p["rule"])
         sign = None if table is None else next(r["sign"] for r in table if (r["lam1"], r["lam2"]) == (lam1, lam2))

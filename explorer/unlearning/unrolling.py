@@ -1,0 +1,86 @@
+"""`sgd_unroll`: single-gradient unlearning (Thudi et al., "Unrolling SGD"; METHODS.md §7); no loop.
+
+θ_u = θ_T + (epochs in which x* was seen)·η·∇L(θ_0; S): the forgotten points' gradient taken at
+the initial weights θ_0 is added back, once for every epoch of training (our trainer shows every
+sample once per epoch, so the count is the recipe's epochs).
+
+Scaling: each forgotten sample x* entered training as one term of a batch-mean loss, so its
+gradient reached each step divided by the batch size B. We therefore use
+∇L(θ_0; S) = Σ_{x* ∈ S} ∇ℓ(θ_0; x*) / B with the recipe's B (not the mean over S, which would
+make the correction independent of |S|). ℓ is the training loss: cross-entropy, plus the SD term
+when the model was trained with --sd-lambda. Momentum, weight decay and a cosine schedule are
+ignored, as in the paper's first-order argument; η is the recipe's base learning rate.
+
+`attach` (called by `runs.bind`) loads θ_0 and the recipe from the model record; `set_origin`
+does the same from a state dict and a recipe, outside a workspace. The correction is defined by
+the training run, so `epochs`, `lr` and `batch_size` are always the recipe's: the parameters are
+accepted (every method takes the same form; their defaults are the default recipe's) and replaced,
+so a run's record shows the values actually used.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from .. import unrolling
+from ..training import Recipe, _no_progress
+from .base import Method, ParamError
+
+RECIPE_KEYS = ("epochs", "lr", "batch_size")
+
+
+class SgdUnroll(Method):
+    name = "sgd_unroll"
+    summary = ("Single-gradient unlearning (Unrolling SGD): add back epochs·lr·(gradient of the forget set at the "
+               "initial weights)/batch size; one gradient, no loop. Needs a model trained here (its initial weights).")
+    knob = None
+    defaults = {**Method.defaults, **{k: v for k, v in Recipe().as_meta().items() if k in Method.defaults}}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.theta0: dict[str, torch.Tensor] | None = None
+        self.sd_lambda = 0.0
+        self.report: dict = {}
+
+    def set_origin(self, theta0: dict[str, torch.Tensor], recipe: dict) -> None:
+        """θ_0 (the initial state dict) and the training recipe (a Recipe's `as_meta()` dict)."""
+        self.theta0 = theta0
+        self.sd_lambda = float(recipe.get("sd_lambda", 0.0))
+        for key in RECIPE_KEYS:
+            if key in recipe:
+                self.params[key] = type(self.params[key])(recipe[key])
+
+    def attach(self, ws, model_rec: dict) -> None:
+        from safetensors.torch import load_file
+
+        if not model_rec.get("recipe") or "init.safetensors" not in model_rec.get("files", []):
+            raise ParamError(f"sgd_unroll needs the initial weights and recipe of the training run, which model "
+                             f"{model_rec.get('id', '?')} ({model_rec.get('source', 'imported')}) does not have; "
+                             f"use a model trained here (explorer train)")
+        self.set_origin(load_file(ws.read(model_rec, "init.safetensors")), model_rec["recipe"])
+
+    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress=_no_progress):
+        p = self.params
+        if self.theta0 is None:
+            raise ParamError("sgd_unroll needs the model's initial weights: bind it to a trained model record")
+        forget_ids = np.asarray(forget_ids, dtype=np.int64)
+        if len(forget_ids) == 0:
+            raise ParamError("sgd_unroll needs a non-empty forget set")
+        model.to(device)
+        model0 = copy.deepcopy(model)
+        model0.load_state_dict(self.theta0)
+        progress(0.2, "sgd_unroll: gradient of the forget set at the initial weights")
+        grads = unrolling.forget_gradient(model0, ds.x_train[forget_ids], ds.y_train[forget_ids], p["batch_size"],
+                                          self.sd_lambda)
+        grad_norm = unrolling.flat_norm(grads)
+        if not np.isfinite(grad_norm):
+            raise ParamError("sgd_unroll: the forget set's gradient at the initial weights is NaN or infinite")
+        params = [q for q in model.parameters() if q.requires_grad]
+        with torch.no_grad():
+            torch._foreach_add_(params, grads, alpha=p["epochs"] * p["lr"])
+        self.report = {"epochs_seen": p["epochs"], "lr": p["lr"], "grad_norm": grad_norm}
+        progress(1.0, f"sgd_unroll: added {p['epochs']}·{p['lr']:g}·∇L(θ_0; S) (‖∇L‖ = {grad_norm:.3g})")
+        return model

@@ -1,0 +1,187 @@
+"""Unrolling SGD (Thudi et al., EuroS&P 2022; METHODS.md §7): the SD loss, the top Hessian
+eigenvalue and the unlearning error, a cheap proxy of the verification error ‖θ_u − θ_r‖₂.
+
+- `sd_loss(logits)` = mean_b std(z_b)/C, the regularizer training adds as λ·sd_loss
+  (`Recipe.sd_lambda`); std is the unbiased standard deviation over a sample's C logits, as
+  `torch.std` in the official code (`sum(std(x, 1)) / len(x.view(-1))`).
+- `top_hessian_eigenvalue` is power iteration on Hessian-vector products (double backward) of the
+  training loss over a fixed batch; it converges to the eigenvalue of largest magnitude.
+- `unlearning_error` = η²·t·½·‖θ_t − θ_0‖₂·σ with σ = √λ_max, as the official code takes it
+  (`sigma = np.sqrt(top_eigenvalues[-1])`). Power iteration returns the eigenvalue of largest
+  magnitude, which on a non-convex loss can be negative; we take √|λ| (the square root of the
+  Hessian's spectral norm), which equals the official σ whenever λ_max > 0 and is never NaN.
+
+Nothing here imports the training or checkpoint modules at import time: `training` imports
+`sd_loss` from here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HESSIAN_BATCH = 512  # samples the Hessian is taken over (all of them when there are fewer)
+
+
+def sd_loss(logits: torch.Tensor) -> torch.Tensor:
+    """mean over the batch of each sample's logit standard deviation, divided by the class count:
+    λ times this is added to the cross-entropy (METHODS.md §7). Logits are (batch, classes)."""
+    return logits.std(dim=1).mean() / logits.shape[1]
+
+
+def training_loss(logits: torch.Tensor, y: torch.Tensor, sd_lambda: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+    """The loss training minimizes: cross-entropy, plus λ·std(z_b)/C per sample when λ > 0.
+    reduction="sum" gives the sum of the per-sample losses (what a batch mean divides by B)."""
+    losses = F.cross_entropy(logits, y, reduction="none")
+    if sd_lambda:
+        losses = losses + sd_lambda * logits.std(dim=1) / logits.shape[1]
+    return losses.sum() if reduction == "sum" else losses.mean()
+
+
+def training_steps(epochs: int, n: int, batch_size: int) -> int:
+    """t: the SGD steps of a training run (every sample is seen once per epoch)."""
+    return int(epochs) * math.ceil(int(n) / int(batch_size))
+
+
+def hessian_batch(x: torch.Tensor, y: torch.Tensor, size: int = HESSIAN_BATCH, seed: int = 0):
+    """A fixed batch: `size` samples drawn once with a seeded generator (in id order), or all
+    of them when there are fewer; the same data and seed always give the same batch."""
+    if len(y) <= size:
+        return x, y
+    ids = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    return x[ids], y[ids]
+
+
+def _params(model: nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def top_hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 20, seed: int = 0, *,
+                           sd_lambda: float = 0.0, tol: float = 1e-3, batch: int = HESSIAN_BATCH) -> float:
+    """The eigenvalue of largest magnitude of the Hessian of the training loss (batch-mean
+    cross-entropy, plus the SD term when sd_lambda > 0) with respect to the trainable parameters,
+    over a fixed batch of `batch` samples of (x, y) (all of them if fewer).
+
+    Power iteration on Hessian-vector products: the gradient graph is built once and each
+    iteration is one double-backward pass. Stops after `iters` products, or earlier once the
+    Rayleigh quotient changes by less than `tol` (relative), as PyHessian does. The model is
+    evaluated in eval mode (as the official code does) and left in the mode it was in."""
+    return _power_iteration(model, x, y, iters, seed, sd_lambda, tol, batch)[0]
+
+
+def _power_iteration(model, x, y, iters, seed, sd_lambda, tol, batch) -> tuple[float, int]:
+    """(eigenvalue, Hessian-vector products taken)."""
+    params = _params(model)
+    device = params[0].device
+    xb, yb = hessian_batch(x, y, batch)
+    xb, yb = xb.to(device), yb.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        loss = training_loss(model(xb), yb, sd_lambda)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        gen = torch.Generator().manual_seed(seed)
+        v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(device) for p in params]
+        norm = torch.sqrt(sum((u * u).sum() for u in v))
+        v = [u / norm for u in v]
+        eig = float("nan")
+        for k in range(1, iters + 1):
+            hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=k < iters)
+            new = float(sum((a * b).sum() for a, b in zip(hv, v)))  # Rayleigh quotient vᵀHv, ‖v‖ = 1
+            norm = torch.sqrt(sum((h * h).sum() for h in hv))
+            if not math.isfinite(new) or float(norm) == 0.0:
+                return new, k
+            v = [h.detach() / norm for h in hv]
+            if k > 1 and abs(new - eig) <= tol * (abs(eig) + 1e-12):
+                return new, k
+            eig = new
+        return eig, iters
+    finally:
+        model.train(was_training)
+
+
+def _flat(theta) -> torch.Tensor:
+    """A flat float64 vector from a tensor, a list of tensors or a name -> tensor mapping."""
+    if isinstance(theta, torch.Tensor):
+        return theta.detach().reshape(-1).double().cpu()
+    if isinstance(theta, Mapping):
+        theta = theta.values()
+    return torch.cat([t.detach().reshape(-1).double().cpu() for t in theta])
+
+
+def unlearning_error(theta_t, theta_0, lr: float, steps: int, sigma: float) -> float:
+    """e = η²·t·½·‖θ_t − θ_0‖₂·σ (METHODS.md §7). θ_t and θ_0 are flat tensors, lists of tensors in
+    the same order, or name -> tensor mappings with the same keys (the trainable parameters)."""
+    if isinstance(theta_t, Mapping) and isinstance(theta_0, Mapping):
+        theta_0 = [theta_0[k] for k in theta_t]
+    shift = float(torch.linalg.vector_norm(_flat(theta_t) - _flat(theta_0)))
+    return lr * lr * steps * 0.5 * shift * sigma
+
+
+def unlearning_error_of(model: nn.Module, theta0_state: Mapping[str, torch.Tensor], recipe_lr: float, steps: int,
+                        x: torch.Tensor, y: torch.Tensor, *, sd_lambda: float = 0.0, iters: int = 20,
+                        seed: int = 0, tol: float = 1e-2) -> dict:
+    """The unlearning error of a trained model θ_t (`model`) whose training started at
+    `theta0_state` (its initial state dict; only the trainable parameters are used) and took
+    `steps` SGD steps at learning rate `recipe_lr`; σ = √|λ_max| of the training loss's Hessian on
+    a fixed batch of 512 samples of (x, y). Power iteration stops at a 1% relative change of the
+    Rayleigh quotient (about 6 Hessian-vector products on a digits CNN; σ then within ~0.3% of
+    the tol=1e-3 value), so it is cheap enough for every run. Returns the error with its parts:
+    {"unlearning_error", "sigma", "lambda_max", "weight_shift", "lr", "steps", "hvps", "seconds"}."""
+    start = time.perf_counter()
+    named = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    missing = [k for k in named if k not in theta0_state]
+    if missing:
+        raise ValueError(f"the initial state has no {missing[0]!r}: not this model's initial weights")
+    lam, hvps = _power_iteration(model, x, y, iters, seed, sd_lambda, tol, HESSIAN_BATCH)
+    sigma = math.sqrt(abs(lam)) if math.isfinite(lam) else float("nan")
+    theta_0 = {k: theta0_state[k] for k in named}
+    shift = float(torch.linalg.vector_norm(_flat(named) - _flat(theta_0)))
+    return {"unlearning_error": unlearning_error(named, theta_0, recipe_lr, steps, sigma), "sigma": sigma,
+            "lambda_max": lam, "weight_shift": shift, "lr": recipe_lr, "steps": steps, "hvps": hvps,
+            "seconds": time.perf_counter() - start}
+
+
+def unlearning_error_of_record(ws, model_rec: dict, device: torch.device | str = "cpu", **kwargs) -> dict | None:
+    """`unlearning_error_of` for a model record: its weights, initial weights, recipe (lr, epochs,
+    batch size, sd_lambda) and training set; None for a model without initial weights or recipe
+    (an imported one)."""
+    from . import checkpoints, training
+
+    if not model_rec.get("recipe") or "init.safetensors" not in model_rec.get("files", []):
+        return None
+    recipe = training.Recipe(**model_rec["recipe"])
+    ds = checkpoints.dataset_of(ws, model_rec)
+    model = checkpoints.load_model(ws, model_rec, device=device)
+    theta0 = checkpoints.load_model(ws, model_rec, which="init").state_dict()
+    steps = training_steps(recipe.epochs, ds.n_train, recipe.batch_size)
+    return unlearning_error_of(model, theta0, recipe.lr, steps, ds.x_train, ds.y_train,
+                               sd_lambda=recipe.sd_lambda, **kwargs)
+
+
+def forget_gradient(model0: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, sd_lambda: float = 0.0,
+                    chunk: int = 1024) -> list[torch.Tensor]:
+    """Σ_{x* ∈ S} ∇ℓ(θ_0; x*) / B: the gradient, at the model's weights, of the forgotten
+    samples' summed training loss divided by the training batch size B — each sample's share of
+    the batch-mean gradient it contributed to at every step. One trainable-parameter-aligned
+    list; the samples go through in chunks in training mode (batch norm then uses each chunk's
+    statistics, as the official code feeds the forgotten batch)."""
+    params = _params(model0)
+    device = params[0].device
+    model0.train()
+    total = [torch.zeros_like(p) for p in params]
+    for i in range(0, len(y), chunk):
+        xb, yb = x[i : i + chunk].to(device), y[i : i + chunk].to(device)
+        loss = training_loss(model0(xb), yb, sd_lambda, reduction="sum") / batch_size
+        for t, g in zip(total, torch.autograd.grad(loss, params)):
+            t.add_(g)
+    return total
+
+
+def flat_norm(tensors: Iterable[torch.Tensor]) -> float:
+    return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)))
