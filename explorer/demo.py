@@ -48,8 +48,8 @@ def run(ws: Workspace, device: torch.device, progress: Progress = _no_progress, 
     found = [m for m in ws.find("model", name=f"{NAME} {arch}") if m.get("recipe") == recipe.as_meta()]
     model = found[-1] if found else checkpoints.train(ws, spec, arch, recipe, device,
                                                       _stage(progress, 0.0, 0.1, "training"), name=f"{NAME} {arch}")
-    exact = memorization.exact(ws, model, memorization.ExactConfig(models=models), device,
-                               _stage(progress, 0.1, 0.45, "exact memorization"))
+    exact = scores.latest(ws, model["id"]).get("exact") or memorization.exact(  # any exact estimate is reused
+        ws, model, memorization.ExactConfig(models=models), device, _stage(progress, 0.1, 0.45, "exact memorization"))
     missing = [p for p in proxies.ALL if p not in scores.latest(ws, model["id"])]
     if missing:
         proxies.compute(ws, model, missing, device, _stage(progress, 0.45, 0.5, "proxies"))

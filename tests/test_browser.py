@@ -233,6 +233,16 @@ def demo_workspace(tmp_path_factory) -> Path:
     return ws_path
 
 
+def _shoot(page, name: str) -> None:
+    """A screenshot of the whole page: Streamlit scrolls inside its main block, so the window is
+    made as tall as that block first."""
+    height = page.evaluate("() => (document.querySelector('[data-testid=stMain]') || document.body).scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(max(1000, int(height) + 20), 6000)})
+    page.wait_for_timeout(1500)  # charts re-lay themselves out
+    page.screenshot(path=str(OUTPUT / name), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
 def test_journey_demo_explore_unlearn_compare(app, page, demo_workspace):
     """The main path a new user takes, in a real browser, with a screenshot of each page in
     test-output/journey/."""
@@ -248,7 +258,7 @@ def test_journey_demo_explore_unlearn_compare(app, page, demo_workspace):
     ended = page.get_by_text(re.compile(r"^demo(: done| failed)"))
     expect(ended).to_be_visible(timeout=240_000)
     assert "done" in ended.inner_text(), ended.inner_text()
-    page.screenshot(path=str(OUTPUT / "1-home.png"), full_page=True)
+    _shoot(page, "1-home.png")
 
     _open(page, url, "Explore")
     _settled(page)
@@ -258,18 +268,18 @@ def test_journey_demo_explore_unlearn_compare(app, page, demo_workspace):
     page.get_by_label("Name").first.fill("journey selection")
     page.get_by_role("button", name="Save as forget set").click()
     expect(page.get_by_text("Saved forget set")).to_be_visible(timeout=30_000)
-    page.screenshot(path=str(OUTPUT / "2-explore.png"), full_page=True)
+    _shoot(page, "2-explore.png")
 
     _open(page, url, "Unlearn")
     _settled(page)
     page.get_by_role("button", name="Run", exact=True).click()
     expect(page.get_by_text(re.compile(r"finetune on journey selection: done"))).to_be_visible(timeout=180_000)
-    page.screenshot(path=str(OUTPUT / "3-unlearn.png"), full_page=True)
+    _shoot(page, "3-unlearn.png")
 
     _open(page, url, "Compare")
     _settled(page)
     expect(page.get_by_text("One run in detail")).to_be_visible()
-    page.screenshot(path=str(OUTPUT / "4-compare.png"), full_page=True)
+    _shoot(page, "4-compare.png")
     saved = Workspace(ws_path).find("forget_set", name="journey selection")
     assert len(saved) == 1 and Workspace(ws_path).find("run", forget_set_id=saved[0]["id"])
 

@@ -69,7 +69,7 @@ if ref["oracle"] is not None:
     st.caption("Up and to the left is better: as close to the oracle as possible, as fast as possible. "
                "Use the camera icon on any chart to save it as a PNG.")
 every_row = [row for row in comparison.rows(ws, all_runs) if not row["run"].startswith("(")]
-if len({row["unlearning_error"] for row in every_row if row.get("unlearning_error") is not None}) > 1:
+if len({f"{row['unlearning_error']:.3g}" for row in every_row if row.get("unlearning_error") is not None}) > 1:
     st.markdown("**Unlearning error against verification error**, every run of every model: models trained with the "
                 "SD loss (`--sd-lambda`) should sit lower on both.")
     st.plotly_chart(plots.error_vs_verification(every_row), key="error_vs_verification")

@@ -7,7 +7,8 @@ from explorer import jobs, ui
 
 ws = ui.workspace()
 st.title("Jobs")
-st.caption("Everything slow runs as a background process; it keeps going if you leave this page.")
+st.caption("Everything slow runs as a background process: it keeps going if you leave this page, a cancelled job "
+           "writes nothing half-done, and an interrupted exact-memorization run resumes where it stopped.")
 
 
 def _duration(job) -> str:

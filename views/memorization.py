@@ -10,7 +10,9 @@ st.title("Memorization")
 st.caption(
     "How strongly did the model memorize each training sample? **Exact** memorization (Feldman & Zhang) "
     "trains many models on random 70% subsets and compares accuracy on a sample when it was in the subset "
-    "against when it was not. **Proxies** estimate the same thing far more cheaply."
+    "against when it was not ([Feldman & Zhang 2020](https://arxiv.org/abs/2008.03703)). **Proxies** estimate the "
+    "same thing far more cheaply ([Zhao & Triantafillou 2024](https://arxiv.org/abs/2410.16516)), which is what makes "
+    "memorization-aware unlearning practical."
 )
 ui.last_job_message()
 

@@ -7,6 +7,9 @@ from explorer import data, models, plots, training, ui
 
 ws = ui.workspace()
 st.title("Models")
+st.caption("Train a classifier here, recording how every sample is learned epoch by epoch (the cheap memorization "
+           "proxies come from that record), or import one. Flip a few labels to see memorization at work: a "
+           "mislabeled sample can only be fit by memorizing it ([Feldman & Zhang 2020](https://arxiv.org/abs/2008.03703)).")
 ui.last_job_message()
 
 train_tab, import_tab = st.tabs(["Train", "Import"])
