@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 
-from . import checkpoints, embeddings, metrics, models, scores
+from . import checkpoints, embeddings, metrics, scores
 from .errors import UserError
 from .workspace import Workspace
 
@@ -105,7 +105,7 @@ def model_features(ws: Workspace, model_rec: dict) -> np.ndarray:
     if stored:
         return embeddings.load(ws, stored[0]).train_features
     ds = checkpoints.dataset_of(ws, model_rec)
-    return models.penultimate(checkpoints.load_model(ws, model_rec), ds.x_train).numpy()
+    return embeddings.features(checkpoints.load_model(ws, model_rec), ds.x_train)
 
 
 def create(ws: Workspace, model_rec: dict, strategy: str, name: str | None = None, features=None,

@@ -39,12 +39,6 @@ def true_label_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
     return p.gather(1, y[:, None].cpu())[:, 0].numpy()
 
 
-def mia_efficacy(model: nn.Module, ds, forget_ids, seed: int = 0) -> float:
-    """Fraction of S an SVC on true-label confidence calls a non-member (see `mia_efficacy_of`)."""
-    return mia_efficacy_of(true_label_confidence(model, ds.x_train, ds.y_train),
-                           true_label_confidence(model, ds.x_test, ds.y_test), forget_ids, seed)
-
-
 def mia_efficacy_of(conf_train: np.ndarray, conf_test: np.ndarray, forget_ids, seed: int = 0) -> float:
     """Fraction of S an SVC on true-label confidence calls a non-member, the SVC having been
     trained with retain samples as members and test samples as non-members, balanced."""

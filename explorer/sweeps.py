@@ -17,7 +17,7 @@ import itertools
 import numpy as np
 import torch
 
-from . import models, runs, unlearning
+from . import metrics, models, runs, unlearning
 from .training import Progress, _no_progress
 from .unlearning import sequence
 from .workspace import Workspace
@@ -67,24 +67,22 @@ def front(points: list[dict]) -> list[dict]:
 
 
 class _PartialTarget:
-    """ToW of a model against the oracle on the part of S forgotten so far, R = D \\ S and T
-    (no MIA: it is only used to rank candidates)."""
+    """ToW against the oracle on the part of S forgotten so far, R = D \\ S and T (no MIA: it
+    only ranks candidates). The oracle's predictions come from the setup."""
 
-    def __init__(self, s: runs.Setup, oracle: torch.nn.Module):
+    def __init__(self, s: runs.Setup):
         self.s = s
         self.y, self.y_test = s.ds.y_train.numpy(), s.ds.y_test.numpy()
-        self.oracle = self._correct(oracle)
+        seen = s.seen["oracle"]
+        self.oracle = seen["train_pred"] == self.y, seen["test_pred"] == self.y_test
 
-    def _correct(self, model):
-        train = models.predict_proba(model, self.s.ds.x_train).argmax(1).numpy() == self.y
-        test = models.predict_proba(model, self.s.ds.x_test).argmax(1).numpy() == self.y_test
-        return train, test
+    def _accuracies(self, train: np.ndarray, test: np.ndarray, forgotten: np.ndarray) -> dict:
+        return {"acc_forget": train[forgotten].mean(), "acc_retain": train[self.s.retain].mean(), "acc_test": test.mean()}
 
     def tow(self, model, forgotten: np.ndarray) -> float:
-        (train, test), (o_train, o_test) = self._correct(model), self.oracle
-        factors = [(train[forgotten].mean(), o_train[forgotten].mean()),
-                   (train[self.s.retain].mean(), o_train[self.s.retain].mean()), (test.mean(), o_test.mean())]
-        return float(np.prod([1 - abs(a - b) for a, b in factors]))
+        train = models.predict_proba(model, self.s.ds.x_train).argmax(1).numpy() == self.y
+        test = models.predict_proba(model, self.s.ds.x_test).argmax(1).numpy() == self.y_test
+        return metrics.tow(self._accuracies(train, test, forgotten), self._accuracies(*self.oracle, forgotten))
 
 
 def tune_sequence(ws: Workspace, s: runs.Setup, kind: str, steps_from: dict[str, dict], device: torch.device,
@@ -99,7 +97,7 @@ def tune_sequence(ws: Workspace, s: runs.Setup, kind: str, steps_from: dict[str,
     groups = probe.groups(s.forget)
     ordered = [groups[i] for i in probe.order]
     names = sequence.group_names(len(groups))
-    target = _PartialTarget(s, runs.checkpoints.load_model(ws, s.oracle_rec))
+    target = _PartialTarget(s)
     kept = [(0.0, s.original, [])]  # (partial ToW, model, steps chosen so far in processing order)
     forgotten, tried = np.array([], dtype=np.int64), []
     total = len(ordered) * len(candidates) * beam

@@ -96,4 +96,4 @@ def test_compare_page_views(monkeypatch, two_runs):
     expected = metrics.threshold_attack(groups["forget"], groups["test"], 0.1)
     assert next(m for m in at.metric if m.label == "attack accuracy · unlearned").value == f"{expected:.3f}"
     next(b for b in at.button if b.label == "Build an HTML report").click().run()
-    assert not at.exception and at.session_state["report_html"].count("<h2>") >= 3
+    assert not at.exception and at.session_state["report"]["html"].count("<h2>") >= 3

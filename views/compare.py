@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import blocks, comparison, metrics, models, plots, report, scores, ui
+from explorer import blocks, comparison, embeddings, metrics, plots, report, scores, ui
 from explorer.comparison import METRICS
 
 ws = ui.workspace()
@@ -14,6 +14,16 @@ st.caption("Every run against the original model and the **oracle** retrained wi
            "unlearning run behaves like the oracle: forget accuracy and membership-inference scores move to the "
            "oracle's while retain and test accuracy hold. Metrics follow [RUM](https://arxiv.org/abs/2406.04496) "
            "and [SCRUB](https://arxiv.org/abs/2302.09880).")
+
+
+
+@st.cache_data(show_spinner="Computing the twin maps…", max_entries=8)
+def twin_maps(ws_path: str, run_id: str) -> tuple[np.ndarray, np.ndarray]:
+    run = ws.get(run_id, "run")
+    x = ui.dataset(ws, models_by_id[run["model_id"]]).x_train
+    return comparison.twin_projection(embeddings.features(ui.load_model(ws_path, run["model_id"]), x),
+                                      embeddings.features(comparison.unlearned_model(ws, run), x))
+
 
 all_runs = ws.find("run")[::-1]
 if not all_runs:
@@ -32,7 +42,8 @@ here = [r for r in all_runs if r["model_id"] == pick_model and r["forget_set_id"
 methods = c3.multiselect("Methods", list(dict.fromkeys(r["method"] for r in here)))
 shown = [r for r in here if not methods or r["method"] in methods]
 
-table = pd.DataFrame(comparison.rows(ws, shown))
+shown_rows = comparison.rows(ws, shown)
+table = pd.DataFrame(shown_rows)
 config = {k: st.column_config.NumberColumn(label, help=text, format="%.3f") for k, (label, text) in METRICS.items()}
 config["seconds"] = st.column_config.NumberColumn("time", format="%.2f s", help=METRICS["seconds"][1])
 config["speedup"] = st.column_config.NumberColumn("speed-up", format="%.1f×", help=METRICS["speedup"][1])
@@ -43,10 +54,12 @@ c1, c2, c3 = st.columns(3)
 c1.download_button("Metrics as CSV", table.to_csv(index=False), "metrics.csv", "text/csv")
 c2.download_button("Metrics as JSON", json.dumps(table.replace({np.nan: None}).to_dict("records")), "metrics.json",
                    "application/json")
+shown_ids = tuple(r["id"] for r in shown)
 if c3.button("Build an HTML report", help="A self-contained page with every figure, to share or archive."):
-    st.session_state["report_html"] = report.html(ws, [r["id"] for r in shown])
-if st.session_state.get("report_html"):
-    c3.download_button("Download the report", st.session_state["report_html"], "unlearning-report.html", "text/html")
+    st.session_state["report"] = {"ids": shown_ids, "html": report.html(ws, list(shown_ids))}
+built = st.session_state.get("report")
+if built and built["ids"] == shown_ids:  # never a report of an earlier selection
+    c3.download_button("Download the report", built["html"], "unlearning-report.html", "text/html")
 
 repeated = [row for row in comparison.by_setting(shown) if row["seeds"] > 1]
 if repeated:
@@ -56,7 +69,7 @@ if repeated:
                                 if c not in ("method", "setting", "runs", "seeds")})
 
 # -- the trade-offs -----------------------------------------------------------------------------
-runs_rows = [row for row in comparison.rows(ws, shown) if not row["run"].startswith("(")]
+runs_rows = [row for row in shown_rows if not row["run"].startswith("(")]
 ref = shown[0]
 st.subheader("Against the references")
 c1, c2 = st.columns(2)
@@ -134,8 +147,10 @@ with mia:
     who = [w for w in ("original", "unlearned", "oracle") if f"{w}_train_loss" in samples]
     groups = {w: comparison.loss_groups(samples, forget, ds.n_train, w) for w in who}
     best_t, _ = metrics.best_threshold(groups["unlearned"]["forget"], groups["unlearned"]["test"])
-    lo, hi = np.log10(1e-6), np.log10(max(float(samples["original_train_loss"].max()), 10.0))
-    log_t = st.slider("Attack threshold (log₁₀ loss)", float(lo), float(hi), float(np.log10(max(best_t, 1e-6))), 0.05,
+    largest = max(float(np.max(v)) for parts in groups.values() for v in parts.values() if len(v))
+    lo, hi = -6.0, float(np.log10(max(largest, 10.0)))
+    start = float(np.clip(np.log10(best_t), lo, hi)) if np.isfinite(best_t) and best_t > 0 else lo
+    log_t = st.slider("Attack threshold (log₁₀ loss)", lo, hi, start, 0.05,
                       help="The attacker calls a sample a member (trained on) when its loss is below the threshold.")
     st.plotly_chart(plots.loss_distributions(groups, 10 ** log_t), key="loss_hist")
     cols = st.columns(len(who))
@@ -159,9 +174,7 @@ with classes:
 with maps:
     if st.toggle("Show the twin maps", help="Penultimate features of the original and the unlearned model, through one "
                  "PCA fitted on the original's: did the forget set move?"):
-        before_f = models.penultimate(ui.load_model(ws_path, run["model_id"]), ds.x_train).numpy()
-        after_f = models.penultimate(comparison.unlearned_model(ws, run), ds.x_train).numpy()
-        xy_before, xy_after = comparison.twin_projection(before_f, after_f)
+        xy_before, xy_after = twin_maps(ws_path, run["id"])
         st.plotly_chart(plots.twin_maps(xy_before, xy_after, ds.y_train.numpy(), forget, ds.classes), key="twin")
     if run.get("analysis"):
         st.plotly_chart(plots.cka_lines(run["analysis"]), key="cka")

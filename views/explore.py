@@ -92,6 +92,12 @@ stored = st.session_state.get("explore_selection") or {}
 picked = [i for i in stored.get("ids", []) if 0 <= i < len(labels)] if stored.get("model") == rec["id"] else []
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def entanglement(ws_path: str, map_id: str, ids: tuple[int, ...]) -> float:
+    """ES of a selection, from the map's stored features; cached, as a rerun keeps the selection."""
+    return metrics.entanglement(ui.stored_map(ws_path, map_id).train_features, np.asarray(ids))
+
+
 def thumb(i: int) -> np.ndarray:
     return ds.thumbs_train[i] if i < n_train else ds.thumbs_test[i - n_train]
 
@@ -139,9 +145,9 @@ def selection_panel(sel: np.ndarray, n_test: int) -> None:
         c2.metric(f"mean {colouring.name}", f"{np.nanmean(score[sel]):.3f}",
                   delta=f"{np.nanmean(score[sel]) - np.nanmean(score):+.3f} vs all samples", delta_color="off")
     if len(sel) < n_train:
-        es = metrics.entanglement(smap.train_features, sel)
-        baseline = metrics.entanglement(smap.train_features,
-                                        np.random.default_rng(0).choice(n_train, len(sel), replace=False))
+        es = entanglement(ws_path, chosen["id"], tuple(sel.tolist()))
+        baseline = entanglement(ws_path, chosen["id"],
+                                tuple(np.random.default_rng(0).choice(n_train, len(sel), replace=False).tolist()))
         c3.metric("entanglement (ES)", f"{es:,.1f}",
                   help="RUM's entanglement score: spread within the selection and within the rest, over the "
                        "distance between their centres. Higher = more mixed with the rest = harder to unlearn. "
