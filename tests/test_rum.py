@@ -211,3 +211,18 @@ def test_unlearn_page_configures_and_launches_rum_and_a_sweep(populated, monkeyp
     for j in launched.values():
         done = jobs.wait(ws, j["id"], timeout=240)
         assert done["state"] == "succeeded", jobs.log_tail(done)
+
+
+@pytest.mark.parametrize("name", unlearning.NAMES)
+def test_every_method_can_be_picked_on_the_unlearn_page(populated, monkeypatch, name):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    monkeypatch.setenv("EXPLORER_WORKSPACE", str(populated["ws"].path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("views/unlearn.py")
+    at.session_state["model_id"] = populated["model"]["id"]
+    at.run()
+    next(m for m in at.multiselect if m.label == "Methods").set_value([name]).run()
+    assert not at.exception, at.exception[0].value

@@ -51,6 +51,9 @@ def base_params(name: str, key: str) -> dict:
     # no training loop (mnemonic), or the recipe's own (sgd_unroll, deepobliviate): these do nothing
     loop_only = ("epochs", "lr", "seed") if name in ("mnemonic", "sgd_unroll", "deepobliviate") else ()
     shown = [k for k in values if k not in ("momentum", "weight_decay", "batch_size", *loop_only)]
+    if not shown:
+        st.caption("No settings to choose: it follows the model's own training recipe.")
+        return {}
     out = {}
     for col, k in zip(st.columns(len(shown)), shown):
         v = values[k]
