@@ -60,15 +60,19 @@ class Method:
     knob: ClassVar[str | None] = None
     from_init: ClassVar[bool] = False
     fractions: ClassVar[tuple[str, ...]] = ()
+    rules: ClassVar[tuple[str, ...]] = ()  # choices of a string `rule` parameter, the first the default
     defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
 
     mask: list[torch.Tensor] | None = None  # per trainable parameter, set by `prepare`
 
     def __init__(self, **params):
+        params = dict(params)
+        rule = params.pop("rule", self.rules[0]) if self.rules else None
         defaults = {**self.defaults, "seed": 0}
         unknown = set(params) - set(defaults)
         if unknown:
-            raise ParamError(f"{self.name} has no parameter {sorted(unknown)[0]!r}; it takes {', '.join(defaults)}")
+            takes = [*defaults, *(["rule"] if self.rules else [])]
+            raise ParamError(f"{self.name} has no parameter {sorted(unknown)[0]!r}; it takes {', '.join(takes)}")
         self.params = {}
         for key, default in defaults.items():  # each value takes its default's type, or is refused
             value = params.get(key, default)
@@ -92,6 +96,10 @@ class Method:
         for key, value in self.params.items():  # no method has a use for negative or infinite values
             if not (value >= 0 and math.isfinite(value)):
                 raise ParamError(f"{self.name}: {key} must be a finite number, at least 0; got {value}")
+        if self.rules:  # the one string parameter a method may have
+            if rule not in self.rules:
+                raise ParamError(f"{self.name}: rule must be one of {', '.join(self.rules)}, got {rule!r}")
+            self.params["rule"] = rule
 
     # -- what a method supplies ------------------------------------------------------------------
 

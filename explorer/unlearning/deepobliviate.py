@@ -48,15 +48,7 @@ class DeepObliviate(Method):
     rules = blocks.RULES  # the choices of the `rule` parameter, the first the default
 
     def __init__(self, **params):
-        rule = params.pop("rule", self.rules[0])
-        unknown = sorted(set(params) - {*self.defaults, "seed"})
-        if unknown:
-            raise ParamError(f"deepobliviate has no parameter {unknown[0]!r}; it takes "
-                             f"{', '.join([*self.defaults, 'seed', 'rule'])}")
-        if rule not in self.rules:
-            raise ParamError(f"deepobliviate: rule must be one of {', '.join(self.rules)}, got {rule!r}")
         super().__init__(**params)
-        self.params["rule"] = rule
         self.store: blocks.Store | None = None
         self.recipe: training.Recipe | None = None
         self.report: dict = {}

@@ -50,15 +50,7 @@ class Mnemonic(Method):
     rules = mnemonic.RULES  # the choices of the `rule` parameter, the first the default
 
     def __init__(self, **params):
-        rule = params.pop("rule", mnemonic.DEFAULT_RULE)
-        unknown = sorted(set(params) - {*self.defaults, "seed"})
-        if unknown:
-            raise ParamError(f"mnemonic has no parameter {unknown[0]!r}; it takes "
-                             f"{', '.join([*self.defaults, 'seed', 'rule'])}")
-        if rule not in mnemonic.RULES:
-            raise ParamError(f"mnemonic: rule must be one of {', '.join(mnemonic.RULES)}, got {rule!r}")
         super().__init__(**params)
-        self.params["rule"] = rule
         if not (self.params["lam1"] > 0 and self.params["lam2"] > 0):
             raise ParamError("mnemonic: lam1 and lam2 must be positive")
         if self.params["samples_per_class"] < 1:
