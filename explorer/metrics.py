@@ -278,16 +278,12 @@ def _layer_grams(model: nn.Module, x: torch.Tensor, layers: list[str], batch_siz
     captured: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: captured[n].append(o.detach().flatten(1).clone()))
              for n in layers]
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     try:
-        for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size].to(device))
+        for _ in models.eval_outputs(model, x, batch_size):
+            pass
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     grams = {}
     for n in layers:
         f = torch.cat(captured.pop(n)).float()

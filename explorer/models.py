@@ -95,28 +95,33 @@ def head(model: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Eval-mode penultimate features of `x`, batched, returned on the CPU."""
-    captured: list[torch.Tensor] = []
-    hook = head(model).register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().cpu()))
+def eval_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 512):
+    """Eval-mode outputs of `x`, batch by batch on the model's device (a generator); the model's
+    train/eval mode is restored afterwards. Forward hooks see every batch."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     try:
         for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size].to(device))
+            yield model(x[i : i + batch_size].to(device))
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Eval-mode penultimate features of `x`, batched, returned on the CPU."""
+    captured: list[torch.Tensor] = []
+    hook = head(model).register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().cpu()))
+    try:
+        for _ in eval_outputs(model, x, batch_size):
+            pass
     finally:
         hook.remove()
-        model.train(was_training)
     return torch.cat(captured)
 
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Eval-mode softmax over `x`, batched, on the CPU."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = [torch.softmax(model(x[i : i + batch_size].to(device)), 1).cpu() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
+    return torch.cat([torch.softmax(out, 1).cpu() for out in eval_outputs(model, x, batch_size)])
