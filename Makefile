@@ -22,7 +22,7 @@ run: $(VENV)/.deps
 	$(BIN)/python -m streamlit run app.py
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -n 2  # two workers: the suite is sized for two cores
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup  # two workers: the suite is sized for two cores; Ray tests share one
 
 bench: $(VENV)/.deps
 	$(BIN)/python -m bench

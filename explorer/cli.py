@@ -329,6 +329,9 @@ def memorize(
     seed: int = 0,
     engine: Annotated[str, typer.Option(help="auto, batched (K models at once) or sequential.")] = "auto",
     chunk: Annotated[Optional[int], typer.Option(help="Models per saved chunk [default: 32 batched, 8 sequential].")] = None,
+    backend: Annotated[str, typer.Option(help="local (this machine) or ray (chunks as tasks on a Ray cluster).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="The Ray cluster to use with --backend ray, e.g. auto or "
+                                                        "ray://head:10001 [default: RAY_ADDRESS, else a local Ray].")] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -341,15 +344,20 @@ def memorize(
     def prepare():
         cfg = memorization.ExactConfig(models=models_, ratio=ratio, epochs=epochs, seed=seed, engine=engine, chunk=chunk)
         cfg.check()
+        if backend not in memorization.BACKENDS:
+            raise UserError(f"unknown backend {backend!r}; choose local or ray")
+        if address is not None and backend != "ray":
+            raise UserError("--address names a Ray cluster; use it with --backend ray")
         return cfg, devices.resolve(device)
 
     def work(ws, progress, prepared):
         cfg, dev = prepared
-        return memorization.exact(ws, ws.get(model, "model"), cfg, dev, progress)
+        return memorization.exact(ws, ws.get(model, "model"), cfg, dev, progress, backend=backend, address=address)
 
     execute(workspace, job, as_json, work,
             lambda r: f"exact memorization {r['id']}: {r['models']} models, {r['seconds']:.1f} s on {r['device']} "
-                      f"({r['params']['engine']}); {r['never_held_out']} samples never held out",
+                      f"({r['params']['engine']}{', on Ray' if r.get('backend') == 'ray' else ''}); "
+                      f"{r['never_held_out']} samples never held out",
             prepare=prepare)
 
 

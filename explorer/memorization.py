@@ -14,7 +14,7 @@ import hashlib
 import json
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,6 +26,9 @@ from .errors import UserError
 from .models import ArchError
 from .training import Progress, _no_progress
 from .workspace import Workspace, npz_bytes, write_atomic
+
+
+BACKENDS = ("local", "ray")  # where the subset models train: this machine, or a Ray cluster (explorer/cluster.py)
 
 
 @dataclass
@@ -48,6 +51,13 @@ class ExactConfig:
             raise UserError("--chunk must be at least 1")
         if self.engine not in ("auto", "batched", "sequential"):
             raise UserError(f"unknown engine {self.engine!r}; choose auto, batched or sequential")
+
+
+def sample_passes(models: int, ratio: float, epochs: int, n: int) -> int:
+    """The cost model of an exact run: each of K models makes `epochs` training passes over its
+    ⌊ratio·n⌋ samples (forward and backward). Its time is this over a device's sample throughput;
+    the evaluation of every model on all samples adds about one more epoch."""
+    return models * epochs * int(ratio * n)
 
 
 def subsets(n: int, ratio: float, k: int, seed: int) -> np.ndarray:
@@ -163,12 +173,14 @@ def in_progress(ws: Workspace, model_id: str) -> list[dict]:
     return runs
 
 
-def cli_args(model_id: str, cfg: ExactConfig) -> list[str]:
+def cli_args(model_id: str, cfg: ExactConfig, backend: str = "local", address: str | None = None) -> list[str]:
     """The `memorize` command line that runs (or resumes) this configuration."""
     argv = ["memorize", model_id, "--exact", "--models", str(cfg.models), "--ratio", str(cfg.ratio),
             "--seed", str(cfg.seed), "--engine", cfg.engine]
     argv += ["--epochs", str(cfg.epochs)] if cfg.epochs is not None else []
-    return argv + (["--chunk", str(cfg.chunk)] if cfg.chunk is not None else [])
+    argv += ["--chunk", str(cfg.chunk)] if cfg.chunk is not None else []
+    argv += ["--backend", backend] if backend != "local" else []
+    return argv + (["--address", address] if address else [])
 
 
 def _clock(seconds: float) -> str:
@@ -176,16 +188,39 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}h {seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
 
 
+def _local_chunks(arch, ds, recipe, device, engine, todo, report):
+    """The local backend: train the missing chunks one after the other on `device`."""
+    for c, subs, seeds in todo:
+        start = time.perf_counter()
+        train_c, test_c = ensembles.train_correctness(arch, ds, subs, seeds, recipe, device, engine,
+                                                      lambda f, msg, n=len(seeds): report(f * n))
+        yield c, train_c.numpy(), test_c.numpy(), time.perf_counter() - start
+
+
 def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device,
-          progress: Progress = _no_progress) -> dict:
+          progress: Progress = _no_progress, *, backend: str = "local", address: str | None = None) -> dict:
     """Run (or resume) the estimator and publish the score set named "exact". Running a
-    configuration that was already published returns that score set."""
+    configuration that was already published returns that score set.
+
+    With `backend="ray"` the chunks are trained as tasks on the Ray cluster at `address` (a local
+    Ray instance when None) on the cluster's devices, instead of one after the other on `device`;
+    both store the same chunks in the same folder, so either resumes what the other began."""
     cfg.check()
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose local or ray")
+    if address is not None and backend != "ray":
+        raise UserError("--address names a Ray cluster; use it with --backend ray")
     ds = checkpoints.dataset_of(ws, model_rec)
     n = ds.n_train
     if not 1 <= int(cfg.ratio * n) <= n - 1:
         raise UserError(f"--ratio {cfg.ratio} leaves {int(cfg.ratio * n)} of {n} samples per subset; "
                         "it must keep at least one and hold out at least one")
+    pool = None
+    if backend == "ray":
+        from .cluster import RayPool
+
+        pool = RayPool(address)
+        device = pool.device  # the workers' device decides the engine, hence the run
     cfg = resolve(cfg, model_rec, device)
     if cfg.engine == "batched" and model_rec["arch"] not in ensembles.BATCHABLE:
         raise ArchError(f"{model_rec['arch']} cannot be trained batched (it has batch-norm); use --engine sequential")
@@ -201,25 +236,28 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
         subs = subsets(n, cfg.ratio, cfg.models, cfg.seed)
         seeds = [cfg.seed * 1_000_003 + k for k in range(cfg.models)]
         bounds = [(lo, min(lo + cfg.chunk, cfg.models)) for lo in range(0, cfg.models, cfg.chunk)]
+        chunk_path = lambda c: folder / f"chunk-{c:05d}.npz"  # noqa: E731
+        todo = [(c, subs[lo:hi], seeds[lo:hi]) for c, (lo, hi) in enumerate(bounds) if not chunk_path(c).exists()]
+        stored = cfg.models - sum(len(s) for _, s, _ in todo)  # by earlier, interrupted runs
         start, trained_here = time.perf_counter(), 0
-        for c, (lo, hi) in enumerate(bounds):
-            path = folder / f"chunk-{c:05d}.npz"
-            if path.exists():  # done by an earlier, interrupted run
-                continue
 
-            def step(f, msg, lo=lo, hi=hi):  # reads trained_here as it stands during this chunk
-                done_here = trained_here + f * (hi - lo)
-                rate = (time.perf_counter() - start) / done_here if done_here else None
-                left = (cfg.models - lo - f * (hi - lo)) * rate if rate else None
-                eta = f" · ETA {_clock(left)}" if left is not None else ""
-                progress((lo + f * (hi - lo)) / cfg.models, f"models {lo + int(f * (hi - lo))}/{cfg.models}{eta}")
+        def report(in_flight: float, note: str = "") -> None:
+            """Progress over all models: those stored plus `in_flight` models' worth of current work."""
+            done_here = trained_here + in_flight
+            rate = (time.perf_counter() - start) / done_here if done_here else None
+            eta = f" · ETA {_clock((cfg.models - stored - done_here) * rate)}" if rate else ""
+            progress((stored + done_here) / cfg.models, f"models {stored + int(done_here)}/{cfg.models}{note}{eta}")
 
-            t0 = time.perf_counter()
-            train_c, test_c = ensembles.train_correctness(model_rec["arch"], ds, subs[lo:hi], seeds[lo:hi], recipe,
-                                                          device, cfg.engine, step)
-            seconds = time.perf_counter() - t0
-            write_atomic(path, npz_bytes(train=train_c.numpy(), test=test_c.numpy(), seconds=np.float64(seconds)))
-            trained_here += hi - lo
+        if pool is None:
+            finished = _local_chunks(model_rec["arch"], ds, recipe, device, cfg.engine, todo, report)
+        else:
+            finished = pool.run(ds, model_rec["arch"], recipe.as_meta(), cfg.engine, todo,
+                                lambda running: report(0, f" · {running} chunks queued or running on {pool.describe()}"))
+        with closing(finished):  # leaving early (a cancel, an error) stops the cluster's pending tasks at once
+            for c, train_c, test_c, seconds in finished:
+                write_atomic(chunk_path(c), npz_bytes(train=train_c, test=test_c, seconds=np.float64(seconds)))
+                trained_here += len(train_c)
+                report(0)
 
         chunks = _load_chunks(folder)
         correct = np.concatenate([c["train"] for c in chunks])
@@ -236,7 +274,8 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
             params={**asdict(cfg), "run_key": key},
             arrays={k: est[k] for k in ("stderr", "cscore", "n_in", "n_out")}
             | {"masks": masks, "correct": correct, "test_correct": np.concatenate([c["test"] for c in chunks])},
-            models=cfg.models, never_held_out=never,
+            models=cfg.models, never_held_out=never, backend=backend,
+            wall_seconds=round(time.perf_counter() - start, 3),
         )
         shutil.rmtree(folder, ignore_errors=True)
     return rec

@@ -58,6 +58,14 @@ def _partial_exact_runs(ws_path: str, model_id: str, signature: tuple) -> list[d
     return memorization.in_progress(_workspace(ws_path), model_id)
 
 
+@st.cache_resource(show_spinner=False)
+def ray_installed() -> bool:
+    """Whether the optional Ray backend can be offered (found without importing Ray)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
 def partial_exact_runs(ws: Workspace, model_id: str) -> list[dict]:
     """`memorization.in_progress`, re-read only when a chunk has landed."""
     folders = sorted((ws.path / "partial").glob(f"exact-{model_id}-*"))

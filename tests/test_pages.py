@@ -1,6 +1,8 @@
 """Every page renders without an exception on an empty and on a populated workspace, and the
 forms launch the jobs they promise."""
 
+import importlib.util
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -107,6 +109,20 @@ def test_unlearn_form_launches_a_job(monkeypatch, populated):
     done = jobs.wait(ws, job["id"], timeout=180)
     assert done["state"] == "succeeded", jobs.log_tail(done)
     assert ws.get(done["result_id"], "run")["params"]["epochs"] == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the Ray option shows only with Ray installed")
+def test_memorization_form_sends_exact_to_a_ray_cluster(monkeypatch, populated):
+    ws = populated["ws"]
+    at = open_page(monkeypatch, ws, "memorization")
+    assert any("M sample-passes" in c.value for c in at.caption)  # the cost model, before anything runs
+    at.toggle[0].set_value(True)
+    at.text_input[0].set_value("127.0.0.1:1")  # nothing listens there
+    at.button[0].click().run()
+    job = next(j for j in jobs.list_jobs(ws) if "--backend" in j["argv"])
+    assert job["argv"][-4:] == ["--backend", "ray", "--address", "127.0.0.1:1"]
+    done = jobs.wait(ws, job["id"], timeout=120)
+    assert done["state"] == "failed" and "nothing answers at Ray address 127.0.0.1:1" in done["message"]
 
 
 def test_interrupted_exact_run_is_shown_and_resumed_from_the_page(monkeypatch, ws):

@@ -32,13 +32,24 @@ with exact_col.form("exact"):
     k = c1.number_input("Models K", 2, 10_000, 128, help="256–512 is plenty for digits.")
     ratio = c2.number_input("Subset ratio", 0.05, 0.95, 0.7, 0.05)
     epochs = c3.number_input("Epochs", 1, 500, int(rec.get("epochs") or 30))
+    passes = memorization.sample_passes(int(k), float(ratio), int(epochs), ds.n_train)
+    cost = f"{int(k)} models × {int(epochs)} epochs × {int(ratio * ds.n_train):,} samples = {passes / 1e6:,.1f} M sample-passes"
     if rec.get("seconds"):
         guess = rec["seconds"] * ratio * epochs / (rec.get("epochs") or epochs) * k
-        st.caption(f"One model at a time this would take about {guess / 60:.1f} min here; "
-                   "batched engines (MLP, or any small net on a GPU) are several times faster.")
+        cost += (f". One model at a time this would take about {guess / 60:.1f} min here; "
+                 "batched engines (MLP, or any small net on a GPU) are several times faster.")
+    st.caption(cost)
+    backend, address = "local", None
+    if ui.ray_installed():
+        on_ray = st.toggle("Run on a Ray cluster", help="Each chunk of models becomes a Ray task (with a GPU each "
+                           "when the cluster has them); finished chunks are saved here as they arrive.")
+        where = st.text_input("Ray address", placeholder="blank: RAY_ADDRESS, else a local Ray",
+                              help="auto, host:port of the head node, or ray://host:10001")
+        backend, address = ("ray", where.strip() or None) if on_ray else ("local", None)
     if st.form_submit_button("Compute exact", type="primary"):
         cfg = memorization.ExactConfig(models=int(k), ratio=float(ratio), epochs=int(epochs))
-        ui.launch(ws, memorization.cli_args(rec["id"], cfg), f"exact memorization of {rec['name']}", "exact_job")
+        ui.launch(ws, memorization.cli_args(rec["id"], cfg, backend, address), f"exact memorization of {rec['name']}",
+                  "exact_job")
 with proxy_col.form("proxies"):
     st.markdown("**Proxies**")
     possible = list(proxies.ALL if rec.get("has_dynamics") else proxies.FROM_MODEL)
