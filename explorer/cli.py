@@ -18,8 +18,8 @@ from typing import Annotated, Callable, Optional, TypeVar
 import typer
 from typer.exceptions import TyperException
 
-from . import (checkpoints, data, devices, embeddings, forget_sets, jobs, memorization, models, proxies, runs, scores,
-               sweeps, training, unlearning)
+from . import (checkpoints, data, devices, embeddings, forget_sets, jobs, memorization, models, precision, proxies, runs,
+               scores, sweeps, training, unlearning)
 from .data import DatasetSpec
 from .errors import UserError
 from .workspace import Workspace, write_atomic
@@ -136,6 +136,7 @@ def train(
     codes_seed: Annotated[int, typer.Option(help="Seed of the mnemonic codes.")] = 0,
     sd_lambda: Annotated[float, typer.Option(help="Weight λ ≥ 0 of the SD loss (Unrolling SGD): CE + λ·mean std of each sample's logits / classes; lowers the unlearning and verification errors of `sgd_unroll` (0.1 is typical).")] = 0.0,
     blocks: Annotated[int, typer.Option(help="Train in B ≥ 2 class-stratified blocks, one after another (--epochs on each), storing the model after each block: enables `deepobliviate` unlearning (10 is typical; 0 = normal training, with dynamics).")] = 0,
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision: forward passes in bfloat16 autocast (a GPU with bf16, or a CPU with native bf16). Exact memorization and unlearning of this model follow it.")] = False,
     label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped to another class.")] = 0.0,
     split_seed: int = 0,
     data_root: Annotated[str, typer.Option(help="Where torchvision datasets live (or the ImageFolder root).")] = "data",
@@ -150,9 +151,10 @@ def train(
     def prepare():
         recipe = training.Recipe(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                  batch_size=batch_size, seed=seed, cosine=cosine, mnemonic_tmix=mnemonic_tmix,
-                                 codes_seed=codes_seed, sd_lambda=sd_lambda, blocks=blocks)
+                                 codes_seed=codes_seed, sd_lambda=sd_lambda, blocks=blocks, amp=amp)
         spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise)
         dev = devices.resolve(device)
+        precision.autocast(dev, amp)  # refuses a GPU without bf16 now, before anything is written
         ds = data.load(spec)
         models.for_dataset(arch, ds)  # the architecture exists and fits the images
         if blocks > ds.n_train:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from . import models, optim, training
+from . import devices, models, optim, precision, training
 from .training import Progress, Recipe, _no_progress
 
 BATCHABLE = {"mlp", "cnn"}
@@ -36,13 +36,14 @@ def engine_for(arch: str, device: torch.device) -> str:
 
 def _predict_correct(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                      device: torch.device, batch: int = 512) -> torch.Tensor:
-    """Correctness (…, n) of predictions `predict(x_batch) -> (…, b, classes)`."""
+    """Correctness (…, n) of predictions `predict(x_batch) -> (…, b, classes)`, on the CPU: kept on
+    the device batch by batch and copied once."""
     out = []
+    y = devices.to_device(y, device)
     with torch.no_grad():
-        for i in range(0, len(y), batch):
-            logits = predict(x[i : i + batch].to(device))
-            out.append((logits.argmax(-1) == y[i : i + batch].to(device)).cpu())
-    return torch.cat(out, -1)
+        for i, xb in zip(range(0, len(y), batch), devices.batches(x, device, batch)):
+            out.append(predict(xb).argmax(-1) == y[i : i + batch])
+    return torch.cat(out, -1).cpu()
 
 
 def _sequential(arch, ds, subsets, seeds, recipe, device, progress):
@@ -67,8 +68,8 @@ def _batched(arch, ds, subsets, seeds, recipe, device, progress):
     def forward(p, b, x):
         return functional_call(skeleton, (p, b), (x,))
 
-    per_model = vmap(forward)  # each model its own inputs: (K, B, …)
-    shared = vmap(forward, in_dims=(0, 0, None))  # every model the same inputs: (B, …)
+    per_model = vmap(precision.functional(forward, device, recipe.amp))  # each model its own inputs: (K, B, …)
+    shared = vmap(forward, in_dims=(0, 0, None))  # every model the same inputs: (B, …); float32 predictions
 
     K, m = subsets.shape
     subsets = torch.as_tensor(subsets).to(device)
@@ -78,11 +79,11 @@ def _batched(arch, ds, subsets, seeds, recipe, device, progress):
     total_steps = recipe.epochs * math.ceil(m / recipe.batch_size)
     step = 0
     for epoch in range(recipe.epochs):
-        perms = torch.stack([torch.randperm(m, generator=g) for g in orders]).to(device)
+        perms = devices.to_device(torch.stack([torch.randperm(m, generator=g) for g in orders]), device)
         order = subsets.gather(1, perms)
         for i in range(0, m, recipe.batch_size):
             ids = order[:, i : i + recipe.batch_size]
-            logits = per_model(params, buffers, x[ids])
+            logits = per_model(params, buffers, x[ids])  # float32, also with amp
             losses = F.cross_entropy(logits.flatten(0, 1), y[ids].flatten(), reduction="none")
             if recipe.cosine:
                 opt.lr = optim.cosine_lr(recipe.lr, step, total_steps)

@@ -252,7 +252,8 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
             finished = _local_chunks(model_rec["arch"], ds, recipe, device, cfg.engine, todo, report)
         else:
             finished = pool.run(ds, model_rec["arch"], recipe.as_meta(), cfg.engine, todo,
-                                lambda running: report(0, f" · {running} chunks queued or running on {pool.describe()}"))
+                                lambda running: report(0, f" · {running} chunks queued or running on "
+                                                          f"{pool.describe()}"))
         with closing(finished):  # leaving early (a cancel, an error) stops the cluster's pending tasks at once
             for c, train_c, test_c, seconds in finished:
                 write_atomic(chunk_path(c), npz_bytes(train=train_c, test=test_c, seconds=np.float64(seconds)))

@@ -223,7 +223,8 @@ def grid_search(model: nn.Module, codes: torch.Tensor, forget_classes, lam1_grid
     eta = amplitudes(model, codes, labels, forget_classes) if eta is None else eta
     names = list(eta)
     etas = [eta[n] for n in names]
-    maxes, norms = [e.max().item() for e in etas], [e.norm().item() for e in etas]
+    maxes = torch.stack([e.max() for e in etas]).tolist()  # one host sync for all tensors, not one each
+    norms = torch.stack([e.norm() for e in etas]).tolist()
     table = []
     for lam1 in lam1_grid:
         for lam2 in lam2_grid:

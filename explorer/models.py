@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import devices
 from .errors import UserError
 
 
@@ -97,31 +98,32 @@ def head(model: nn.Module) -> nn.Linear:
 @torch.no_grad()
 def eval_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 512):
     """Eval-mode outputs of `x`, batch by batch on the model's device (a generator); the model's
-    train/eval mode is restored afterwards. Forward hooks see every batch."""
+    train/eval mode is restored afterwards. Forward hooks see every batch. Outputs stay on the
+    device: a caller that wants them on the host collects them and copies once."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     try:
-        for i in range(0, len(x), batch_size):
-            yield model(x[i : i + batch_size].to(device))
+        for xb in devices.batches(x, device, batch_size):
+            yield model(xb)
     finally:
         model.train(was_training)
 
 
 @torch.no_grad()
 def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Eval-mode penultimate features of `x`, batched, returned on the CPU."""
+    """Eval-mode penultimate features of `x`, batched, returned on the CPU (one copy at the end)."""
     captured: list[torch.Tensor] = []
-    hook = head(model).register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().cpu()))
+    hook = head(model).register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
     try:
         for _ in eval_outputs(model, x, batch_size):
             pass
     finally:
         hook.remove()
-    return torch.cat(captured)
+    return torch.cat(captured).cpu()
 
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Eval-mode softmax over `x`, batched, on the CPU."""
-    return torch.cat([torch.softmax(out, 1).cpu() for out in eval_outputs(model, x, batch_size)])
+    """Eval-mode softmax over `x`, batched, on the CPU (one copy at the end)."""
+    return torch.cat([torch.softmax(out, 1) for out in eval_outputs(model, x, batch_size)]).cpu()

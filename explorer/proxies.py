@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoints, models, optim, scores
+from . import checkpoints, devices, models, optim, scores
 from .errors import UserError
 from .training import Progress, _no_progress
 from .workspace import Workspace
@@ -85,13 +85,14 @@ def holdout_retraining(model: nn.Module, ds, device: torch.device, lr: float = 0
     order = torch.Generator().manual_seed(seed)
     best, stale = math.inf, 0
     for epoch in range(max_epochs):
-        total = 0.0
+        losses = []  # read once per epoch, not once per batch
         for ids in torch.randperm(len(y), generator=order).to(device).split(batch_size):
             loss = F.cross_entropy(tuned(x[ids]), y[ids])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item()
+            losses.append(loss.detach())
+        total = sum(torch.stack(losses).tolist())  # summed on the host in float64, in batch order
         progress((epoch + 1) / max_epochs, f"holdout retraining: epoch {epoch + 1}, loss {total:.2f}")
         if total < best:
             best, stale = total, 0
@@ -114,15 +115,14 @@ def curvature(model: nn.Module, ds, device: torch.device, h: float = 0.01, batch
         (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
         return grad
 
-    out = []
-    for i in range(0, ds.n_train, batch_size):
-        x, y = ds.x_train[i : i + batch_size].to(device), ds.y_train[i : i + batch_size].to(device)
+    out = []  # on the device, copied once at the end
+    for x, y in zip(devices.batches(ds.x_train, device, batch_size), devices.batches(ds.y_train, device, batch_size)):
         g = input_grad(x, y)
         direction = g.sign()
         norms = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
         z = h * direction / norms.view(-1, *[1] * (x.dim() - 1))
-        out.append((input_grad(x + z, y) - g).flatten(1).norm(dim=1).cpu())
-    return torch.cat(out).double().numpy()
+        out.append((input_grad(x + z, y) - g).flatten(1).norm(dim=1))
+    return torch.cat(out).cpu().double().numpy()
 
 
 def compute(ws: Workspace, model_rec: dict, only: list[str] | None, device: torch.device,

@@ -110,12 +110,14 @@ def preset_of(model_rec: dict, preset: str | None = None) -> str:
 def bind(ws: Workspace, model_rec: dict, method_name: str, params: dict | None, preset: str | None = None):
     """The method with what it needs from the workspace: the model's recipe for `retrain`, the
     memorization score for `rum`, the mnemonic codes for `mnemonic`. Unset parameters come from
-    the preset (by default the one calibrated for the model's dataset, if there is one)."""
+    the preset (by default the one calibrated for the model's dataset, if there is one). A model
+    trained with mixed precision (`amp`) is unlearned with it too."""
     preset = preset_of(model_rec, preset)
     method = unlearning.make(method_name, params, preset)
     if getattr(method, "from_init", False):  # the original's recipe, unless the user overrides it
         recipe = {k: v for k, v in (model_rec.get("recipe") or {}).items() if k in method.params}
         method = unlearning.make(method_name, {**recipe, **(params or {})}, preset)
+    method.amp = bool((model_rec.get("recipe") or {}).get("amp"))  # unlearn at the precision it was trained at
     if getattr(method, "needs_score", False):
         name, values, score_id = scores.resolve(ws, model_rec, method.score)
         method.values = scores.oriented(name, values)

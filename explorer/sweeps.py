@@ -112,7 +112,9 @@ def tune_sequence(ws: Workspace, s: runs.Setup, kind: str, steps_from: dict[str,
                 trial = model
                 if cand is not None and len(group):
                     trial = copy.deepcopy(model)
-                    unlearning.make(*cand).unlearn(trial, s.ds, retain, group, device)
+                    method = unlearning.make(*cand)
+                    method.amp = probe.amp  # the precision `bind` took from the model's recipe
+                    method.unlearn(trial, s.ds, retain, group, device)
                     trial.cpu()
                 scored.append((target.tow(trial, forgotten), cand is None, trial, steps + [cand]))
         scored.sort(key=lambda t: (round(t[0], 4), t[1]), reverse=True)  # ties → none (it costs nothing)

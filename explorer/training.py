@@ -6,6 +6,9 @@ samples × epochs tensors and copied back once at the end.
 
 With `mnemonic_tmix` > 0 (METHODS.md §5) each sample's input is swapped, with that probability, for
 its class's mnemonic code in the loss; the recorder still sees every real sample.
+
+With `amp` the forward passes run in bfloat16 (explorer/precision.py); losses, the recorded
+dynamics and the weights stay float32.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import save as st_save
 from torch import nn
 
-from . import models, optim
+from . import devices, models, optim, precision
 from .errors import UserError
 from .unrolling import sd_loss
 
@@ -51,6 +54,7 @@ class Recipe:
     codes_seed: int = 0
     sd_lambda: float = 0.0  # weight of the SD loss (METHODS.md §7): CE + λ·mean_b std(z_b)/C
     blocks: int = 0  # B ≥ 2: train block by block, keeping M_0 … M_B for DeepObliviate (explorer/blocks.py)
+    amp: bool = False  # mixed precision: bf16 forward passes, float32 losses and weights (explorer/precision.py)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -63,6 +67,8 @@ class Recipe:
             raise RecipeError(f"the SD-loss weight must be a finite number, at least 0; got {self.sd_lambda}")
         if self.blocks == 1 or self.blocks < 0:
             raise RecipeError(f"blocks must be 0 (no blocks) or at least 2, got {self.blocks}")
+        if self.amp not in (True, False):
+            raise RecipeError(f"amp must be true or false, got {self.amp!r}")
 
     def as_meta(self) -> dict:
         meta = asdict(self)
@@ -72,6 +78,8 @@ class Recipe:
             del meta["sd_lambda"]
         if not self.blocks:  # likewise for a model trained in one piece
             del meta["blocks"]
+        if not self.amp:  # likewise for a model trained in float32
+            del meta["amp"]
         return meta
 
 
@@ -155,22 +163,23 @@ def fit(
     recorder = DynamicsRecorder(n, recipe.epochs, device) if record_dynamics else None
     result = TrainResult()
     mix = _CodeMixer(recipe, models.head(model).out_features, x.shape[1:], device) if recipe.mnemonic_tmix else None
+    net = precision.wrap(model, device, recipe.amp)  # the model itself unless amp: then float32 logits from bf16
     for epoch in range(recipe.epochs):
         model.train()
         perm = torch.randperm(n, generator=order)
         if mix is not None:
             mix.draw(perm, recipe.batch_size)
-        perm = perm.to(device)
+        perm = devices.to_device(perm, device)  # without a host sync on a GPU
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         for b, i in enumerate(range(0, n, recipe.batch_size)):
             ids = perm[i : i + recipe.batch_size]
             if mix is None:
-                logits = model(x[ids])
+                logits = net(x[ids])
                 losses = F.cross_entropy(logits, y[ids], reduction="none")
                 train_loss = losses.mean()
             else:
-                logits, losses, train_loss = mix.forward(model, x, y, ids, b, i)
+                logits, losses, train_loss = mix.forward(net, x, y, ids, b, i)
             if recipe.sd_lambda:  # the SD loss on the real samples' logits; λ = 0 leaves the step as it was
                 train_loss = train_loss + recipe.sd_lambda * sd_loss(logits)
             if recorder is not None:
@@ -225,8 +234,9 @@ class _CodeMixer:
         self.rate = swapped.float().mean().item()
         self.keep = (~swapped).float().to(self.device)
         self.swapped_ids = perm[swapped].to(self.device)
-        counts = [int(part.sum()) for part in swapped.split(batch_size)]
-        self.offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        # Where each batch's swapped ids start: swaps before positions 0, B, 2B, …, n (one numpy pass).
+        before = np.concatenate([[0], np.cumsum(swapped.numpy())])
+        self.offsets = before[[*range(0, len(perm), batch_size), len(perm)]].tolist()
 
     def forward(self, model: nn.Module, x, y, ids, b: int, i: int):
         sid = self.swapped_ids[self.offsets[b] : self.offsets[b + 1]]

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import batches
+
 HESSIAN_BATCH = 512  # samples the Hessian is taken over (all of them when there are fewer)
 
 
@@ -92,9 +94,10 @@ def _power_iteration(model, x, y, iters, seed, sd_lambda, tol, batch) -> tuple[f
         eig = float("nan")
         for k in range(1, iters + 1):
             hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=k < iters)
-            new = float(sum((a * b).sum() for a, b in zip(hv, v)))  # Rayleigh quotient vᵀHv, ‖v‖ = 1
+            quotient = sum((a * b).sum() for a, b in zip(hv, v))  # Rayleigh quotient vᵀHv, ‖v‖ = 1
             norm = torch.sqrt(sum((h * h).sum() for h in hv))
-            if not math.isfinite(new) or float(norm) == 0.0:
+            new, norm_value = torch.stack([quotient, norm]).tolist()  # the stopping test's one host sync
+            if not math.isfinite(new) or norm_value == 0.0:
                 return new, k
             v = [h.detach() / norm for h in hv]
             if k > 1 and abs(new - eig) <= tol * (abs(eig) + 1e-12):
@@ -175,8 +178,7 @@ def forget_gradient(model0: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     device = params[0].device
     model0.train()
     total = [torch.zeros_like(p) for p in params]
-    for i in range(0, len(y), chunk):
-        xb, yb = x[i : i + chunk].to(device), y[i : i + chunk].to(device)
+    for xb, yb in zip(batches(x, device, chunk), batches(y, device, chunk)):
         loss = training_loss(model0(xb), yb, sd_lambda, reduction="sum") / batch_size
         for t, g in zip(total, torch.autograd.grad(loss, params)):
             t.add_(g)

@@ -30,6 +30,12 @@ def test_train_list_show_in_json(ws):
     assert "mlp" in cli(ws, "list", "models").stdout
 
 
+def test_train_with_amp_records_it_in_the_recipe(ws):
+    res = cli(ws, "train", "--arch", "mlp", "--epochs", "2", "--device", "cpu", "--amp", "--json")
+    assert res.exit_code == 0, res.output
+    assert last_json(res.stdout)["recipe"]["amp"] is True  # exact memorization and unlearning follow it
+
+
 def test_forget_set_and_unlearn_contract(populated):
     ws, model = populated["ws"], populated["model"]
     res = cli(ws, "forget-set", "create", "--model", model["id"], "--strategy", "class", "--class", "3",

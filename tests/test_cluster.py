@@ -69,7 +69,8 @@ def test_ray_backend_gives_the_local_estimate(trained, ray_instance, tmp_path):
     ws = copy_of(ws, tmp_path)
     messages = []
     out = memorization.exact(ws, rec, CFG, CPU, lambda f, m: messages.append((f, m)), backend="ray")
-    assert out["backend"] == "ray" and out["device"] == "cpu" and out["params"]["run_key"] == local.record["params"]["run_key"]
+    assert out["backend"] == "ray" and out["device"] == "cpu"
+    assert out["params"]["run_key"] == local.record["params"]["run_key"]  # the same run, wherever it trained
     assert_same_estimate(scores.load(ws, out), local)
     fractions = [f for f, _ in messages]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -131,7 +132,8 @@ def test_a_killed_driver_loses_only_the_chunks_in_flight(trained, ray_instance, 
 
     written = []
     real_write = memorization.write_atomic
-    monkeypatch.setattr(memorization, "write_atomic", lambda path, data: (written.append(path.name), real_write(path, data)))
+    monkeypatch.setattr(memorization, "write_atomic",
+                        lambda path, data: (written.append(path.name), real_write(path, data)))
     out = memorization.exact(ws, rec, CFG, CPU, backend="ray")  # resumes
     chunks = {n for n in written if n.startswith("chunk-")}
     assert chunks and not chunks & kept and len(chunks | kept) == 4  # only the missing ones trained

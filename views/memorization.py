@@ -33,7 +33,8 @@ with exact_col.form("exact"):
     ratio = c2.number_input("Subset ratio", 0.05, 0.95, 0.7, 0.05)
     epochs = c3.number_input("Epochs", 1, 500, int(rec.get("epochs") or 30))
     passes = memorization.sample_passes(int(k), float(ratio), int(epochs), ds.n_train)
-    cost = f"{int(k)} models × {int(epochs)} epochs × {int(ratio * ds.n_train):,} samples = {passes / 1e6:,.1f} M sample-passes"
+    cost = (f"{int(k)} models × {int(epochs)} epochs × {int(ratio * ds.n_train):,} samples = "
+            f"{passes / 1e6:,.1f} M sample-passes")
     if rec.get("seconds"):
         guess = rec["seconds"] * ratio * epochs / (rec.get("epochs") or epochs) * k
         cost += (f". One model at a time this would take about {guess / 60:.1f} min here; "

@@ -32,11 +32,14 @@ with train_tab:
                              "lowers the unlearning and verification errors of single-step SGD unlearning. 0 = off.")
         n_blocks = c2.number_input("Blocks", 0, 1000, 0, help="Train block by block, storing the model after each, "
                                    "for DeepObliviate (e.g. 20; epochs are then per block). 0 = ordinary training.")
+        amp = c3.checkbox("Mixed precision (bf16)", help="Forward passes in bfloat16, losses and weights in float32. "
+                          "Mostly useful on a GPU (Ampere or newer); on a CPU it is usually slower. Unlearning "
+                          "runs on the model use it too.")
         if st.form_submit_button("Train", type="primary"):
             argv = ["train", "--dataset", dataset, "--arch", arch, "--epochs", str(epochs), "--lr", str(lr),
                     "--batch-size", str(batch), "--seed", str(seed), "--label-noise", str(noise), "--data-root", root,
                     "--mnemonic-tmix", str(tmix), "--sd-lambda", str(sd),
-                    *(["--blocks", str(n_blocks)] if n_blocks else [])]
+                    *(["--blocks", str(n_blocks)] if n_blocks else []), *(["--amp"] if amp else [])]
             ui.launch(ws, argv, f"train {dataset} {arch}", "train_job")
     ui.job_status(ws, "train_job")
 

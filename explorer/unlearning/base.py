@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import optim
+from .. import devices, optim, precision
 from ..errors import UserError
 from ..training import Progress, _no_progress
 
@@ -64,6 +64,7 @@ class Method:
     defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
 
     mask: list[torch.Tensor] | None = None  # per trainable parameter, set by `prepare`
+    amp: bool = False  # mixed precision, as the model was trained (`runs.bind` sets it from its recipe)
 
     def __init__(self, **params):
         params = dict(params)
@@ -130,6 +131,7 @@ class Method:
         g = torch.Generator().manual_seed(p["seed"])
         sets = self.prepare(model, sets, ds.num_classes, g)
         params = [q for q in model.parameters() if q.requires_grad]
+        net = precision.wrap(model, device, self.amp)  # the model itself unless amp: float32 outputs of bf16 passes
         opt = optim.SGD(params, lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
         bs, epochs = p["batch_size"], p["epochs"]
         cycled = {"perm": None, "at": 0}  # the cycled set's order persists across epochs
@@ -138,13 +140,14 @@ class Method:
             for name in filter(None, (drive, self.cycle)):
                 if len(sets[name]) == 0:
                     raise ParamError(f"{self.name} needs a non-empty {name} set")
-            perm = torch.randperm(len(sets[drive]), generator=g).to(device)
+            # Orders are drawn on the CPU (seeded) and sent without a host sync: a cycled set restarts mid-epoch.
+            perm = devices.to_device(torch.randperm(len(sets[drive]), generator=g), device)
             for i in range(0, len(perm), bs):
                 out = {drive: sets[drive][perm[i : i + bs]]}
                 if self.cycle and self.cycle != drive:
                     m = len(sets[self.cycle])
                     if cycled["perm"] is None or cycled["at"] >= m:
-                        cycled["perm"], cycled["at"] = torch.randperm(m, generator=g).to(device), 0
+                        cycled["perm"], cycled["at"] = devices.to_device(torch.randperm(m, generator=g), device), 0
                     out[self.cycle] = sets[self.cycle][cycled["perm"][cycled["at"] : cycled["at"] + bs]]
                     cycled["at"] += bs
                 yield out
@@ -154,7 +157,7 @@ class Method:
             loss_sum = torch.zeros((), device=device)  # checked once per epoch: no host sync per batch
             for drive in self.phases(epoch):
                 for b in batches(drive):
-                    loss = self.loss(model, b.get("retain"), b.get("forget"), step)
+                    loss = self.loss(net, b.get("retain"), b.get("forget"), step)
                     opt.zero_grad()
                     loss.backward()
                     opt.step(None if self.mask is None else

@@ -7,6 +7,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from .. import precision
 from .base import Method, ParamError
 
 
@@ -33,7 +34,8 @@ class Scrub(Method):
             raise ParamError(f"{self.name}: temperature must be above 0")
 
     def prepare(self, model, sets, num_classes, generator):
-        self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        self.teacher = precision.wrap(teacher, next(model.parameters()).device, self.amp)  # as the student runs
         return sets
 
     def phases(self, epoch):

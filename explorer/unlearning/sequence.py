@@ -80,6 +80,7 @@ class Sequence:
     name = "sequence"
     from_init = False
     needs_score = False
+    amp = False  # mixed precision, passed on to each step (`runs.bind` sets it from the model's recipe)
 
     def __init__(self, steps: list[Method | None], order: list[int] | None = None):
         self.steps = steps
@@ -105,6 +106,7 @@ class Sequence:
             elif method is not None:
                 start = time.perf_counter()
                 done = k / len(ordered)
+                method.amp = self.amp
                 method.unlearn(model, ds, retain, group, device,
                                lambda f, msg, done=done: progress(done + f / len(ordered), f"{names[i]}: {msg}"))
                 step.update(params=method.params, seconds=time.perf_counter() - start)
