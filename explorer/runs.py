@@ -91,16 +91,17 @@ def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, wi
         raise unlearning.ParamError(f"forget set {fs_rec['id']} is on another dataset than model {model_rec['id']}")
     ds = checkpoints.dataset_of(ws, model_rec)
     retain, forget = metrics.split_ids(ds.n_train, fs_rec["ids"])
-    original = checkpoints.load_model(ws, model_rec)
+    original = checkpoints.load_model(ws, model_rec, device=device)  # evaluated where the work runs, kept on the CPU
     seen = {"original": outputs(original, ds)}
     oracle_rec = target = oracle_model = None
     if with_oracle:
         oracle_rec = oracle(ws, model_rec, fs_rec, device, progress)
-        oracle_model = checkpoints.load_model(ws, oracle_rec)
+        oracle_model = checkpoints.load_model(ws, oracle_rec, device=device)
         seen["oracle"] = outputs(oracle_model, ds)
         target = measure(seen["oracle"], ds, forget)
-    return Setup(model_rec, fs_rec, ds, retain, forget, original, measure(seen["original"], ds, forget), oracle_rec,
-                 target, oracle_model, seen, unrolling.unlearning_error_of_record(ws, model_rec))
+        oracle_model.cpu()
+    return Setup(model_rec, fs_rec, ds, retain, forget, original.cpu(), measure(seen["original"], ds, forget),
+                 oracle_rec, target, oracle_model, seen, unrolling.unlearning_error_of_record(ws, model_rec, device))
 
 
 def preset_of(model_rec: dict, preset: str | None = None) -> str:
@@ -146,8 +147,8 @@ def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progr
     start = time.perf_counter()
     method.unlearn(model, s.ds, s.retain, s.forget, device, progress)
     seconds = time.perf_counter() - start
+    out = outputs(model.to(device), s.ds)  # on the device: evaluating a big model on the CPU would dominate
     model.cpu()
-    out = outputs(model, s.ds)
     after = measure(out, s.ds, s.forget)
     error = s.unlearning_error["unlearning_error"] if s.unlearning_error else None
     return model, {**after, **against_oracle(after, seconds, s, model), "unlearning_error": error}, out

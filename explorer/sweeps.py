@@ -115,8 +115,7 @@ def tune_sequence(ws: Workspace, s: runs.Setup, kind: str, steps_from: dict[str,
                     method = unlearning.make(*cand)
                     method.amp = probe.amp  # the precision `bind` took from the model's recipe
                     method.unlearn(trial, s.ds, retain, group, device)
-                    trial.cpu()
-                scored.append((target.tow(trial, forgotten), cand is None, trial, steps + [cand]))
+                scored.append((target.tow(trial, forgotten), cand is None, trial.cpu(), steps + [cand]))
         scored.sort(key=lambda t: (round(t[0], 4), t[1]), reverse=True)  # ties → none (it costs nothing)
         kept = [(tow, model, steps) for tow, _, model, steps in scored[:beam]]
         tried.append({"group": names[probe.order[k]], "best_partial_tow": kept[0][0], "trials": len(scored)})

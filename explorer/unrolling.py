@@ -161,7 +161,7 @@ def unlearning_error_of_record(ws, model_rec: dict, device: torch.device | str =
     recipe = training.Recipe(**model_rec["recipe"])
     ds = checkpoints.dataset_of(ws, model_rec)
     model = checkpoints.load_model(ws, model_rec, device=device)
-    theta0 = checkpoints.load_model(ws, model_rec, which="init").state_dict()
+    theta0 = checkpoints.load_model(ws, model_rec, which="init", device=device).state_dict()
     steps = training_steps(recipe.epochs, ds.n_train, recipe.batch_size)
     return unlearning_error_of(model, theta0, recipe.lr, steps, ds.x_train, ds.y_train,
                                sd_lambda=recipe.sd_lambda, **kwargs)
