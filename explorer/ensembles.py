@@ -23,11 +23,24 @@ from .training import Progress, Recipe, _no_progress
 BATCHABLE = {"mlp", "cnn"}
 
 
-def engine_for(arch: str, device: torch.device) -> str:
+def not_batchable(arch: str, recipe: dict | None = None) -> str | None:
+    """Why these models cannot train batched, or None. The batched engine is plain SGD on the
+    cross-entropy: a recipe with mnemonic codes, the SD loss or blocks trains one model at a time,
+    as `training.fit` trains the model itself, so the estimate is of that model's own algorithm."""
+    if arch not in BATCHABLE:
+        return f"{arch} cannot be trained batched (it has batch-norm)"
+    extras = [name for key, name in (("mnemonic_tmix", "mnemonic codes"), ("sd_lambda", "the SD loss"),
+                                     ("blocks", "blocks")) if (recipe or {}).get(key)]
+    if extras:
+        return f"a recipe with {' and '.join(extras)} cannot be trained batched"
+    return None
+
+
+def engine_for(arch: str, device: torch.device, recipe: dict | None = None) -> str:
     """Measured on a 2-core CPU (bench/memorization.py): batching a 64-128-10 MLP is several
     times faster than one model at a time, while vmapped (grouped) convolutions are slower than
     plain ones on CPU; on a GPU batching pays for both."""
-    if arch not in BATCHABLE:
+    if not_batchable(arch, recipe):
         return "sequential"
     if device.type == "cpu" and arch != "mlp":
         return "sequential"
@@ -93,7 +106,8 @@ def _batched(arch, ds, subsets, seeds, recipe, device, progress):
             step += 1
         progress((epoch + 1) / recipe.epochs, f"epoch {epoch + 1}/{recipe.epochs} of {K} models at once")
     predict = lambda xb: shared(params, buffers, xb)  # noqa: E731
-    return _predict_correct(predict, ds.x_train, ds.y_train, device), _predict_correct(predict, ds.x_test, ds.y_test, device)
+    train_c = _predict_correct(predict, ds.x_train, ds.y_train, device)
+    return train_c, _predict_correct(predict, ds.x_test, ds.y_test, device)
 
 
 def train_correctness(arch: str, ds, subsets: torch.Tensor, seeds: list[int], recipe: Recipe, device: torch.device,
@@ -102,8 +116,8 @@ def train_correctness(arch: str, ds, subsets: torch.Tensor, seeds: list[int], re
     `seeds[k]`, and return whether each got each training and each test sample right:
     bool tensors (K, n_train) and (K, n_test)."""
     if engine == "auto":
-        engine = engine_for(arch, device)
-    if engine == "batched" and arch not in BATCHABLE:
-        raise models.ArchError(f"{arch} cannot be trained batched (it has batch-norm); use the sequential engine")
+        engine = engine_for(arch, device, recipe.as_meta())
+    if engine == "batched" and (why := not_batchable(arch, recipe.as_meta())):
+        raise models.ArchError(f"{why}; use the sequential engine")  # else: silently another algorithm
     run = _batched if engine == "batched" else _sequential
     return run(arch, ds, torch.as_tensor(subsets), list(seeds), recipe, device, progress)

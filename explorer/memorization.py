@@ -106,7 +106,9 @@ def convergence(masks: np.ndarray, correct: np.ndarray, step: int) -> list[dict]
 def resolve(cfg: ExactConfig, model_rec: dict, device: torch.device) -> ExactConfig:
     """The configuration with every default made concrete (epochs, engine, chunk size): what
     identifies a run, so a resume from the CLI, the app or another device finds its chunks."""
-    engine = ensembles.engine_for(model_rec["arch"], device) if cfg.engine == "auto" else cfg.engine
+    engine = cfg.engine
+    if engine == "auto":
+        engine = ensembles.engine_for(model_rec["arch"], device, model_rec.get("recipe"))
     epochs = cfg.epochs or (model_rec.get("recipe") or training.Recipe().as_meta())["epochs"]
     return replace(cfg, epochs=epochs, engine=engine, chunk=cfg.chunk or (32 if engine == "batched" else 8))
 
@@ -222,8 +224,8 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
         pool = RayPool(address)
         device = pool.device  # the workers' device decides the engine, hence the run
     cfg = resolve(cfg, model_rec, device)
-    if cfg.engine == "batched" and model_rec["arch"] not in ensembles.BATCHABLE:
-        raise ArchError(f"{model_rec['arch']} cannot be trained batched (it has batch-norm); use --engine sequential")
+    if cfg.engine == "batched" and (why := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe"))):
+        raise ArchError(f"{why}; use --engine sequential")
     recipe, key = _recipe(model_rec, cfg), _run_key(model_rec, cfg)
     folder = ws.path / "partial" / f"exact-{model_rec['id']}-{key}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -154,6 +154,22 @@ def test_batched_engine_refuses_batch_norm_models():
                                     [0, 1], training.Recipe(epochs=1), CPU, "batched")
 
 
+@pytest.mark.parametrize("extra, named", [({"mnemonic_tmix": 0.1, "codes_seed": 0}, "mnemonic codes"),
+                                          ({"sd_lambda": 0.1}, "SD loss"), ({"blocks": 4}, "blocks")])
+def test_subset_models_train_with_the_models_own_recipe(extra, named):
+    """The batched engine is plain SGD: a recipe with codes, the SD loss or blocks trains one model
+    at a time (so the estimate is of the model's own training algorithm), and batched is refused."""
+    rec = {"arch": "mlp", "recipe": {**training.Recipe(epochs=2).as_meta(), **extra}}
+    assert memorization.resolve(ExactConfig(), rec, CPU).engine == "sequential"
+    assert memorization.resolve(ExactConfig(), {**rec, "recipe": training.Recipe().as_meta()}, CPU).engine == "batched"
+    from explorer import data
+    from explorer.models import ArchError
+
+    with pytest.raises(ArchError, match=named):
+        ensembles.train_correctness("mlp", data.load(DatasetSpec()), torch.zeros(2, 5, dtype=torch.long), [0, 1],
+                                    training.Recipe(**rec["recipe"]), CPU, "batched")
+
+
 def test_killed_job_resumes_to_the_same_estimate(noisy_model, tmp_path):
     import os
     import signal
