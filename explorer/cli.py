@@ -136,7 +136,7 @@ def train(
     codes_seed: Annotated[int, typer.Option(help="Seed of the mnemonic codes.")] = 0,
     sd_lambda: Annotated[float, typer.Option(help="Weight λ ≥ 0 of the SD loss (Unrolling SGD): CE + λ·mean std of each sample's logits / classes; lowers the unlearning and verification errors of `sgd_unroll` (0.1 is typical).")] = 0.0,
     blocks: Annotated[int, typer.Option(help="Train in B ≥ 2 class-stratified blocks, one after another (--epochs on each), storing the model after each block: enables `deepobliviate` unlearning (10 is typical; 0 = normal training, with dynamics).")] = 0,
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision: forward passes in bfloat16 autocast (a GPU with bf16, or a CPU with native bf16). Exact memorization and unlearning of this model follow it.")] = False,
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision: forward passes in bfloat16 autocast, losses and weights in float32. For GPUs with bf16 (Ampere or newer); on most CPUs bf16 is emulated and slower. Exact memorization and unlearning of this model follow it.")] = False,
     label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped to another class.")] = 0.0,
     split_seed: int = 0,
     data_root: Annotated[str, typer.Option(help="Where torchvision datasets live (or the ImageFolder root).")] = "data",
@@ -350,6 +350,11 @@ def memorize(
             raise UserError(f"unknown backend {backend!r}; choose local or ray")
         if address is not None and backend != "ray":
             raise UserError("--address names a Ray cluster; use it with --backend ray")
+        if backend == "ray":
+            if device != "auto":
+                raise UserError("with --backend ray the cluster's devices decide (a GPU per task when it has GPUs); "
+                                "leave out --device")
+            return cfg, None  # memorization.exact takes the cluster's device
         return cfg, devices.resolve(device)
 
     def work(ws, progress, prepared):

@@ -5,14 +5,18 @@ asks for `--backend ray`. The driver ships the dataset to the cluster's object s
 one task per chunk still missing from the run's partial folder, and hands each chunk back as soon
 as it is done, so the caller stores it before waiting for the next: a lost worker costs a retry
 of its task (Ray re-runs tasks whose worker died), a killed driver costs only the chunks in flight.
-A task asks for one GPU when the cluster has any, and trains its chunk on it.
+A task asks for one GPU when the cluster has any, and trains its chunk on it. The nodes need
+torch, numpy and safetensors (and torchvision for the ResNets and VGG); the code travels with the job.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import signal
 import socket
+import threading
 import time
+import warnings
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -33,14 +37,17 @@ def _import_ray():
     return ray
 
 
-def _train_chunk(ds, arch: str, recipe_meta: dict, engine: str, subsets: np.ndarray, seeds: list[int],
-                 on_gpu: bool) -> tuple[np.ndarray, np.ndarray, float]:
+def _train_chunk(arrays: dict, ds, arch: str, recipe_meta: dict, engine: str, subsets: np.ndarray,
+                 seeds: list[int], on_gpu: bool) -> tuple[np.ndarray, np.ndarray, float]:
     """The body of one Ray task: a chunk's correctness on the training and the test set."""
     from . import ensembles, training  # imported in the worker, from the package shipped with the job
 
+    with warnings.catch_warnings():  # read-only views of the object store: never written, only copied to the device
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        ds = dataclasses.replace(ds, **{k: torch.from_numpy(v) for k, v in arrays.items()})
     device = torch.device("cuda" if on_gpu else "cpu")  # Ray has set CUDA_VISIBLE_DEVICES to this task's GPU
     start = time.perf_counter()
-    train_c, test_c = ensembles.train_correctness(arch, ds, torch.as_tensor(subsets), seeds,
+    train_c, test_c = ensembles.train_correctness(arch, ds, torch.tensor(subsets), seeds,
                                                   training.Recipe(**recipe_meta), device, engine)
     return train_c.numpy(), test_c.numpy(), time.perf_counter() - start
 
@@ -58,26 +65,48 @@ def _check_reachable(address: str | None, seconds: float = 5.0) -> None:
         raise UserError(f"nothing answers at Ray address {address} ({err.strerror or err})") from None
 
 
+def _connect(ray, address: str | None) -> None:
+    import explorer
+
+    _check_reachable(address)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        # The driver's code travels with the job, so the nodes need no copy of it.
+        ray.init(address=address, runtime_env={"py_modules": [explorer]}, log_to_driver=False,
+                 include_dashboard=False, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = f"at {address}" if address else "locally"
+        raise UserError(f"could not start or reach Ray {where}: {str(err).strip().splitlines()[0]}") from None
+    finally:
+        # Ray's driver exits on SIGTERM; a job's SIGTERM is a cancel request, taken at the next progress report.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _failure(ray, err: Exception, chunk: int) -> Exception:
+    """What a failed chunk becomes for the user: a user error as itself (one line, exit 2), a lost
+    worker or node as the retries it used up, a crash in the task as its cause."""
+    if isinstance(err, ray.exceptions.RayTaskError):
+        cause = err.cause
+        if isinstance(cause, UserError):
+            return cause
+        return RuntimeError(f"chunk {chunk} failed on the cluster: {cause!r}")
+    return RuntimeError(f"chunk {chunk} was lost {RETRIES + 1} times on the cluster: {type(err).__name__}")
+
+
 class RayPool:
     """A connection to a Ray cluster (or a local Ray instance) that trains chunks of subset models."""
 
     def __init__(self, address: str | None = None):
         ray = self.ray = _import_ray()
         if not ray.is_initialized():
-            import explorer
-
-            _check_reachable(address)
-            try:
-                # The driver's code travels with the job, so workers need only torch and Ray.
-                ray.init(address=address, runtime_env={"py_modules": [explorer]}, log_to_driver=False,
-                         include_dashboard=False, logging_level="WARNING")
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                where = f"at {address}" if address else "locally"
-                raise UserError(f"could not start or reach Ray {where}: {str(err).strip().splitlines()[0]}") from None
+            _connect(ray, address)
         self.gpus = int(ray.cluster_resources().get("GPU", 0))
         self.cpus = int(ray.cluster_resources().get("CPU", 0))
         self.device = torch.device("cuda" if self.gpus else "cpu")
-        resources = {"num_gpus": 1} if self.gpus else {"num_cpus": 1}
+        # A GPU task's worker is kept for the next chunk (Ray's default starts a fresh one, paying
+        # torch's import and CUDA's start-up per chunk); its cached GPU memory serves the next chunk.
+        resources = {"num_gpus": 1, "max_calls": 0} if self.gpus else {"num_cpus": 1}
         self._task = ray.remote(max_retries=RETRIES, **resources)(_train_chunk)
 
     def describe(self) -> str:
@@ -89,23 +118,33 @@ class RayPool:
         test correctness, seconds) in the order they finish. `waiting(running)` is called about
         once a second while none has finished. Leaving early cancels the tasks still pending."""
         ray = self.ray
-        slim = dataclasses.replace(ds, thumbs_train=np.zeros(0, np.uint8), thumbs_test=np.zeros(0, np.uint8))
-        data_ref = ray.put(slim)  # once per run, not once per task
-        pending = {self._task.remote(data_ref, arch, recipe_meta, engine, subs, seeds, bool(self.gpus)): c
+        tensors = ("x_train", "y_train", "x_test", "y_test")
+        # Put once, as numpy: tasks on a node then share one read-only copy instead of unpickling their own.
+        arrays = ray.put({k: getattr(ds, k).numpy() for k in tensors})
+        rest = ray.put(dataclasses.replace(ds, thumbs_train=np.zeros(0, np.uint8), thumbs_test=np.zeros(0, np.uint8),
+                                           **{k: torch.zeros(0) for k in tensors}))
+        pending = {self._task.remote(arrays, rest, arch, recipe_meta, engine, subs, seeds, bool(self.gpus)): c
                    for c, subs, seeds in chunks}
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS, fetch_local=True)
                 if not ready:
                     waiting(len(pending))
                     continue
-                c = pending.pop(ready[0])
-                try:
-                    train_c, test_c, seconds = ray.get(ready[0])
-                except ray.exceptions.RayError as err:
-                    raise RuntimeError(f"chunk {c} failed on the cluster after {RETRIES} retries: "
-                                       f"{str(err).strip().splitlines()[0]}") from err
-                yield c, train_c, test_c, seconds
+                failed = None
+                for ref in ready:  # every finished chunk is handed over, even when one of them failed
+                    c = pending.pop(ref)
+                    try:
+                        train_c, test_c, seconds = ray.get(ref)
+                    except ray.exceptions.RayError as err:
+                        failed = failed or _failure(ray, err, c)
+                        continue
+                    yield c, train_c, test_c, seconds
+                if failed is not None:
+                    raise failed
         finally:
             for ref in pending:  # cancelled, failed or interrupted: stop what is queued or running
-                ray.cancel(ref, force=True)
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - already finished or gone; the original error matters
+                    pass

@@ -75,4 +75,4 @@ def batches(x: torch.Tensor, device: torch.device, batch_size: int) -> Iterator[
     if _streaming(x, device):
         x = pinned(x)
     for i in range(0, len(x), batch_size):
-        yield x[i : i + batch_size].to(device, non_blocking=True)
+        yield x[i : i + batch_size].to(device, non_blocking=_streaming(x, device))  # a copy back must block

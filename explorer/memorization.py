@@ -199,14 +199,15 @@ def _local_chunks(arch, ds, recipe, device, engine, todo, report):
         yield c, train_c.numpy(), test_c.numpy(), time.perf_counter() - start
 
 
-def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device,
+def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device | None,
           progress: Progress = _no_progress, *, backend: str = "local", address: str | None = None) -> dict:
     """Run (or resume) the estimator and publish the score set named "exact". Running a
     configuration that was already published returns that score set.
 
     With `backend="ray"` the chunks are trained as tasks on the Ray cluster at `address` (a local
-    Ray instance when None) on the cluster's devices, instead of one after the other on `device`;
-    both store the same chunks in the same folder, so either resumes what the other began."""
+    Ray instance when None) on the cluster's devices, instead of one after the other on `device`.
+    Both store chunks in the same folder, keyed by the resolved configuration: on the same kind of
+    device (hence the same engine and chunk size) either resumes what the other began."""
     cfg.check()
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose local or ray")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -24,14 +25,27 @@ from torch import nn
 DTYPE = torch.bfloat16
 
 
+def _native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively. Emulated bf16 (which `is_bf16_supported`
+    accepts by default on older GPUs) is slower than float32; torch before 2.4 lacks the keyword."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 @functools.cache
 def _check(device: torch.device) -> None:
-    # Emulated bf16 (what `is_bf16_supported` accepts by default on older GPUs) is slower than float32.
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        from .training import RecipeError  # training imports this module
+    from .training import RecipeError  # training imports this module
 
+    if device.type == "cuda" and not _native_bf16(device):
         raise RecipeError(f"mixed precision (amp) needs bfloat16, which {torch.cuda.get_device_name(device)} "
                           f"lacks; train without amp, or use another device")
+    with warnings.catch_warnings(record=True) as caught:  # a device without bf16 autocast only warns
+        warnings.simplefilter("always")
+        torch.autocast(device.type, dtype=DTYPE)
+    if any("autocast" in str(w.message).lower() for w in caught):
+        raise RecipeError(f"mixed precision (amp) is not available on {device.type} with this torch; train without amp")
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -167,14 +167,22 @@ def against_oracle(after: dict, seconds: float, s: Setup, model: nn.Module) -> d
             "speedup": retrain / seconds if seconds > 0 else float("inf")}
 
 
-def analysis(s: Setup, model: nn.Module, max_samples: int = 500) -> dict:
+def analysis(s: Setup, model: nn.Module, device: torch.device | None = None, max_samples: int = 500) -> dict:
     """Linear CKA per layer of the unlearned model against the original and the oracle, on test
-    samples: which layers the method changed, and whether they now look like the oracle's."""
-    out = {"cka_original": metrics.cka_by_layer(model, s.original, s.ds.x_test, max_samples)}
+    samples: which layers the method changed, and whether they now look like the oracle's.
+    Computed on `device`; the models are back on the CPU afterwards."""
+    def cka(other: nn.Module) -> dict[str, float]:
+        try:
+            return metrics.cka_by_layer(model.to(device), other.to(device), s.ds.x_test, max_samples)
+        finally:
+            model.cpu(), other.cpu()
+
+    device = device or torch.device("cpu")
+    out = {"cka_original": cka(s.original)}
     if s.unlearning_error:
         out["unlearning_error"] = s.unlearning_error
     if s.oracle_model is not None:
-        out["cka_oracle"] = metrics.cka_by_layer(model, s.oracle_model, s.ds.x_test, max_samples)
+        out["cka_oracle"] = cka(s.oracle_model)
     return out
 
 
@@ -197,7 +205,7 @@ def publish(ws: Workspace, s: Setup, method_name: str, method, model: nn.Module,
             "metrics": result,
             "original": s.before,
             "oracle": s.target,
-            "analysis": analysis(s, model),
+            "analysis": analysis(s, model, device),
             **({"details": report} if report else {}),
             **extra,
         },

@@ -109,12 +109,13 @@ def _power_iteration(model, x, y, iters, seed, sd_lambda, tol, batch) -> tuple[f
 
 
 def _flat(theta) -> torch.Tensor:
-    """A flat float64 vector from a tensor, a list of tensors or a name -> tensor mapping."""
+    """A flat float64 vector on the CPU from a tensor, a list of tensors or a name -> tensor mapping
+    (moved first: Apple's MPS has no float64)."""
     if isinstance(theta, torch.Tensor):
-        return theta.detach().reshape(-1).double().cpu()
+        return theta.detach().reshape(-1).cpu().double()
     if isinstance(theta, Mapping):
         theta = theta.values()
-    return torch.cat([t.detach().reshape(-1).double().cpu() for t in theta])
+    return torch.cat([t.detach().reshape(-1).cpu().double() for t in theta])
 
 
 def unlearning_error(theta_t, theta_0, lr: float, steps: int, sigma: float) -> float:
@@ -186,4 +187,4 @@ def forget_gradient(model0: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
 
 
 def flat_norm(tensors: Iterable[torch.Tensor]) -> float:
-    return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)))
+    return float(torch.linalg.vector_norm(_flat(list(tensors))))

@@ -140,6 +140,49 @@ def test_a_killed_driver_loses_only_the_chunks_in_flight(trained, ray_instance, 
     assert_same_estimate(scores.load(ws, out), local)
 
 
+@needs_ray
+def test_a_failing_task_is_reported_by_its_cause(trained, ray_instance):
+    from explorer import data
+    from explorer.models import ArchError
+
+    ds = data.load(DatasetSpec(label_noise=0.05))
+    recipe = training.Recipe(epochs=1).as_meta()
+    subs = memorization.subsets(ds.n_train, 0.7, 2, 0)
+    # A user error raised in the worker stays that error: one line, exit 2 from the CLI.
+    with pytest.raises(ArchError, match="batch-norm"):
+        list(ray_instance.run(ds, "resnet18", recipe, "batched", [(0, subs, [0, 1])], lambda running: None))
+    # A crash in the task names its cause, not Ray's process title.
+    with pytest.raises(RuntimeError, match=r"chunk 0 failed on the cluster: IndexError"):
+        list(ray_instance.run(ds, "mlp", recipe, "batched", [(0, subs + 10**6, [0, 1])], lambda running: None))
+
+
+@needs_ray
+def test_cancelling_a_ray_job_stops_it_cleanly_and_it_resumes(trained, tmp_path, monkeypatch):
+    """The app cancels a job with SIGTERM; Ray must not turn that into an exit mid-write."""
+    from explorer import jobs
+
+    ws, rec, _ = trained
+    ws = copy_of(ws, tmp_path)
+    cfg = ExactConfig(models=64, chunk=4, epochs=20, seed=5)
+    job_id = jobs.submit(ws, memorization.cli_args(rec["id"], cfg, "ray"), "exact on ray")
+    deadline = time.monotonic() + 120
+    while not list((ws.path / "partial").glob("exact-*/chunk-*.npz")):
+        assert time.monotonic() < deadline and jobs.get(ws, job_id)["state"] in jobs.ACTIVE, jobs.get(ws, job_id)
+        time.sleep(0.02)
+    jobs.cancel(ws, job_id)
+    assert jobs.wait(ws, job_id, timeout=60)["state"] == "cancelled"
+    assert not ws.find("scores", name="exact")
+    kept = {p.name for p in ws.path.glob("partial/exact-*/chunk-*.npz")}
+    assert 0 < len(kept) < 16
+
+    written = []
+    real_write = memorization.write_atomic
+    monkeypatch.setattr(memorization, "write_atomic",
+                        lambda path, data: (written.append(path.name), real_write(path, data)))
+    out = memorization.exact(ws, rec, cfg, CPU)  # resumed here, locally, from the chunks the job stored
+    assert out["models"] == 64 and not kept & set(written)
+
+
 def test_ray_backend_without_ray_installed_is_one_line_and_writes_nothing(trained, monkeypatch, tmp_path):
     ws, rec, _ = trained
     ws = copy_of(ws, tmp_path)
@@ -155,6 +198,7 @@ def test_ray_backend_without_ray_installed_is_one_line_and_writes_nothing(traine
     (["--backend", "spark"], "unknown backend"),
     (["--backend", "ray", "--address", "not-an-address"], "host:port"),
     (["--backend", "ray", "--address", "127.0.0.1:1"], "nothing answers"),
+    (["--backend", "ray", "--device", "cpu"], "leave out --device"),
 ])
 def test_cli_refuses_bad_backend_options_and_writes_nothing(trained, tmp_path, args, message):
     if "127.0.0.1:1" in args and not HAS_RAY:
