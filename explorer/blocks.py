@@ -101,17 +101,21 @@ class BlockResult(training.TrainResult):
 
 def fit_blocks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: training.Recipe, device: torch.device,
                *, x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
-               progress: training.Progress = training._no_progress) -> BlockResult:
+               progress: training.Progress = training._no_progress, snapshots: bool = True) -> BlockResult:
     """Train `model` in place block by block (module docstring); returns the log (one row per
-    block: its last epoch's loss and accuracy, then the test accuracy, at epoch k·E) and M_0 … M_B
-    with their momenta."""
+    block: its last epoch's loss and accuracy, then the test accuracy, at epoch k·E) and, with
+    `snapshots`, M_0 … M_B with their momenta."""
     start = time.perf_counter()
     B = recipe.blocks
     result = BlockResult(block_ids=stratified_blocks(y.cpu().numpy(), B, recipe.seed))
     model.to(device)
     opt = new_optimizer(model, recipe)
-    for part, keep in zip(snapshot(model, opt), (result.states, result.momenta)):
-        keep.append(part)
+    def keep_snapshot():
+        if snapshots:
+            for part, kept in zip(snapshot(model, opt), (result.states, result.momenta)):
+                kept.append(part)
+
+    keep_snapshot()
     for k, ids in enumerate(result.block_ids, start=1):
         sub = train_block(model, opt, x, y, ids, recipe, k, device,
                           progress=lambda f, msg, k=k: progress((k - 1 + f) / B, f"block {k}/{B} · {msg}"))
@@ -121,8 +125,7 @@ def fit_blocks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: train
         result.log.append(row)
         if sub.codes is not None:
             result.codes = sub.codes
-        for part, keep in zip(snapshot(model, opt), (result.states, result.momenta)):
-            keep.append(part)
+        keep_snapshot()
     result.seconds = time.perf_counter() - start
     return result
 

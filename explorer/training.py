@@ -150,7 +150,9 @@ def fit(
     if recipe.blocks:  # DeepObliviate's block training: no dynamics, a checkpoint after each block
         from .blocks import fit_blocks
 
-        return fit_blocks(model, x, y, recipe, device, x_test=x_test, y_test=y_test, progress=progress)
+        # Without dynamics (the estimator's subset models) nobody reads the block snapshots either.
+        return fit_blocks(model, x, y, recipe, device, x_test=x_test, y_test=y_test, progress=progress,
+                          snapshots=record_dynamics)
     start = time.perf_counter()
     model.to(device)
     x, y = x.to(device), y.to(device)
