@@ -60,6 +60,16 @@ def sample_passes(models: int, ratio: float, epochs: int, n: int) -> int:
     return models * epochs * int(ratio * n)
 
 
+def measured_speed(exact_records: list[dict]) -> float | None:
+    """Sample-passes per second of the latest of these published exact runs (None without one):
+    what the cost model divides by to predict the next run's time on the same machine."""
+    for rec in reversed(exact_records):
+        p = rec.get("params", {})
+        if rec.get("seconds") and p.get("epochs"):
+            return sample_passes(p["models"], p["ratio"], p["epochs"], rec["n"]) / rec["seconds"]
+    return None
+
+
 def subsets(n: int, ratio: float, k: int, seed: int) -> np.ndarray:
     """(k, ⌊ratio·n⌋) sample ids, each row a uniform subset without replacement."""
     rng = np.random.default_rng(seed)
@@ -185,7 +195,7 @@ def cli_args(model_id: str, cfg: ExactConfig, backend: str = "local", address: s
     return argv + (["--address", address] if address else [])
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h {seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
 
@@ -248,7 +258,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
             """Progress over all models: those stored plus `in_flight` models' worth of current work."""
             done_here = trained_here + in_flight
             rate = (time.perf_counter() - start) / done_here if done_here else None
-            eta = f" · ETA {_clock((cfg.models - stored - done_here) * rate)}" if rate else ""
+            eta = f" · ETA {clock((cfg.models - stored - done_here) * rate)}" if rate else ""
             progress((stored + done_here) / cfg.models, f"models {stored + int(done_here)}/{cfg.models}{note}{eta}")
 
         if pool is None:

@@ -28,6 +28,15 @@ def test_estimate_matches_the_definition_by_hand():
     assert np.isnan(never_out["values"]).all()
 
 
+def test_cost_model_and_measured_speed():
+    assert memorization.sample_passes(models=256, ratio=0.7, epochs=30, n=1000) == 256 * 30 * 700
+    runs = [{"params": {"models": 10, "ratio": 0.5, "epochs": 4}, "n": 100, "seconds": 2.0},
+            {"params": {"models": 20, "ratio": 0.5, "epochs": 4}, "n": 100, "seconds": 8.0}]
+    assert memorization.measured_speed(runs) == 20 * 4 * 50 / 8.0  # the latest run
+    assert memorization.measured_speed([]) is None
+    assert memorization.clock(59) == "0m 59s" and memorization.clock(3 * 3600 + 5 * 60) == "3h 05m"
+
+
 def test_subsets_are_seeded_uniform_and_of_the_right_size():
     subs = memorization.subsets(100, 0.7, 50, seed=3)
     assert subs.shape == (50, 70) and all(len(set(row)) == 70 for row in subs)

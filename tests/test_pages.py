@@ -66,6 +66,8 @@ def test_memorization_page_compares_proxies_with_exact(monkeypatch, scored):
     keys = {el.key for el in at.get("plotly_chart")}
     assert {"final_conv", "scatter", "corr", "cost", "auroc", "histogram", "per_class"} <= keys
     assert {m.label for m in at.metric} >= {"spearman", "pearson", "kendall", "precision at k"}
+    # The next run's time, predicted from the last one's measured pace.
+    assert any("The last exact run of this model trained" in c.value for c in at.caption)
 
 
 def test_memorization_form_launches_exact_job(monkeypatch, populated):

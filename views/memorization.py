@@ -35,10 +35,15 @@ with exact_col.form("exact"):
     passes = memorization.sample_passes(int(k), float(ratio), int(epochs), ds.n_train)
     cost = (f"{int(k)} models × {int(epochs)} epochs × {int(ratio * ds.n_train):,} samples = "
             f"{passes / 1e6:,.1f} M sample-passes")
-    if rec.get("seconds"):
-        guess = rec["seconds"] * ratio * epochs / (rec.get("epochs") or epochs) * k
-        cost += (f". One model at a time this would take about {guess / 60:.1f} min here; "
-                 "batched engines (MLP, or any small net on a GPU) are several times faster.")
+    speed = memorization.measured_speed(ws.find("scores", model_id=rec["id"], name="exact"))
+    if speed:
+        cost += (f". The last exact run of this model trained {speed:,.0f} sample-passes/s, so about "
+                 f"{memorization.clock(passes / speed)} at that pace.")
+    elif rec.get("seconds") and rec.get("epochs"):
+        pace = rec["epochs"] * ds.n_train / rec["seconds"]  # its own training, with per-epoch evaluation: slower
+        cost += (f". At this model's own training pace ({pace:,.0f}/s) that is at most "
+                 f"{memorization.clock(passes / pace)}; the batched engine (an MLP here; MLP and CNN on a GPU) is "
+                 "several times faster.")
     st.caption(cost)
     backend, address = "local", None
     if ui.ray_installed():
