@@ -183,6 +183,14 @@ def test_cancelling_a_ray_job_stops_it_cleanly_and_it_resumes(trained, tmp_path,
     assert out["models"] == 64 and not kept & set(written)
 
 
+def test_ray_is_imported_only_when_asked_for():
+    import subprocess
+
+    probe = "import sys, explorer.cli, explorer.memorization; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
 def test_ray_backend_without_ray_installed_is_one_line_and_writes_nothing(trained, monkeypatch, tmp_path):
     ws, rec, _ = trained
     ws = copy_of(ws, tmp_path)
