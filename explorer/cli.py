@@ -270,6 +270,7 @@ def unlearn(
                                             '\'{"score": "exact", "steps": ["none", "finetune", "salun"]}\'.')] = "{}",
     sweep: Annotated[bool, typer.Option("--sweep", help="Try a small grid of settings per method and keep the best of each.")] = False,
     score: Annotated[str, typer.Option(help="The memorization score RUM refines by in a sweep (a name or a score-set id).")] = "exact",
+    beam: Annotated[Optional[int], typer.Option(help=f"With --sweep: partial sequences RUM and shuffle keep per group; wider finds better sequences at proportional cost [default: {sweeps.BEAM}].")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Settings for parameters not given: paper (published defaults) or digits [default: the model's dataset's preset if there is one, else paper].")] = None,
     oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Retrain the oracle to measure against (skip it for large models: ToW and speed-up are then missing).")] = True,
     device: DeviceOpt = "auto",
@@ -290,8 +291,10 @@ def unlearn(
         if sweep:
             if not oracle:
                 raise unlearning.ParamError("a sweep scores every setting against the oracle: drop --no-oracle")
-            sweeps.check(names)
+            sweeps.check(names, sweeps.BEAM if beam is None else beam)
         else:
+            if beam is not None:
+                raise unlearning.ParamError("--beam is the width of a sweep's search: use it with --sweep")
             if len(names) != 1:
                 raise unlearning.ParamError("give one --method (several only with --sweep)")
             unlearning.make(names[0], parsed, preset or "paper")  # the method exists and takes these parameters
@@ -303,7 +306,8 @@ def unlearn(
         names, parsed, dev = prepared
         model_rec, fs_rec = ws.get(model, "model"), ws.get(forget, "forget_set")
         if sweep:
-            return sweeps.sweep(ws, model_rec, fs_rec, names, dev, progress, score=score, preset=preset)
+            return sweeps.sweep(ws, model_rec, fs_rec, names, dev, progress, score=score, preset=preset,
+                                beam=sweeps.BEAM if beam is None else beam)
         return runs.unlearn(ws, model_rec, fs_rec, names[0], parsed, dev, progress, with_oracle=oracle, preset=preset)
 
     def summary(r):

@@ -125,8 +125,13 @@ def tune_sequence(ws: Workspace, s: runs.Setup, kind: str, steps_from: dict[str,
     return {**how, "steps": chosen}, tried
 
 
-def check(methods: list[str]) -> None:
+BEAM = 2  # partial sequences RUM and shuffle keep per group: each step of width costs a grid of trials
+
+
+def check(methods: list[str], beam: int = BEAM) -> None:
     """Refuse, in one line, a sweep that cannot run."""
+    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+        raise unlearning.ParamError(f"--beam must be a whole number of at least 1, got {beam!r}")
     if not methods:
         raise unlearning.ParamError("name at least one method to sweep")
     unknown = [m for m in methods if m not in (*SWEEPABLE, "rum", "shuffle")]
@@ -138,9 +143,11 @@ def check(methods: list[str]) -> None:
 
 def sweep(ws: Workspace, model_rec: dict, fs_rec: dict, methods: list[str], device: torch.device,
           progress: Progress = _no_progress, score: str = "exact", base: dict | None = None,
-          preset: str | None = None) -> dict:
-    """Sweep each method; publish the best run of each and one sweep record with every point."""
-    check(methods)
+          preset: str | None = None, beam: int = BEAM) -> dict:
+    """Sweep each method; publish the best run of each and one sweep record with every point.
+    RUM and shuffle keep the `beam` best partial sequences per group (a wider search finds better
+    sequences, at `beam` times the trials)."""
+    check(methods, beam)
     base_methods = [m for m in methods if m in SWEEPABLE]
     sequences = [m for m in methods if m in ("rum", "shuffle")]
     if "rum" in sequences:
@@ -161,7 +168,7 @@ def sweep(ws: Workspace, model_rec: dict, fs_rec: dict, methods: list[str], devi
     for j, kind in enumerate(sequences):
         span = 0.4 / len(sequences)
         params, tried = tune_sequence(ws, s, kind, {n: centre[n] for n in base_methods}, device,
-                                      lambda f, m, j=j: progress(0.6 + span * (j + f), m),
+                                      lambda f, m, j=j: progress(0.6 + span * (j + f), m), beam=beam,
                                       **({"score": score} if kind == "rum" else {}))
         method = runs.bind(ws, s.model_rec, kind, params)
         model, result, out = runs.apply(ws, s, method, device)
@@ -176,7 +183,8 @@ def sweep(ws: Workspace, model_rec: dict, fs_rec: dict, methods: list[str], devi
     return ws.put("sweep", {
         "name": f"sweep of {', '.join(methods)} on {fs_rec['name']}",
         "model_id": model_rec["id"], "forget_set_id": fs_rec["id"], "oracle_id": s.oracle_rec["id"],
-        "methods": methods, "preset": preset, "device": device.type, "points": points, "best_runs": best_runs,
+        "methods": methods, "preset": preset, "beam": beam, "device": device.type, "points": points,
+        "best_runs": best_runs,
         "best": {name: winners[name][0] for name in winners}, "retrain_seconds": s.oracle_rec["seconds"],
     })
 

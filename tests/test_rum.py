@@ -157,6 +157,9 @@ def test_sweep_tunes_methods_and_rum(populated, monkeypatch):
     assert best_run["metrics"]["tow"] == max(p["tow"] for p in rec["points"] if p["method"] == "neggrad_plus")
     rum = ws.get(rec["best_runs"]["rum"], "run")
     assert len(rum["details"]["tuning"]) == 3 and rum["tuned_by"] == "sweep"
+    # Beam search: each group extends every kept partial sequence (one at first, then `beam`) by every candidate.
+    trials = [g["trials"] for g in rum["details"]["tuning"]]
+    assert rec["beam"] == sweeps.BEAM == 2 and trials == [trials[0], 2 * trials[0], 2 * trials[0]]
     assert all(s == "none" or s["method"] == "neggrad_plus" for s in rum["params"]["steps"])
 
 
@@ -168,6 +171,8 @@ def test_cli_sweep_and_oracle_free_runs_refuse_bad_input(populated):
         (["--method", "rum", "--sweep"], "base methods RUM may choose from"),
         (["--method", "finetune,salun"], "one --method"),
         (["--method", "finetune", "--sweep", "--no-oracle"], "drop --no-oracle"),
+        (["--method", "finetune", "--beam", "3"], "use it with --sweep"),
+        (["--method", "finetune,rum", "--sweep", "--beam", "0"], "at least 1"),
     ]:
         out = run_cli("unlearn", model["id"], "--forget", fs["id"], *args, workspace=ws.path)
         assert out.returncode == 2 and reason in out.stderr, out.stderr
@@ -202,6 +207,7 @@ def test_unlearn_page_configures_and_launches_rum_and_a_sweep(populated, monkeyp
     next(b for b in at.button if b.label == "Sweep").click().run()
     job = next(j for j in jobs.list_jobs(ws) if "--sweep" in j["argv"])
     assert job["argv"][job["argv"].index("--method") + 1] == "neggrad_plus,rum"
+    assert job["argv"][job["argv"].index("--beam") + 1] == str(sweeps.BEAM)
     jobs.cancel(ws, job["id"])  # the sweep itself is tested above; here only what the page asks for
     next(b for b in at.button if b.label == "Run").click().run()
     launched = {j["argv"][j["argv"].index("--method") + 1]: j for j in jobs.list_jobs(ws) if "--sweep" not in j["argv"]

@@ -136,6 +136,12 @@ for name in chosen:
 
 with_oracle = st.toggle("Retrain the oracle", True, help="Needed for ToW and the speed-up. For a large model you "
                         "may skip it: those metrics are then shown as missing, never guessed.")
+beam = sweeps.BEAM
+if {"rum", "shuffle"} & set(chosen):
+    beam = int(st.number_input("Sweep search width (beam)", 1, 64, sweeps.BEAM,
+                               help="How many partial sequences a sweep keeps per group while tuning RUM and "
+                                    "shuffle. Wider finds better sequences, at that many times the trials "
+                                    "(on the digits, 8 takes about twice as long as 2)."))
 c1, c2 = st.columns(2)
 if c1.button("Run", type="primary", disabled=not settings, help="One job per method."):
     for name, params in settings.items():
@@ -148,7 +154,8 @@ if c2.button("Sweep", disabled=not sweepable or not with_oracle,
              help="Try a small grid per method (lr × {0.2, 1, 5}, epochs × {½, 1}, its knob) and keep the best by "
                   "ToW; RUM and shuffle are tuned group by group from the base methods chosen."):
     ui.launch(ws, ["unlearn", rec["id"], "--forget", fs["id"], "--method", ",".join(sweepable), "--sweep",
-                   "--preset", preset, "--score", score_for_sweep], f"sweep on {fs['name']}", "sweep_job")
+                   "--preset", preset, "--score", score_for_sweep, "--beam", str(beam)], f"sweep on {fs['name']}",
+              "sweep_job")
 for name in chosen:
     ui.job_status(ws, f"unlearn_job-{name}")
 ui.job_status(ws, "sweep_job")
