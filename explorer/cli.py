@@ -154,7 +154,8 @@ def train(
                                  codes_seed=codes_seed, sd_lambda=sd_lambda, blocks=blocks, amp=amp)
         spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise)
         dev = devices.resolve(device)
-        precision.autocast(dev, amp)  # refuses a GPU without bf16 now, before anything is written
+        if amp:
+            precision.check(dev)  # a GPU without bf16 is refused now, before anything is written
         ds = data.load(spec)
         models.for_dataset(arch, ds)  # the architecture exists and fits the images
         if blocks > ds.n_train:
@@ -350,10 +351,7 @@ def memorize(
     def prepare():
         cfg = memorization.ExactConfig(models=models_, ratio=ratio, epochs=epochs, seed=seed, engine=engine, chunk=chunk)
         cfg.check()
-        if backend not in memorization.BACKENDS:
-            raise UserError(f"unknown backend {backend!r}; choose local or ray")
-        if address is not None and backend != "ray":
-            raise UserError("--address names a Ray cluster; use it with --backend ray")
+        memorization.check_backend(backend, address)
         if backend == "ray":
             if device != "auto":
                 raise UserError("with --backend ray the cluster's devices decide (a GPU per task when it has GPUs); "

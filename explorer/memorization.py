@@ -53,6 +53,14 @@ class ExactConfig:
             raise UserError(f"unknown engine {self.engine!r}; choose auto, batched or sequential")
 
 
+def check_backend(backend: str, address: str | None) -> None:
+    """Refuse, in one line, backend options that cannot go together."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose local or ray")
+    if address is not None and backend != "ray":
+        raise UserError("--address names a Ray cluster; use it with --backend ray")
+
+
 def sample_passes(models: int, ratio: float, epochs: int, n: int) -> int:
     """The cost model of an exact run: each of K models makes `epochs` training passes over its
     ⌊ratio·n⌋ samples (forward and backward). Its time is this over a device's sample throughput;
@@ -219,10 +227,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
     Both store chunks in the same folder, keyed by the resolved configuration: on the same kind of
     device (hence the same engine and chunk size) either resumes what the other began."""
     cfg.check()
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose local or ray")
-    if address is not None and backend != "ray":
-        raise UserError("--address names a Ray cluster; use it with --backend ray")
+    check_backend(backend, address)
     ds = checkpoints.dataset_of(ws, model_rec)
     n = ds.n_train
     if not 1 <= int(cfg.ratio * n) <= n - 1:

@@ -35,7 +35,8 @@ def _native_bf16(device: torch.device) -> bool:
 
 
 @functools.cache
-def _check(device: torch.device) -> None:
+def check(device: torch.device) -> None:
+    """Refuse, in one line, mixed precision on a device that cannot run it."""
     from .training import RecipeError  # training imports this module
 
     if device.type == "cuda" and not _native_bf16(device):
@@ -52,7 +53,7 @@ def autocast(device: torch.device, enabled: bool):
     """The context a forward pass runs in: bf16 autocast on `device` when `enabled`, else nothing."""
     if not enabled:
         return contextlib.nullcontext()
-    _check(device)
+    check(device)
     return torch.autocast(device.type, dtype=DTYPE)
 
 
@@ -84,7 +85,7 @@ def functional(forward: Callable, device: torch.device, enabled: bool) -> Callab
     output comes back float32. `forward` itself when amp is off."""
     if not enabled:
         return forward
-    _check(device)
+    check(device)
 
     def cast(t: torch.Tensor) -> torch.Tensor:
         return t.to(DTYPE) if t.is_floating_point() else t

@@ -236,7 +236,7 @@ def test_a_sequence_passes_its_precision_on_to_each_step(digits):
 def test_a_cuda_gpu_without_bf16_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Old GPU")
-    precision._check.cache_clear()
+    precision.check.cache_clear()
     try:
         with pytest.raises(RecipeError, match="Old GPU lacks; train without amp"):
             precision.autocast(torch.device("cuda"), True)
@@ -244,7 +244,7 @@ def test_a_cuda_gpu_without_bf16_is_refused_in_one_line(monkeypatch):
             precision.functional(lambda p, b, x: x, torch.device("cuda"), True)
         assert precision.wrap(torch.nn.Linear(1, 1), torch.device("cuda"), False)  # amp off: nothing to check
     finally:
-        precision._check.cache_clear()
+        precision.check.cache_clear()
 
 
 # -- pinned memory ------------------------------------------------------------------------------------
