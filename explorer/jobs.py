@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -148,6 +149,23 @@ def wait(ws: Workspace, job_id: str, timeout: float = 600, poll: float = 0.2) ->
             return job
         time.sleep(poll)
     raise TimeoutError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
+
+
+def announce(argv: list[str]) -> None:
+    """First words of a job's own process (`... --workspace PATH --job ID`), written before the slow
+    imports; a plain command line, or a job row that is gone, is left alone."""
+    def value(flag: str) -> str | None:
+        return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+
+    job_id, path = value("--job"), value("--workspace")
+    if not job_id or not path:
+        return
+    try:
+        ws = Workspace(path, create=False)
+        if get(ws, job_id)["state"] == "queued":
+            _set(ws, job_id, message="started: loading PyTorch")
+    except (WorkspaceError, OSError, sqlite3.Error):
+        pass  # the job itself reports the problem once the CLI runs
 
 
 class Reporter:

@@ -158,12 +158,37 @@ def upscale(image: np.ndarray, size: int = 64) -> np.ndarray:
     return image.repeat(factor, 0).repeat(factor, 1)
 
 
-def gallery(images: np.ndarray, captions: list[str], width: int = 88) -> None:
-    """Images in a wrapping row, each with its caption."""
-    if len(images) == 0:
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _encoded(spec, width: int) -> dict[tuple[str, int], str]:
+    """PNG data URIs of one dataset's thumbnails at one width, filled as images are shown: each is
+    encoded once per server, and the browser gets it inline instead of fetching it."""
+    return {}
+
+
+def thumbnail_uris(ds, ids, split: str = "train", width: int = 88) -> list[str]:
+    import base64
+    import io
+
+    from PIL import Image
+
+    cache, images = _encoded(ds.spec, width), ds.thumbs_train if split == "train" else ds.thumbs_test
+    out = []
+    for i in ids:
+        uri = cache.get((split, int(i)))
+        if uri is None:
+            buf = io.BytesIO()
+            Image.fromarray(upscale(images[int(i)], width)).save(buf, format="PNG")
+            uri = cache[(split, int(i))] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        out.append(uri)
+    return out
+
+
+def gallery(ds, ids, captions: list[str], split: str = "train", width: int = 88) -> None:
+    """The dataset's images `ids` in a wrapping row, each with its caption."""
+    if len(ids) == 0:
         st.caption("No images.")
         return
-    st.image([upscale(img, width) for img in images], caption=captions, width=width)
+    st.image(thumbnail_uris(ds, ids, split, width), caption=captions, width=width)
 
 
 def sidebar(ws: Workspace) -> None:

@@ -1,134 +1,83 @@
 """End-to-end checks that drive the real Streamlit app in a headless Chromium through Playwright.
 
-Each test starts `streamlit run app.py` on a fresh workspace (EXPLORER_WORKSPACE), waits for the
-health endpoint, and clicks through a page like a user would. They need Debian's Chromium at
+Each test serves the app exactly as `make run` does (bench/_app.py; only the port and the
+workspace differ), waits for the health endpoint, and clicks through a page like a user would. They need Debian's Chromium at
 /usr/bin/chromium (Playwright cannot download its own browsers offline) and are skipped without it.
 Run only these with `pytest -m browser`, or leave them out with `pytest -m "not browser"`.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import shutil
 from pathlib import Path
 
 import pytest
 
+from bench import _app
 from explorer.workspace import Workspace
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path(os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+ROOT = _app.ROOT
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (set EXPLORER_CHROMIUM)"),
+    pytest.mark.skipif(not _app.CHROMIUM.exists(), reason=f"no Chromium at {_app.CHROMIUM} (set EXPLORER_CHROMIUM)"),
 ]
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 expect = sync_api.expect
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"streamlit did not answer within {timeout:.0f} s:\n{log.read_text(errors='replace')}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _cancel_jobs(ws_path: Path) -> None:
-    from explorer import jobs
-
-    ws = Workspace(ws_path)
-    jobs.refresh(ws)
-    for job in jobs.list_jobs(ws, active_only=True):
-        jobs.cancel(ws, job["id"])
-
-
 @pytest.fixture
 def app(tmp_path):
-    """Start the app on tmp_path/ws; yields (base_url, workspace path). The workspace may be
-    filled before the first request, since the app opens it lazily."""
+    """The app as `make run` serves it, on tmp_path/ws; yields (start, workspace path). The
+    workspace may be filled before `start()`, since the app opens it lazily."""
     ws_path = tmp_path / "ws"
-    port = _free_port()
-    log = tmp_path / "streamlit.log"
-    env = {**os.environ, "EXPLORER_WORKSPACE": str(ws_path), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-           "--server.headless", "true", "--server.address", "localhost",
-           # No file watching: the checkout (with its .venv) is large, and edits must not rerun the app.
-           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    server = _app.Server(ws_path, tmp_path / "streamlit.log")
     state = {}
 
     def start() -> str:
-        with open(log, "wb") as out:
-            state["proc"] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
-        url = f"http://localhost:{port}"
-        _wait_healthy(url, state["proc"], log)
-        return url
+        try:
+            state["url"] = server.start()
+        except RuntimeError as err:
+            pytest.fail(str(err))
+        return state["url"]
 
+    start.server = server
     try:
         yield start, ws_path
     finally:
-        if "proc" in state:
-            _stop(state["proc"])
+        server.stop()
         if ws_path.exists():
-            _cancel_jobs(ws_path)  # jobs run in their own sessions, so killing the app leaves them running
-        if log.exists():  # pytest shows captured output only when the test failed
-            print(f"--- streamlit log ({log}) ---\n{log.read_text(errors='replace')[-20_000:]}")
+            _app.cancel_jobs(ws_path)
+        if server.log.exists():  # pytest shows captured output only when the test failed
+            print(f"--- streamlit log ({server.log}) ---\n{server.log_text()[-20_000:]}")
 
 
 @pytest.fixture
 def page(request, tmp_path):
     """A fresh headless Chromium page; when the test fails, a screenshot is left in tmp_path."""
     failed_before = request.session.testsfailed
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            context.set_default_timeout(30_000)
-            pg = context.new_page()
-            yield pg
-            if request.session.testsfailed > failed_before:  # the call phase is reported before teardown
-                shot = tmp_path / "failure.png"
-                pg.screenshot(path=str(shot), full_page=True)
-                print(f"screenshot of the failed page: {shot}")
-        finally:
-            browser.close()
+    with _app.browser() as browser:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(30_000)
+        pg = context.new_page()
+        yield pg
+        if request.session.testsfailed > failed_before:  # the call phase is reported before teardown
+            shot = tmp_path / "failure.png"
+            pg.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot of the failed page: {shot}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fdinfo").exists(), reason="counts inotify watches through Linux's /proc")
+def test_the_served_app_watches_no_files(app, page):
+    """A file watcher on the checkout (its .venv included) floods inotify and keeps a core busy,
+    which slowed the demo's job 2-4x; the app as users run it must watch nothing."""
+    start, _ = app
+    page.goto(f"{start()}/")
+    expect(page.get_by_test_id("stSidebar").get_by_text("Workspace:")).to_be_visible(timeout=60_000)
+    _settled(page)  # watchers are set up per session, when a page's script first runs
+    assert _app.inotify_watches(start.server.proc.pid) == 0
 
 
 def _open(page, url: str, title: str) -> None:
@@ -246,8 +195,6 @@ def _shoot(page, name: str) -> None:
 def test_journey_demo_explore_unlearn_compare(app, page, demo_workspace):
     """The main path a new user takes, in a real browser, with a screenshot of each page in
     test-output/journey/."""
-    import shutil
-
     start, ws_path = app
     shutil.copytree(demo_workspace, ws_path)
     OUTPUT.mkdir(parents=True, exist_ok=True)
@@ -265,7 +212,7 @@ def test_journey_demo_explore_unlearn_compare(app, page, demo_workspace):
     _lasso(page, 0.4)
     heading = page.get_by_role("heading", name=re.compile(r"^\d+ samples selected"))
     expect(heading).to_be_visible(timeout=30_000)
-    page.get_by_label("Name").first.fill("journey selection")
+    page.get_by_label("Name", exact=True).fill("journey selection")
     page.get_by_role("button", name="Save as forget set").click()
     expect(page.get_by_text("Saved forget set")).to_be_visible(timeout=30_000)
     _shoot(page, "2-explore.png")
@@ -286,8 +233,6 @@ def test_journey_demo_explore_unlearn_compare(app, page, demo_workspace):
 
 def test_every_page_fits_a_laptop_window(app, page, demo_workspace):
     """No page scrolls sideways at 1024 px."""
-    import shutil
-
     start, ws_path = app
     shutil.copytree(demo_workspace, ws_path)
     url = start()

@@ -68,3 +68,33 @@ def test_two_jobs_publishing_at_the_same_moment_both_land(ws):
     models = ws.find("model")
     assert sorted(m["id"] for m in models) == sorted(j["result_id"] for j in done)
     assert len({m["dataset_id"] for m in models}) == 1 and len(ws.find("dataset")) == 1  # one record, not two
+
+
+def test_a_job_says_it_started_before_its_slow_imports(ws):
+    """The app's progress bar moves as soon as the job's process runs, not after PyTorch loads."""
+    job_id = jobs.submit(ws, ["train", "--arch", "mlp", "--epochs", "1", "--device", "cpu"], "quick train")
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = jobs.get(ws, job_id)
+        if not seen or seen[-1] != (job["state"], job["message"]):
+            seen.append((job["state"], job["message"]))
+        if job["state"] not in jobs.ACTIVE:
+            break
+        time.sleep(0.02)
+    assert seen[0] == ("queued", "starting")
+    assert ("queued", "started: loading PyTorch") in seen, seen
+    assert seen.index(("queued", "started: loading PyTorch")) < [s for s, _ in seen].index("running")
+    assert seen[-1][0] == "succeeded"
+
+
+def test_announcing_imports_nothing_heavy_and_ignores_plain_commands(ws):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = "import sys; from explorer import jobs; jobs.announce(['train']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    jobs.announce(["train", "--workspace", str(ws.path), "--job", "j-missing"])  # no such row: nothing raised

@@ -74,10 +74,22 @@ if outlined is not None:
     highlight = position[outlined["ids"]]
     highlight = highlight[highlight >= 0]
 colouring = options[colour_by]
-figure = plots.sample_map(smap.xy[rows], rows, labels[rows], colouring.values[rows], colouring.name,
-                          colouring.categories, size=size, opacity=opacity, highlight=highlight,
-                          axes=(f"{chosen['method'].upper()} 1", f"{chosen['method'].upper()} 2"))
 chart_key = f"map-{chosen['id']}"
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def map_figure(xy: np.ndarray, rows: np.ndarray, labels: np.ndarray, values: np.ndarray, name: str,
+               categories: tuple[str, ...] | None, size: int, opacity: float, highlight: np.ndarray | None,
+               method: str):
+    """The map's figure, built once per map and look (the arguments are its key). A selection
+    reruns only the fragment below, which reuses it as it stands."""
+    return plots.sample_map(xy[rows], rows, labels[rows], values[rows], name, categories, size=size,
+                            opacity=opacity, highlight=highlight, axes=(f"{method} 1", f"{method} 2"))
+
+
+figure = map_figure(smap.xy, rows, labels, colouring.values, colouring.name,
+                    None if colouring.categories is None else tuple(colouring.categories), size, opacity, highlight,
+                    chosen["method"].upper())
 
 
 def remember_selection():
@@ -85,21 +97,23 @@ def remember_selection():
     st.session_state["explore_selection"] = {"model": rec["id"], "ids": plots.selected_ids(event.get("selection"))}
 
 
-st.plotly_chart(figure, key=chart_key, on_select=remember_selection, selection_mode=("points", "box", "lasso"),
-                config={"scrollZoom": True, "displaylogo": False})
-
-stored = st.session_state.get("explore_selection") or {}
-picked = [i for i in stored.get("ids", []) if 0 <= i < len(labels)] if stored.get("model") == rec["id"] else []
+@st.cache_data(show_spinner=False, max_entries=64)
+def entanglement(ws_path: str, map_id: str, ids: bytes) -> float:
+    """ES of a selection (its int64 ids as bytes: a cheap cache key), from the map's stored features."""
+    return metrics.entanglement(ui.stored_map(ws_path, map_id).train_features, np.frombuffer(ids, np.int64))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def entanglement(ws_path: str, map_id: str, ids: tuple[int, ...]) -> float:
-    """ES of a selection, from the map's stored features; cached, as a rerun keeps the selection."""
-    return metrics.entanglement(ui.stored_map(ws_path, map_id).train_features, np.asarray(ids))
+def random_entanglement(ws_path: str, map_id: str, n_train: int, size: int) -> float:
+    """ES of a random training subset of `size`: what a selection's ES is compared with."""
+    ids = np.random.default_rng(0).choice(n_train, size, replace=False).astype(np.int64)
+    return entanglement(ws_path, map_id, ids.tobytes())
 
 
-def thumb(i: int) -> np.ndarray:
-    return ds.thumbs_train[i] if i < n_train else ds.thumbs_test[i - n_train]
+def image_of(i: int, width: int = 88) -> str:
+    """Map row i's image: rows are the training samples, then the test samples."""
+    split, j = ("train", i) if i < n_train else ("test", i - n_train)
+    return ui.thumbnail_uris(ds, [j], split, width)[0]
 
 
 def caption(i: int, value: float | None = None) -> str:
@@ -112,7 +126,7 @@ def sample_panel(i: int) -> None:
     """One sample: the image, its label and prediction, every score, its neighbours on the map."""
     st.subheader(f"Sample #{i}" if i < n_train else f"Test sample #{i - n_train}")
     left, right = st.columns([1, 3])
-    left.image(ui.upscale(thumb(i), 192), width=192)
+    left.image(image_of(i, 192), width=192)
     with right:
         true = int(ds.y_train_clean[i]) if i < n_train else int(labels[i])
         facts = {"label": ds.classes[labels[i]], "predicted": ds.classes[int(smap.pred[i])]}
@@ -130,7 +144,7 @@ def sample_panel(i: int) -> None:
                                             help="100% = more memorized than every other sample")})
     near = embeddings.neighbours(smap.xy, i, 8, among=rows)
     st.caption("Nearest on the map")
-    ui.gallery(np.stack([thumb(j) for j in near]), [caption(j) for j in near])
+    st.image([image_of(j) for j in near], caption=[caption(j) for j in near], width=88)
 
 
 def selection_panel(sel: np.ndarray, n_test: int) -> None:
@@ -145,9 +159,8 @@ def selection_panel(sel: np.ndarray, n_test: int) -> None:
         c2.metric(f"mean {colouring.name}", f"{np.nanmean(score[sel]):.3f}",
                   delta=f"{np.nanmean(score[sel]) - np.nanmean(score):+.3f} vs all samples", delta_color="off")
     if len(sel) < n_train:
-        es = entanglement(ws_path, chosen["id"], tuple(sel.tolist()))
-        baseline = entanglement(ws_path, chosen["id"],
-                                tuple(np.random.default_rng(0).choice(n_train, len(sel), replace=False).tolist()))
+        es = entanglement(ws_path, chosen["id"], sel.astype(np.int64).tobytes())
+        baseline = random_entanglement(ws_path, chosen["id"], n_train, len(sel))
         c3.metric("entanglement (ES)", f"{es:,.1f}",
                   help="RUM's entanglement score: spread within the selection and within the rest, over the "
                        "distance between their centres. Higher = more mixed with the rest = harder to unlearn. "
@@ -163,8 +176,7 @@ def selection_panel(sel: np.ndarray, n_test: int) -> None:
     order = sel if score is None else sel[np.argsort(-np.nan_to_num(score[sel], nan=-np.inf), kind="stable")]
     count = min(48, len(order))
     st.caption(f"{count} of {len(sel)} selected samples" + ("" if score is None else ", most memorized first"))
-    ui.gallery(ds.thumbs_train[order[:count]],
-               [ui.caption_for(i, ds, None if score is None else score[i]) for i in order[:count]])
+    ui.gallery(ds, order[:count], [ui.caption_for(i, ds, None if score is None else score[i]) for i in order[:count]])
     with st.form("save_forget"):
         name = st.text_input("Name", f"selection · {len(sel)} samples")
         if st.form_submit_button("Save as forget set", type="primary"):
@@ -173,32 +185,52 @@ def selection_panel(sel: np.ndarray, n_test: int) -> None:
 
 
 def save(build) -> None:
+    """Make a forget set; on success rerun the whole page, so the list below shows it."""
     try:
         fs = build()
     except UserError as err:
         st.error(str(err))
     else:
+        st.session_state["explore_saved"] = fs
+        st.rerun(scope="app")
+
+
+def saved_message() -> None:
+    fs = st.session_state.pop("explore_saved", None)
+    if fs is not None:
         st.success(f"Saved forget set “{fs['name']}” ({fs['size']} samples, entanglement {fs['es']:.1f}).")
         st.page_link("views/unlearn.py", label="Unlearn it", icon=":material/arrow_forward:")
 
 
-if len(picked) == 1:
-    sample_panel(picked[0])
-    picked_train, _ = selection.training_only(picked, n_train)
-    if len(picked_train):
-        with st.form("save_one"):
-            name = st.text_input("Name", f"sample #{picked[0]}")
-            if st.form_submit_button("Save this sample as a forget set"):
-                save(lambda: forget_sets.create(ws, rec, "selection", name=name, ids=picked_train.tolist(),
-                                                features=smap.train_features))
-elif picked:
-    train_sel, n_test = selection.training_only(picked, n_train)
-    if len(train_sel):
-        selection_panel(train_sel, n_test)
+@st.fragment
+def map_and_selection() -> None:
+    """The map and what is selected on it. A lasso or click reruns only this: the figure is
+    cached, and nothing below the map is recomputed."""
+    st.plotly_chart(figure, key=chart_key, on_select=remember_selection, selection_mode=("points", "box", "lasso"),
+                    config={"scrollZoom": True, "displaylogo": False})
+    saved_message()
+    stored = st.session_state.get("explore_selection") or {}
+    picked = [i for i in stored.get("ids", []) if 0 <= i < len(labels)] if stored.get("model") == rec["id"] else []
+    if len(picked) == 1:
+        sample_panel(picked[0])
+        picked_train, _ = selection.training_only(picked, n_train)
+        if len(picked_train):
+            with st.form("save_one"):
+                name = st.text_input("Name", f"sample #{picked[0]}")
+                if st.form_submit_button("Save this sample as a forget set"):
+                    save(lambda: forget_sets.create(ws, rec, "selection", name=name, ids=picked_train.tolist(),
+                                                    features=smap.train_features))
+    elif picked:
+        train_sel, n_test = selection.training_only(picked, n_train)
+        if len(train_sel):
+            selection_panel(train_sel, n_test)
+        else:
+            st.info("Only test samples are selected: select training samples to build a forget set.")
     else:
-        st.info("Only test samples are selected: select training samples to build a forget set.")
-else:
-    st.info("Nothing selected yet: drag a lasso or a box on the map, or click a point to open that sample.")
+        st.info("Nothing selected yet: drag a lasso or a box on the map, or click a point to open that sample.")
+
+
+map_and_selection()
 
 # -- forget sets by rule, and the list ------------------------------------------------------------
 st.divider()

@@ -172,8 +172,8 @@ tie_breaker = next((n for n in ("confidence", "exact", "loss") if n in available
 order = np.lexsort((-scores.oriented(tie_breaker, available[tie_breaker]), -scores.oriented(shown, values)))
 order = order[np.isfinite(values[order])]
 st.markdown("**Most memorized**")
-ui.gallery(ds.thumbs_train[order[:count]], [ui.caption_for(i, ds, values[i]) for i in order[:count]])
+ui.gallery(ds, order[:count], [ui.caption_for(i, ds, values[i]) for i in order[:count]])
 st.markdown("**Least memorized**")
-ui.gallery(ds.thumbs_train[order[::-1][:count]], [ui.caption_for(i, ds, values[i]) for i in order[::-1][:count]])
+ui.gallery(ds, order[::-1][:count], [ui.caption_for(i, ds, values[i]) for i in order[::-1][:count]])
 st.caption(f"Captions: sample id · training label (9←5: flipped by label noise from 5) · {shown}. "
            + (f"Ties are broken by {tie_breaker}." if tie_breaker != shown else ""))

@@ -1,0 +1,133 @@
+"""The app served exactly as `make run` serves it, and a headless Chromium to drive it.
+
+The browser tests and the browser benches share this, so what they measure is what a user runs:
+the command of the Makefile's `run` target, whose settings all come from .streamlit/config.toml.
+Only the port (a free one) and the workspace (EXPLORER_WORKSPACE) differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+# `make run` runs `$(BIN)/python -m streamlit run app.py`; tests/test_browser.py checks they agree.
+RUN_ARGS = ["-m", "streamlit", "run", "app.py"]
+
+
+def command(port: int) -> list[str]:
+    """The Makefile's `run` command with this interpreter, on `port`."""
+    return [sys.executable, *RUN_ARGS, "--server.port", str(port)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`streamlit run app.py` on a free port and a workspace; its output goes to `log`."""
+
+    def __init__(self, workspace: Path, log: Path):
+        self.workspace, self.log, self.port = Path(workspace), Path(log), free_port()
+        self.url = f"http://localhost:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> str:
+        env = {**os.environ, "EXPLORER_WORKSPACE": str(self.workspace), "PYTHONPATH": str(ROOT)}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(command(self.port), cwd=ROOT, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as resp:
+                    if resp.read().decode().strip() == "ok":
+                        return self.url
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def cancel_jobs(ws_path: Path) -> None:
+    """Jobs run in their own sessions, so stopping the app leaves them running: cancel them."""
+    from explorer import jobs
+    from explorer.workspace import Workspace
+
+    ws = Workspace(ws_path)
+    jobs.refresh(ws)
+    for job in jobs.list_jobs(ws, active_only=True):
+        jobs.cancel(ws, job["id"])
+
+
+@contextlib.contextmanager
+def served(workspace: Path, log: Path):
+    """A started Server; stopped (and its jobs cancelled) on exit."""
+    server = Server(workspace, log)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        if Path(workspace).exists():
+            cancel_jobs(Path(workspace))
+
+
+@contextlib.contextmanager
+def browser():
+    """A headless Debian Chromium through Playwright (which cannot download its own browsers here)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches process `pid` holds (Linux), read from /proc/PID/fdinfo."""
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            count += sum(line.startswith("inotify wd:") for line in info.read_text().splitlines())
+    return count
+
+
+def settled(page, timeout_ms: float = 600_000) -> None:
+    """Wait until the app's script has finished. Streamlit's running indicator shows only after a
+    delay, so its absence proves nothing; the app root's script state is exact."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("[data-testid=stApp]")).to_have_attribute("data-test-script-state", "notRunning",
+                                                                 timeout=timeout_ms)

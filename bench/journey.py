@@ -1,0 +1,178 @@
+"""A newcomer's first ten minutes, timed in a real Chromium against the app served as `make run`
+serves it (bench/_app.py), on fresh workspaces:
+
+- the first load of Home; the demo started from Home until it says done, and the CLI demo
+  (`python -m explorer demo`) in the same run, with their ratio;
+- the seconds from clicking a job's button to the first progress line the job wrote;
+- each page opened from the sidebar until its script has finished, on the demo's workspace;
+- a lasso on the demo's map until the selection panel is complete (median of three lassos);
+- saving that selection as a forget set; one Unlearn run from the page until its result shows;
+- the same lasso on a 60,000-point map (the synthetic set of bench/explore.py).
+
+Targets (issue 15): app demo ≤ 1.15× the CLI demo; every page ≤ 1 s; lasso ≤ 0.5 s on the
+digits and ≤ 1.5 s on 60,000 points; a job's first progress line ≤ 2 s after the click.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import _app
+
+PAGES = ["Models", "Memorization", "Explore", "Unlearn", "Compare", "Jobs", "Home"]
+SETTLE_MS = int(__import__("os").environ.get("JOURNEY_TIMEOUT_MS", 600_000))
+
+
+def _settled(page) -> None:
+    _app.settled(page, SETTLE_MS)
+
+
+def _lasso(page, reach: float) -> None:
+    """A square lasso around the middle of the first map, `reach` of its size from the centre."""
+    drag = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first
+    drag.wait_for(timeout=SETTLE_MS)
+    box = drag.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    rx, ry = box["width"] * reach, box["height"] * reach
+    corners = [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]
+    page.mouse.move(*corners[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+        for t in (0.25, 0.5, 0.75, 1.0):
+            page.mouse.move(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, steps=2)
+    page.mouse.up()
+
+
+def _selection_seconds(page, reaches=(0.2, 0.3, 0.4)) -> list[float]:
+    """Mouse-up to a complete selection panel, for lassos of growing size."""
+    from playwright.sync_api import expect
+
+    heading = page.get_by_role("heading", name=re.compile(r"^\d+ samples selected"))
+    times, previous = [], None
+    for reach in reaches:
+        _lasso(page, reach)
+        start = time.perf_counter()
+        if previous is None:
+            expect(heading).to_be_visible(timeout=SETTLE_MS)
+        else:
+            expect(heading).not_to_have_text(previous, timeout=SETTLE_MS)
+        _settled(page)
+        times.append(time.perf_counter() - start)
+        previous = heading.inner_text()
+    return times
+
+
+def _open_from_sidebar(page, title: str) -> float:
+    from playwright.sync_api import expect
+
+    start = time.perf_counter()
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    name = re.compile("explorer") if title == "Home" else title
+    expect(page.get_by_role("heading", name=name, exact=title != "Home", level=1)).to_be_visible(timeout=SETTLE_MS)
+    _settled(page)
+    return time.perf_counter() - start
+
+
+def _cli_demo(ws_path: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "explorer", "demo", "--workspace", str(ws_path)], cwd=_app.ROOT,
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def _warm_up() -> None:
+    """UMAP's numba functions compile once into an on-disk cache: pay that before either demo."""
+    code = ("import numpy as np; from explorer import embeddings; "
+            "embeddings.project(np.random.default_rng(0).random((300, 16), dtype=np.float32), 'umap', seed=0)")
+    subprocess.run([sys.executable, "-c", code], cwd=_app.ROOT, check=True, capture_output=True)
+
+
+def _app_journey(browser, tmp: Path, out: dict) -> None:
+    from playwright.sync_api import expect
+
+    ws_path = tmp / "app"
+    with _app.served(ws_path, tmp / "app.log") as server:
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        start = time.perf_counter()
+        page.goto(f"{server.url}/")
+        expect(page.get_by_role("button", name="Run the demo")).to_be_visible(timeout=SETTLE_MS)
+        _settled(page)
+        out["home_first_load_seconds"] = round(time.perf_counter() - start, 2)
+
+        page.get_by_role("button", name="Run the demo").click()
+        start = time.perf_counter()
+        # The bar reads "demo: starting" until the job's own process writes its first line.
+        expect(page.get_by_text(re.compile(r"^demo: (?!starting)"))).to_be_visible(timeout=SETTLE_MS)
+        out["job_first_progress_seconds"] = round(time.perf_counter() - start, 2)
+        ended = page.get_by_text(re.compile(r"^demo(: done| failed)"))
+        expect(ended).to_be_visible(timeout=1_800_000)
+        out["demo_app_seconds"] = round(time.perf_counter() - start, 1)
+        if "done" not in ended.inner_text():
+            raise RuntimeError(f"the demo failed in the app: {ended.inner_text()}")
+        _settled(page)
+
+        opened = {title: _open_from_sidebar(page, title) for title in PAGES}
+        for title, seconds in opened.items():
+            out[f"page_{title.lower()}_seconds"] = round(seconds, 2)
+        out["page_slowest_seconds"] = round(max(opened.values()), 2)
+
+        _open_from_sidebar(page, "Explore")
+        lassos = _selection_seconds(page)
+        out["lasso_to_panel_digits_seconds[median,each]"] = (
+            f"{statistics.median(lassos):.2f}, " + " ".join(f"{t:.2f}" for t in lassos))
+        page.get_by_label("Name", exact=True).fill("journey selection")
+        start = time.perf_counter()
+        page.get_by_role("button", name="Save as forget set").click()
+        expect(page.get_by_text("Saved forget set")).to_be_visible(timeout=SETTLE_MS)
+        _settled(page)
+        out["save_forget_set_seconds"] = round(time.perf_counter() - start, 2)
+
+        _open_from_sidebar(page, "Unlearn")
+        start = time.perf_counter()
+        page.get_by_role("button", name="Run", exact=True).click()
+        expect(page.get_by_text(re.compile(r"finetune on journey selection: done"))).to_be_visible(timeout=SETTLE_MS)
+        _settled(page)
+        out["unlearn_run_from_page_seconds"] = round(time.perf_counter() - start, 1)
+        page.context.close()
+
+
+def _big_map_lasso(browser, tmp: Path) -> list[float]:
+    from bench.explore import _synthetic_folder, _workspace_with_map
+    from explorer import data
+
+    _synthetic_folder(tmp / "images", 50_000, 10_000)
+    _workspace_with_map(tmp / "big", data.DatasetSpec(name="imagefolder", root=str(tmp / "images")), "mlp")
+    with _app.served(tmp / "big", tmp / "big.log") as server:
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(f"{server.url}/explore")
+        page.get_by_text("Nothing selected yet").wait_for(timeout=SETTLE_MS)
+        _settled(page)
+        times = _selection_seconds(page)
+        page.context.close()
+    return times
+
+
+def run() -> dict:
+    if not _app.CHROMIUM.exists():
+        return {"journey": f"skipped: no Chromium at {_app.CHROMIUM}"}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp, _app.browser() as browser:
+        tmp = Path(tmp)
+        _warm_up()
+        cli = _cli_demo(tmp / "cli")
+        out["demo_cli_seconds"] = round(cli, 1)
+        _app_journey(browser, tmp, out)
+        out["demo_app_vs_cli_ratio"] = round(out["demo_app_seconds"] / cli, 2)
+        start = time.perf_counter()
+        _cli_demo(tmp / "cli")
+        out["demo_cli_again_seconds"] = round(time.perf_counter() - start, 1)
+        big = _big_map_lasso(browser, tmp)
+        out["lasso_to_panel_60000_seconds[median,each]"] = (
+            f"{statistics.median(big):.2f}, " + " ".join(f"{t:.2f}" for t in big))
+    return out
