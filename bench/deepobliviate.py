@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from explorer import blocks, checkpoints, data, devices, forget_sets, runs, training
+from explorer import blocks, checkpoints, data, forget_sets, runs, training
+from explorer.runtime import devices
 from explorer.workspace import Workspace
 
 SETTINGS = {"arch": "mlp", "blocks": 100, "epochs": 10, "lr": 0.01, "forget": 20, "requests": 3, "seed": 0}

@@ -7,7 +7,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from explorer import demo, devices
+from explorer import demo
+from explorer.runtime import devices
 from explorer.workspace import Workspace
 
 

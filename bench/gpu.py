@@ -13,7 +13,8 @@ import time
 import numpy as np
 import torch
 
-from explorer import data, devices, ensembles, memorization, training
+from explorer import data, ensembles, memorization, training
+from explorer.runtime import devices
 
 # per device type: (models K, epochs, training samples n) for each benchmark
 SIZES = {

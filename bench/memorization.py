@@ -7,7 +7,8 @@ import time
 import numpy as np
 import torch
 
-from explorer import checkpoints, data, devices, ensembles, memorization, metrics, proxies, scores, training
+from explorer import checkpoints, data, ensembles, memorization, metrics, proxies, scores, training
+from explorer.runtime import devices
 from explorer.workspace import Workspace
 
 

@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from explorer import checkpoints, devices, forget_sets, memorization, runs, sweeps, training, unlearning
+from explorer import checkpoints, forget_sets, memorization, runs, sweeps, training, unlearning
+from explorer.runtime import devices
 from explorer.data import DatasetSpec
 from explorer.workspace import Workspace
 

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from explorer import data, metrics, optim, training, unlearning, unrolling
+from explorer import data, metrics, training, unlearning, unrolling
+from explorer.runtime import optim
 
 LAMBDAS = (0.0, 0.1, 1.0)
 LRS = (0.01, 0.03, 0.1)

@@ -27,7 +27,9 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
-from . import optim, training
+from . import training
+from .runtime import optim
+from .runtime.progress import Progress, no_progress
 
 FILE = "blocks.safetensors"
 RULES = ("ratio", "powerlaw")
@@ -101,7 +103,7 @@ class BlockResult(training.TrainResult):
 
 def fit_blocks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: training.Recipe, device: torch.device,
                *, x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
-               progress: training.Progress = training._no_progress, snapshots: bool = True) -> BlockResult:
+               progress: Progress = no_progress, snapshots: bool = True) -> BlockResult:
     """Train `model` in place block by block (module docstring); returns the log (one row per
     block: its last epoch's loss and accuracy, then the test accuracy, at epoch k·E) and, with
     `snapshots`, M_0 … M_B with their momenta."""

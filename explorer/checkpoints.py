@@ -20,6 +20,7 @@ from torch import nn
 from . import data as data_mod
 from . import models, training
 from .errors import UserError
+from .runtime.progress import Progress, no_progress
 from .workspace import Workspace, WorkspaceError, npz_bytes
 
 
@@ -111,7 +112,7 @@ def train(
     arch: str,
     recipe: training.Recipe,
     device: torch.device,
-    progress: training.Progress = training._no_progress,
+    progress: Progress = no_progress,
     name: str | None = None,
 ) -> dict:
     """Train a model from scratch, record its dynamics, and publish it as one record."""

@@ -18,8 +18,9 @@ from typing import Annotated, Callable, Optional, TypeVar
 import typer
 from typer.exceptions import TyperException
 
-from . import (checkpoints, data, devices, embeddings, forget_sets, jobs, memorization, models, precision, proxies, runs,
-               scores, sweeps, training, unlearning)
+from . import (checkpoints, data, embeddings, forget_sets, jobs, memorization, models, proxies, runs, scores, sweeps,
+               training, unlearning)
+from .runtime import devices, precision
 from .data import DatasetSpec
 from .errors import UserError
 from .workspace import Workspace, write_atomic

@@ -18,7 +18,7 @@ import torch
 
 from . import checkpoints, embeddings, forget_sets, memorization, proxies, runs, scores, training
 from .data import DatasetSpec
-from .training import Progress, _no_progress
+from .runtime.progress import Progress, no_progress, stage
 from .workspace import Workspace
 
 NAME = "demo"
@@ -35,11 +35,7 @@ def recipe_for(arch: str) -> training.Recipe:
     return training.Recipe(epochs=60 if arch == "mlp" else 40, mnemonic_tmix=0.1)
 
 
-def _stage(progress: Progress, lo: float, hi: float, label: str) -> Progress:
-    return lambda f, msg: progress(lo + (hi - lo) * f, f"{label}: {msg}")
-
-
-def run(ws: Workspace, device: torch.device, progress: Progress = _no_progress, models: int = 128,
+def run(ws: Workspace, device: torch.device, progress: Progress = no_progress, models: int = 128,
         arch: str | None = None, map_method: str = "umap") -> dict:
     start = time.perf_counter()
     arch = arch or arch_for(device)
@@ -47,14 +43,14 @@ def run(ws: Workspace, device: torch.device, progress: Progress = _no_progress, 
 
     found = [m for m in ws.find("model", name=f"{NAME} {arch}") if m.get("recipe") == recipe.as_meta()]
     model = found[-1] if found else checkpoints.train(ws, spec, arch, recipe, device,
-                                                      _stage(progress, 0.0, 0.1, "training"), name=f"{NAME} {arch}")
+                                                      stage(progress, 0.0, 0.1, "training"), name=f"{NAME} {arch}")
     exact = scores.latest(ws, model["id"]).get("exact") or memorization.exact(  # any exact estimate is reused
-        ws, model, memorization.ExactConfig(models=models), device, _stage(progress, 0.1, 0.45, "exact memorization"))
+        ws, model, memorization.ExactConfig(models=models), device, stage(progress, 0.1, 0.45, "exact memorization"))
     missing = [p for p in proxies.ALL if p not in scores.latest(ws, model["id"])]
     if missing:
-        proxies.compute(ws, model, missing, device, _stage(progress, 0.45, 0.5, "proxies"))
+        proxies.compute(ws, model, missing, device, stage(progress, 0.45, 0.5, "proxies"))
     if not embeddings.find(ws, model["id"]):  # any map of the model leaves it ready to explore
-        embeddings.compute(ws, model, map_method, 0, device, _stage(progress, 0.5, 0.65, "map"))
+        embeddings.compute(ws, model, map_method, 0, device, stage(progress, 0.5, 0.65, "map"))
 
     def forget_set(name: str, strategy: str, **how) -> dict:
         existing = ws.find("forget_set", model_id=model["id"], name=name)
@@ -72,7 +68,7 @@ def run(ws: Workspace, device: torch.device, progress: Progress = _no_progress, 
             continue
         lo = 0.65 + 0.35 * i / len(plan)
         made.append(runs.unlearn(ws, model, fs, method, params, device,
-                                 _stage(progress, lo, lo + 0.35 / len(plan), f"{method} on {fs['name']}"), demo=True))
+                                 stage(progress, lo, lo + 0.35 / len(plan), f"{method} on {fs['name']}"), demo=True))
     progress(1.0, "ready")
     return {"id": model["id"], "kind": "demo", "model": model["id"], "exact": exact["id"],
             "forget_sets": [mix["id"], one_class["id"]], "runs": [r["id"] for r in made],

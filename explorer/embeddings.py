@@ -17,7 +17,7 @@ import torch
 
 from . import checkpoints, models
 from .errors import UserError
-from .training import Progress, _no_progress
+from .runtime.progress import Progress, no_progress
 from .workspace import Workspace, npz_bytes
 
 METHODS = {
@@ -85,7 +85,7 @@ def find(ws: Workspace, model_id: str, method: str | None = None, seed: int | No
 
 
 def compute(ws: Workspace, model_rec: dict, method: str = "umap", seed: int = 0, device: torch.device | None = None,
-            progress: Progress = _no_progress) -> dict:
+            progress: Progress = no_progress) -> dict:
     """Compute and publish a map of the model's samples; an existing map of the same method and
     seed is returned as it is."""
     if method not in METHODS:

@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from . import devices, models, optim, precision, training
-from .training import Progress, Recipe, _no_progress
+from . import models, training
+from .runtime import devices, optim, precision
+from .runtime.progress import Progress, no_progress
+from .training import Recipe
 
 BATCHABLE = {"mlp", "cnn"}
 
@@ -111,7 +113,7 @@ def _batched(arch, ds, subsets, seeds, recipe, device, progress):
 
 
 def train_correctness(arch: str, ds, subsets: torch.Tensor, seeds: list[int], recipe: Recipe, device: torch.device,
-                      engine: str = "auto", progress: Progress = _no_progress) -> tuple[torch.Tensor, torch.Tensor]:
+                      engine: str = "auto", progress: Progress = no_progress) -> tuple[torch.Tensor, torch.Tensor]:
     """Train one model per row of `subsets` (sample ids, equal lengths), model k from seed
     `seeds[k]`, and return whether each got each training and each test sample right:
     bool tensors (K, n_train) and (K, n_test)."""

@@ -24,7 +24,7 @@ import torch
 from . import checkpoints, ensembles, scores, training
 from .errors import UserError
 from .models import ArchError
-from .training import Progress, _no_progress
+from .runtime.progress import Progress, clock, no_progress
 from .workspace import Workspace, npz_bytes, write_atomic
 
 
@@ -203,11 +203,6 @@ def cli_args(model_id: str, cfg: ExactConfig, backend: str = "local", address: s
     return argv + (["--address", address] if address else [])
 
 
-def clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h {seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
-
-
 def _local_chunks(arch, ds, recipe, device, engine, todo, report):
     """The local backend: train the missing chunks one after the other on `device`."""
     for c, subs, seeds in todo:
@@ -218,7 +213,7 @@ def _local_chunks(arch, ds, recipe, device, engine, todo, report):
 
 
 def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device | None,
-          progress: Progress = _no_progress, *, backend: str = "local", address: str | None = None) -> dict:
+          progress: Progress = no_progress, *, backend: str = "local", address: str | None = None) -> dict:
     """Run (or resume) the estimator and publish the score set named "exact". Running a
     configuration that was already published returns that score set.
 

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoints, devices, models, optim, scores
+from . import checkpoints, models, scores
 from .errors import UserError
-from .training import Progress, _no_progress
+from .runtime import devices, optim
+from .runtime.progress import Progress, no_progress
 from .workspace import Workspace
 
 FROM_DYNAMICS = ("confidence", "max_conf", "entropy", "bi_acc", "loss", "el2n", "forgetting_events")
@@ -74,7 +75,7 @@ def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def holdout_retraining(model: nn.Module, ds, device: torch.device, lr: float = 0.1, max_epochs: int = 30,
                        patience: int = 4, batch_size: int = 64, seed: int = 0,
-                       progress: Progress = _no_progress) -> np.ndarray:
+                       progress: Progress = no_progress) -> np.ndarray:
     """Fine-tune a copy on held-out data (the test split) until its summed training loss stops
     falling for `patience` epochs; score each training sample by the symmetric KL between the
     original's and the copy's softmax (Carlini et al. 2019, as used by RUM)."""
@@ -126,7 +127,7 @@ def curvature(model: nn.Module, ds, device: torch.device, h: float = 0.01, batch
 
 
 def compute(ws: Workspace, model_rec: dict, only: list[str] | None, device: torch.device,
-            progress: Progress = _no_progress) -> tuple[list[dict], dict[str, str]]:
+            progress: Progress = no_progress) -> tuple[list[dict], dict[str, str]]:
     """Compute every proxy asked for, then publish one score set each; returns (records,
     skipped name -> why). Nothing is published until all are computed."""
     wanted = list(only or ALL)

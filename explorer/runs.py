@@ -12,17 +12,12 @@ import torch
 from torch import nn
 
 from . import checkpoints, metrics, scores, training, unlearning, unrolling
-from .training import Progress, _no_progress
+from .runtime.progress import Progress, no_progress, stage
 from .workspace import Workspace, npz_bytes
 
 
-def _stage(progress: Progress, lo: float, hi: float) -> Progress:
-    """Map a sub-task's 0–1 progress onto [lo, hi] of the whole run."""
-    return lambda f, msg: progress(lo + (hi - lo) * f, msg)
-
-
 def oracle(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device,
-           progress: Progress = _no_progress) -> dict:
+           progress: Progress = no_progress) -> dict:
     """The model retrained from the original's initial weights and recipe on R alone; made
     once per (model, forget set, device type) and kept as a model record with source "oracle".
     Per device, so a run's speed-up compares times taken on the same device."""
@@ -86,7 +81,7 @@ class Setup:
 
 
 def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, with_oracle: bool = True,
-          progress: Progress = _no_progress) -> Setup:
+          progress: Progress = no_progress) -> Setup:
     if fs_rec["dataset_id"] != model_rec["dataset_id"]:
         raise unlearning.ParamError(f"forget set {fs_rec['id']} is on another dataset than model {model_rec['id']}")
     ds = checkpoints.dataset_of(ws, model_rec)
@@ -139,7 +134,7 @@ def starting_model(ws: Workspace, s: Setup, method) -> nn.Module:
     return training.init_model(s.model_rec["arch"], s.ds, training.Recipe().seed)
 
 
-def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progress = _no_progress
+def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progress = no_progress
           ) -> tuple[nn.Module, dict, dict]:
     """Run a bound method on a copy of the model; returns it (on the CPU), its metrics and its
     per-sample outputs."""
@@ -214,12 +209,12 @@ def publish(ws: Workspace, s: Setup, method_name: str, method, model: nn.Module,
 
 
 def unlearn(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, params: dict | None,
-            device: torch.device, progress: Progress = _no_progress, with_oracle: bool = True,
+            device: torch.device, progress: Progress = no_progress, with_oracle: bool = True,
             preset: str | None = None, **extra) -> dict:
     """Unlearn a forget set with one method and publish the run with its metrics (and `extra`
     fields in its record)."""
     method = bind(ws, model_rec, method_name, params, preset)  # bad input fails before any work
-    s = setup(ws, model_rec, fs_rec, device, with_oracle, _stage(progress, 0.0, 0.6))
-    model, result, out = apply(ws, s, method, device, _stage(progress, 0.6, 0.95))
+    s = setup(ws, model_rec, fs_rec, device, with_oracle, stage(progress, 0.0, 0.6))
+    model, result, out = apply(ws, s, method, device, stage(progress, 0.6, 0.95))
     progress(0.97, "measuring and saving")
     return publish(ws, s, method_name, method, model, result, out, device, preset=preset_of(model_rec, preset), **extra)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import metrics, models, runs, unlearning
-from .training import Progress, _no_progress
+from .runtime.progress import Progress, no_progress
 from .unlearning import sequence
 from .workspace import Workspace
 
@@ -86,7 +86,7 @@ class _PartialTarget:
 
 
 def tune_sequence(ws: Workspace, s: runs.Setup, kind: str, steps_from: dict[str, dict], device: torch.device,
-                  progress: Progress = _no_progress, beam: int = 2, **how) -> tuple[dict, list[dict]]:
+                  progress: Progress = no_progress, beam: int = 2, **how) -> tuple[dict, list[dict]]:
     """Per-group tuning of `rum` or `shuffle` by beam search: group by group, every kept partial
     sequence is extended by every candidate step and the `beam` best, by ToW against the oracle
     on what has been forgotten so far, are kept. Returns (the chosen parameters, a summary of
@@ -142,7 +142,7 @@ def check(methods: list[str], beam: int = BEAM) -> None:
 
 
 def sweep(ws: Workspace, model_rec: dict, fs_rec: dict, methods: list[str], device: torch.device,
-          progress: Progress = _no_progress, score: str = "exact", base: dict | None = None,
+          progress: Progress = no_progress, score: str = "exact", base: dict | None = None,
           preset: str | None = None, beam: int = BEAM) -> dict:
     """Sweep each method; publish the best run of each and one sweep record with every point.
     RUM and shuffle keep the `beam` best partial sequences per group (a wider search finds better

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,21 +23,13 @@ import torch.nn.functional as F
 from safetensors.torch import save as st_save
 from torch import nn
 
-from . import devices, models, optim, precision
-from .errors import UserError
+from . import models
+from .errors import RecipeError
+from .runtime import devices, optim, precision
+from .runtime.progress import Progress, no_progress
 from .unrolling import sd_loss
 
-Progress = Callable[[float, str], None]
-
 DYNAMICS = ("confidence", "max_conf", "neg_entropy", "correct", "loss", "sq_norm")
-
-
-class RecipeError(UserError):
-    """A training recipe with impossible values."""
-
-
-def _no_progress(fraction: float, message: str) -> None:
-    pass
 
 
 @dataclass
@@ -142,7 +133,7 @@ def fit(
     x_test: torch.Tensor | None = None,
     y_test: torch.Tensor | None = None,
     record_dynamics: bool = True,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     opt: optim.SGD | None = None,
 ) -> TrainResult:
     """Train `model` in place on (x, y) with `recipe`; returns the epoch log and dynamics. A given

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from . import checkpoints, devices, embeddings, jobs, memorization, proxies, scores
+from . import checkpoints, embeddings, jobs, memorization, proxies, scores
+from .runtime import devices
 from .workspace import Workspace, default_path
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .devices import batches
+from .runtime.devices import batches
 
 HESSIAN_BATCH = 512  # samples the Hessian is taken over (all of them when there are fewer)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from explorer import checkpoints, devices, forget_sets, runs, training
+from explorer import checkpoints, forget_sets, runs, training
+from explorer.runtime import devices
 from explorer.data import DatasetSpec
 from explorer.workspace import Workspace
 

@@ -186,7 +186,8 @@ def test_train_from_the_models_page(app, page):
 
 
 def test_lasso_on_the_explore_map_saves_a_forget_set(app, page):
-    from explorer import checkpoints, devices, training
+    from explorer import checkpoints, training
+    from explorer.runtime import devices
     from explorer.data import DatasetSpec
 
     start, ws_path = app
@@ -226,7 +227,8 @@ PAGES = {"Home": "/", "Models": "/models", "Memorization": "/memorization", "Exp
 @pytest.fixture(scope="module")
 def demo_workspace(tmp_path_factory) -> Path:
     """A workspace the demo has filled (fewer subset models than the default, to keep tests quick)."""
-    from explorer import demo, devices
+    from explorer import demo
+    from explorer.runtime import devices
 
     ws_path = tmp_path_factory.mktemp("demo") / "ws"
     demo.run(Workspace(ws_path), devices.resolve("cpu"), models=8, map_method="pca")

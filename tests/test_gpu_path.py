@@ -13,18 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer import (
-    data,
-    devices,
-    ensembles,
-    models,
-    optim,
-    precision,
-    proxies,
-    runs,
-    training,
-    unlearning,
-)
+from explorer import data, ensembles, models, proxies, runs, training, unlearning
+from explorer.runtime import devices, optim, precision
 from explorer.training import Recipe, RecipeError
 
 CPU = torch.device("cpu")

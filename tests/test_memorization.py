@@ -8,6 +8,7 @@ from explorer import checkpoints, ensembles, memorization, scores, training
 from explorer.data import DatasetSpec
 from explorer.errors import UserError
 from explorer.memorization import ExactConfig
+from explorer.runtime import progress
 from explorer.workspace import Workspace
 
 CPU = torch.device("cpu")
@@ -34,7 +35,7 @@ def test_cost_model_and_measured_speed():
             {"params": {"models": 20, "ratio": 0.5, "epochs": 4}, "n": 100, "seconds": 8.0}]
     assert memorization.measured_speed(runs) == 20 * 4 * 50 / 8.0  # the latest run
     assert memorization.measured_speed([]) is None
-    assert memorization.clock(59) == "0m 59s" and memorization.clock(3 * 3600 + 5 * 60) == "3h 05m"
+    assert progress.clock(59) == "0m 59s" and progress.clock(3 * 3600 + 5 * 60) == "3h 05m"
 
 
 def test_subsets_are_seeded_uniform_and_of_the_right_size():

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from conftest import run_cli
 from torch import nn
 
-from explorer import checkpoints, data, forget_sets, mnemonic, models, optim, runs, training, unlearning
+from explorer import checkpoints, data, forget_sets, mnemonic, models, runs, training, unlearning
+from explorer.runtime import optim
 from explorer.data import DatasetSpec
 from explorer.training import Recipe, RecipeError
 from explorer.unlearning import ParamError

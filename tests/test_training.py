@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import checkpoints, data, models, optim, training
+from explorer import checkpoints, data, models, training
+from explorer.runtime import optim
 from explorer.data import DatasetSpec
 from explorer.training import Recipe, RecipeError
 

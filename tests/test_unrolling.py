@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from conftest import run_cli, snapshot
 from torch import nn
 
-from explorer import checkpoints, data, forget_sets, optim, runs, training, unlearning, unrolling
+from explorer import checkpoints, data, forget_sets, runs, training, unlearning, unrolling
+from explorer.runtime import optim
 from explorer.data import DatasetSpec
 from explorer.training import Recipe, RecipeError
 from explorer.unlearning import ParamError

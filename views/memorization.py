@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer import jobs, memorization, metrics, plots, proxies, scores, ui
+from explorer.runtime import progress
 
 ws = ui.workspace()
 ws_path = str(ws.path.resolve())
@@ -38,11 +39,11 @@ with exact_col.form("exact"):
     speed = memorization.measured_speed(ws.find("scores", model_id=rec["id"], name="exact"))
     if speed:
         cost += (f". The last exact run of this model trained {speed:,.0f} sample-passes/s, so about "
-                 f"{memorization.clock(passes / speed)} at that pace.")
+                 f"{progress.clock(passes / speed)} at that pace.")
     elif rec.get("seconds") and rec.get("epochs"):
         pace = rec["epochs"] * ds.n_train / rec["seconds"]  # its own training, with per-epoch evaluation: slower
         cost += (f". At this model's own training pace ({pace:,.0f}/s) that is at most "
-                 f"{memorization.clock(passes / pace)}; the batched engine (an MLP here; MLP and CNN on a GPU) is "
+                 f"{progress.clock(passes / pace)}; the batched engine (an MLP here; MLP and CNN on a GPU) is "
                  "several times faster.")
     st.caption(cost)
     backend, address = "local", None

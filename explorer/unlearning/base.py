@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import devices, optim, precision
 from ..errors import UserError
-from ..training import Progress, _no_progress
+from ..runtime import devices, optim, precision
+from ..runtime.progress import Progress, no_progress
 
 
 class ParamError(UserError):
@@ -119,7 +119,7 @@ class Method:
     # -- the loop --------------------------------------------------------------------------------
 
     def unlearn(self, model: nn.Module, ds, retain_ids: np.ndarray, forget_ids: np.ndarray,
-                device: torch.device, progress: Progress = _no_progress) -> nn.Module:
+                device: torch.device, progress: Progress = no_progress) -> nn.Module:
         """Update `model` in place and return it. A loss or weights turning NaN or infinite raise
         ParamError at the end of that epoch, before anything is returned for publishing."""
         p = self.params

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .. import blocks, training
-from ..training import _no_progress
+from ..runtime.progress import no_progress
 from .base import Method, ParamError
 
 
@@ -61,7 +61,7 @@ class DeepObliviate(Method):
         self.store = blocks.Store(ws.read(model_rec, blocks.FILE))
         self.recipe = training.Recipe(**model_rec["recipe"])
 
-    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress=_no_progress):
+    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress=no_progress):
         if self.store is None or self.recipe is None:
             raise ParamError("deepobliviate needs a model trained in blocks: train one with --blocks 10")
         p, store, recipe = self.params, self.store, self.recipe

@@ -7,7 +7,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .. import precision
+from ..runtime import precision
 from .base import Method, ParamError
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .. import mnemonic
-from ..training import _no_progress
+from ..runtime.progress import no_progress
 from .base import Method, ParamError
 
 
@@ -71,7 +71,7 @@ class Mnemonic(Method):
                              f"{(ds.num_classes, *ds.shape)} as the dataset needs")
         return self.codes.to(device), None
 
-    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress=_no_progress):
+    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress=no_progress):
         p = self.params
         classes = forget_classes(ds.y_train, forget_ids, ds.num_classes)
         model.to(device)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ..training import Progress, _no_progress
+from ..runtime.progress import Progress, no_progress
 from .base import Method, ParamError
 
 GROUP_NAMES = {1: ["all"], 2: ["low", "high"], 3: ["low", "mid", "high"]}
@@ -92,7 +92,7 @@ class Sequence:
     def groups(self, forget_ids: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress: Progress = _no_progress):
+    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress: Progress = no_progress):
         groups = self.groups(np.asarray(forget_ids))
         names = group_names(len(groups))
         ordered = [groups[i] for i in self.order]

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from .. import unrolling
-from ..training import Recipe, _no_progress
+from ..runtime.progress import no_progress
+from ..training import Recipe
 from .base import Method, ParamError
 
 RECIPE_KEYS = ("epochs", "lr", "batch_size")
@@ -62,7 +63,7 @@ class SgdUnroll(Method):
                              f"use a model trained here (explorer train)")
         self.set_origin(load_file(ws.read(model_rec, "init.safetensors")), model_rec["recipe"])
 
-    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress=_no_progress):
+    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress=no_progress):
         p = self.params
         if self.theta0 is None:
             raise ParamError("sgd_unroll needs the model's initial weights: bind it to a trained model record")

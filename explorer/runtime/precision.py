@@ -22,6 +22,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import RecipeError
+
 DTYPE = torch.bfloat16
 
 
@@ -37,8 +39,6 @@ def _native_bf16(device: torch.device) -> bool:
 @functools.cache
 def check(device: torch.device) -> None:
     """Refuse, in one line, mixed precision on a device that cannot run it."""
-    from .training import RecipeError  # training imports this module
-
     if device.type == "cuda" and not _native_bf16(device):
         raise RecipeError(f"mixed precision (amp) needs bfloat16, which {torch.cuda.get_device_name(device)} "
                           f"lacks; train without amp, or use another device")

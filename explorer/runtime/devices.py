@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 CHOICES = ("auto", "cpu", "cuda", "mps")
 
