@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.workspace import Workspace
+from explorer.store.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium"))
@@ -71,7 +71,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _cancel_jobs(ws_path: Path) -> None:
-    from explorer import jobs
+    from explorer.store import jobs
 
     ws = Workspace(ws_path)
     jobs.refresh(ws)
@@ -186,7 +186,8 @@ def test_train_from_the_models_page(app, page):
 
 
 def test_lasso_on_the_explore_map_saves_a_forget_set(app, page):
-    from explorer import checkpoints, training
+    from explorer import training
+    from explorer.pipeline import checkpoints
     from explorer.runtime import devices
     from explorer.data import DatasetSpec
 
@@ -227,7 +228,7 @@ PAGES = {"Home": "/", "Models": "/models", "Memorization": "/memorization", "Exp
 @pytest.fixture(scope="module")
 def demo_workspace(tmp_path_factory) -> Path:
     """A workspace the demo has filled (fewer subset models than the default, to keep tests quick)."""
-    from explorer import demo
+    from explorer.pipeline import demo
     from explorer.runtime import devices
 
     ws_path = tmp_path_factory.mktemp("demo") / "ws"

@@ -13,7 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer import data, ensembles, models, proxies, runs, training, unlearning
+from explorer import data, models, training, unlearning
+from explorer.memorization import proxies
+from explorer.pipeline import runs
+from explorer.training import ensembles
 from explorer.runtime import devices, optim, precision
 from explorer.training import Recipe, RecipeError
 

@@ -2,7 +2,7 @@ import os
 import signal
 import time
 
-from explorer import jobs
+from explorer.store import jobs
 
 
 def _wait_running(ws, job_id, timeout=120):

@@ -4,8 +4,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import forget_sets, plots, runs, scores, sweeps, ui, unlearning
+from explorer import unlearning
+from explorer.memorization import scores
+from explorer.pipeline import forget_sets, runs, sweeps
+from explorer.present import plots
 from explorer.unlearning import presets, sequence
+from views import ui
 
 ws = ui.workspace()
 st.title("Unlearn")
