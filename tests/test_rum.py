@@ -151,7 +151,7 @@ def test_grid_front_and_best():
 def test_sweep_tunes_methods_and_rum(populated, monkeypatch):
     monkeypatch.setattr(sweeps, "LR_FACTORS", (1.0, 5.0))
     monkeypatch.setattr(sweeps, "EPOCH_FACTORS", (1.0,))
-    monkeypatch.setitem(sweeps.KNOB_VALUES, "neggrad_plus", (0.9,))
+    monkeypatch.setattr(unlearning.REGISTRY["neggrad_plus"], "knob_values", (0.9,))
     ws, model, fs = populated["ws"], populated["model"], populated["forget_set"]
     rec = sweeps.sweep(ws, model, fs, ["neggrad_plus", "rum"], CPU, score="confidence",
                        base={"neggrad_plus": {"epochs": 1}})

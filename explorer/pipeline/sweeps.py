@@ -26,23 +26,18 @@ from . import runs, score_sets
 
 LR_FACTORS = (0.2, 1.0, 5.0)
 EPOCH_FACTORS = (0.5, 1.0)
-KNOB_VALUES = {
-    "neggrad_plus": (0.9, 0.95, 0.99),
-    "l1_sparse": (1e-4, 5e-4, 2e-3),
-    "salun": (0.3, 0.5, 0.7),
-    "scrub": (0.001, 0.01, 0.1),
-}
-SWEEPABLE = ("finetune", "neggrad", "neggrad_plus", "l1_sparse", "random_label", "salun", "scrub")
+SWEEPABLE = tuple(name for name, cls in unlearning.REGISTRY.items() if cls.sweepable)  # the base methods
+SEQUENCES = tuple(unlearning.SEQUENCES)  # tuned group by group from the base methods named with them
 
 
 def grid(name: str, base: dict | None = None) -> list[dict]:
     """Settings around a method's defaults (or `base`): lr × {0.2, 1, 5}, epochs × {½, 1} and
-    the method's knob, each point a full parameter dict."""
+    the method's knob over its `knob_values`, each point a full parameter dict."""
     cls = unlearning.REGISTRY[name]
     start = {**cls.defaults, **(base or {})}
     lrs = [start["lr"] * f for f in LR_FACTORS]
     epoch_values = sorted({max(1, round(start["epochs"] * f)) for f in EPOCH_FACTORS})
-    knobs = KNOB_VALUES.get(name, (None,))
+    knobs = cls.knob_values or (None,)
     points = []
     for lr, ep, knob in itertools.product(lrs, epoch_values, knobs):
         point = {**start, "lr": float(f"{lr:.3g}"), "epochs": ep}
@@ -136,10 +131,10 @@ def check(methods: list[str], beam: int = BEAM) -> None:
         raise unlearning.ParamError(f"--beam must be a whole number of at least 1, got {beam!r}")
     if not methods:
         raise unlearning.ParamError("name at least one method to sweep")
-    unknown = [m for m in methods if m not in (*SWEEPABLE, "rum", "shuffle")]
+    unknown = [m for m in methods if m not in (*SWEEPABLE, *SEQUENCES)]
     if unknown:
-        raise unlearning.ParamError(f"cannot sweep {unknown[0]!r}; sweepable: {', '.join((*SWEEPABLE, 'rum', 'shuffle'))}")
-    if {"rum", "shuffle"} & set(methods) and not set(SWEEPABLE) & set(methods):
+        raise unlearning.ParamError(f"cannot sweep {unknown[0]!r}; sweepable: {', '.join((*SWEEPABLE, *SEQUENCES))}")
+    if set(SEQUENCES) & set(methods) and not set(SWEEPABLE) & set(methods):
         raise unlearning.ParamError("name the base methods RUM may choose from, e.g. --method finetune,salun,rum")
 
 
@@ -151,8 +146,8 @@ def sweep(ws: Workspace, model_rec: dict, fs_rec: dict, methods: list[str], devi
     sequences, at `beam` times the trials)."""
     check(methods, beam)
     base_methods = [m for m in methods if m in SWEEPABLE]
-    sequences = [m for m in methods if m in ("rum", "shuffle")]
-    if "rum" in sequences:
+    sequences = [m for m in methods if m in SEQUENCES]
+    if any("score" in unlearning.SEQUENCES[m].needs for m in sequences):
         score_sets.resolve(ws, model_rec, score)  # a missing score fails before any training
     s = runs.setup(ws, model_rec, fs_rec, device, progress=lambda f, m: progress(0.2 * f, f"oracle: {m}"))
     points, winners = [], {}
@@ -169,9 +164,9 @@ def sweep(ws: Workspace, model_rec: dict, fs_rec: dict, methods: list[str], devi
             winners[name] = (point, method, model, out)
     for j, kind in enumerate(sequences):
         span = 0.4 / len(sequences)
+        refine = {"score": score} if "score" in unlearning.SEQUENCES[kind].needs else {}  # RUM's, not shuffle's
         params, tried = tune_sequence(ws, s, kind, {n: centre[n] for n in base_methods}, device,
-                                      lambda f, m, j=j: progress(0.6 + span * (j + f), m), beam=beam,
-                                      **({"score": score} if kind == "rum" else {}))
+                                      lambda f, m, j=j: progress(0.6 + span * (j + f), m), beam=beam, **refine)
         method = runs.bind(ws, s.model_rec, kind, params)
         model, result, out = runs.apply(ws, s, method, device)
         method.report["tuning"] = tried

@@ -63,7 +63,9 @@ class Method:
     `drive` names the set whose batches make up an epoch ("retain" or "forget"); `cycle`, when
     set, names the other set, whose batches are fed alongside and restart when it runs out.
     `fractions` are parameters that must lie in [0, 1]; `knob` is the one hyperparameter besides
-    lr and epochs that a sweep should vary. `from_init` methods must be handed the model at its
+    lr and epochs that a sweep should vary, over `knob_values`; `sweepable` says whether a sweep's
+    grid of lr × epochs means anything for it; `hidden` are parameters a form need not offer (the
+    rarely changed ones, and those a method accepts but does not use). `from_init` methods must be handed the model at its
     *initial* weights (the caller loads them). `needs` names what `bind` must be given before
     `unlearn` (NEEDS), `optional` those of them a model may lack (`bind` then gets None).
     """
@@ -73,11 +75,16 @@ class Method:
     drive: ClassVar[str] = "retain"
     cycle: ClassVar[str | None] = None
     knob: ClassVar[str | None] = None
+    knob_values: ClassVar[tuple[float, ...]] = ()  # the knob's values in a sweep's grid
+    sweepable: ClassVar[bool] = True
+    hidden: ClassVar[tuple[str, ...]] = ("momentum", "weight_decay", "batch_size")
     from_init: ClassVar[bool] = False
     needs: ClassVar[tuple[str, ...]] = ()
     optional: ClassVar[tuple[str, ...]] = ()
     fractions: ClassVar[tuple[str, ...]] = ()
     rules: ClassVar[tuple[str, ...]] = ()  # choices of a string `rule` parameter, the first the default
+    rule_label: ClassVar[str] = "rule"  # what a form calls the rule, and what it says about the choices
+    rule_help: ClassVar[str] = ""
     defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
 
     mask: list[torch.Tensor] | None = None  # per trainable parameter, set by `prepare`

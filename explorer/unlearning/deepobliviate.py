@@ -172,9 +172,15 @@ class DeepObliviate(Method):
                "original's updates back on. Needs a model trained with --blocks; uses that model's recipe "
                "(epochs, lr here are unused).")
     knob = None
+    sweepable = False
+    hidden = (*Method.hidden, "epochs", "lr", "seed")  # the blocks are retrained with the recipe
     fractions = ("tau",)
     defaults = {**Method.defaults, "tau": 0.05, "eps": 1e-5}
     rules = RULES  # the choices of the `rule` parameter, the first the default
+    rule_label = "Stop rule"
+    rule_help = ("ratio: stop once a block's residual memory Δ_k falls below τ·Δ of the first retrained block; "
+                 "powerlaw: fit Δ ≈ a·x^(−h) + b and stop when its slope is below ε (needs ≥ 15 blocks, else it "
+                 "falls back to ratio).")
     needs = ("blocks", "recipe")
 
     def __init__(self, **params):

@@ -22,6 +22,7 @@ class L1Sparse(Method):
     name = "l1_sparse"
     summary = "Fine-tune on the retain set with an L1 penalty on the weights that fades to zero over the epochs."
     knob = "alpha"
+    knob_values = (1e-4, 5e-4, 2e-3)
     defaults = {**Method.defaults, "epochs": 10, "lr": 0.01, "alpha": 5e-4}
 
     def loss(self, model, retain, forget, step):
@@ -37,6 +38,7 @@ class Retrain(Method):
     name = "retrain"
     summary = "The oracle: train from the original's initial weights on the retain set alone."
     from_init = True
+    sweepable = False  # the oracle itself: nothing to tune
     needs = optional = ("recipe",)  # an imported model has none: then the default recipe's settings
     defaults = {k: v for k, v in Recipe().as_meta().items() if k in Method.defaults}  # the training recipe's
 

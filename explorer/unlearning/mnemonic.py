@@ -337,6 +337,8 @@ class Mnemonic(Method):
     summary = ("One-shot class forgetting: perturb the weights the forget classes' mnemonic codes rely on "
                "(no training loop, no data); needs a model trained with --mnemonic-tmix, or with_data=1.")
     knob = None
+    sweepable = False
+    hidden = (*Method.hidden, "epochs", "lr", "seed")  # no training loop
     fractions = ("grid", "full_grid", "with_data")  # 0/1 switches
     # The loop's parameters stay accepted (and unused) so every method takes the same form.
     defaults = {**Method.defaults, "lam1": 1e-3, "lam2": 10.0, "grid": 1, "full_grid": 0, "with_data": 0,
@@ -345,6 +347,10 @@ class Mnemonic(Method):
     codes: torch.Tensor | None = None  # the model's codes (`bind`), or None
 
     rules = RULES  # the choices of the `rule` parameter, the first the default
+    rule_label = "How the codes judge a step"
+    rule_help = ("strict (default): a forget code counts as forgotten only when its own-class probability falls "
+                 "below 0.01 — on digits this forgets the real class far more often than hard, the paper's accuracy "
+                 "rule; soft: mean probabilities.")
 
     def __init__(self, **params):
         super().__init__(**params)

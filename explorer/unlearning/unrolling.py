@@ -64,6 +64,8 @@ class SgdUnroll(Method):
     summary = ("Single-gradient unlearning (Unrolling SGD): add back epochs·lr·(gradient of the forget set at the "
                "initial weights)/batch size; one gradient, no loop. Needs a model trained here (its initial weights).")
     knob = None
+    sweepable = False
+    hidden = (*Method.hidden, "epochs", "lr", "seed")  # always the recipe's
     needs = ("init", "recipe")
     defaults = {**Method.defaults, **{k: v for k, v in Recipe().as_meta().items() if k in Method.defaults}}
 
