@@ -23,13 +23,13 @@ from ..store.workspace import Workspace, npz_bytes
 from . import score_sets
 from .oracle import oracle
 
-# What a method that needs it is told when the model lacks it (formatted with the method's name
-# and the model's id and source).
+# What a method is told when the model lacks what it needs (formatted with the method's name and
+# the model's id and source); a trained model has them all but blocks.
+_TRAINED_HERE = ("{method} needs the initial weights and recipe of the training run, which model {id} ({source}) "
+                 "does not have; use a model trained here (explorer train)")
 MISSING = {
-    "init": "{method} needs the initial weights and recipe of the training run, which model {id} ({source}) does "
-            "not have; use a model trained here (explorer train)",
-    "recipe": "{method} needs the initial weights and recipe of the training run, which model {id} ({source}) does "
-              "not have; use a model trained here (explorer train)",
+    "init": _TRAINED_HERE,
+    "recipe": _TRAINED_HERE,
     "blocks": "{method} needs a model trained in blocks; {id} was not: train one with --blocks 10",
 }
 
@@ -92,7 +92,8 @@ def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, wi
                  oracle_rec, target, oracle_model, seen, unlearning_error_of_record(ws, model_rec, device))
 
 
-def unlearning_error_of_record(ws: Workspace, model_rec: dict, device: torch.device | str = "cpu", **kwargs) -> dict | None:
+def unlearning_error_of_record(ws: Workspace, model_rec: dict, device: torch.device | str = "cpu",
+                               **kwargs) -> dict | None:
     """`unlearning_error_of` for a model record: its weights, initial weights, recipe (lr, epochs,
     batch size, sd_lambda) and training set; None for a model without initial weights or recipe
     (an imported one)."""

@@ -272,7 +272,7 @@ def before_after_samples(before: np.ndarray, after: np.ndarray, colour: np.ndarr
                       colorbar=dict(title=dict(text=colour_name, side="right"), thickness=12))
     fig = go.Figure(go.Scattergl(
         x=before, y=after, mode="markers", marker=marker, customdata=ids,
-        hovertemplate=f"id %{{customdata}}<br>before %{{x:.3f}}<br>after %{{y:.3f}}<extra></extra>"))
+        hovertemplate="id %{customdata}<br>before %{x:.3f}<br>after %{y:.3f}<extra></extra>"))
     lo, hi = float(np.nanmin([before.min(), after.min(), 0])), float(np.nanmax([before.max(), after.max(), 1]))
     fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line=dict(color="#999", dash="dot"))
     return _style(fig, height=360, xaxis_title=f"{quantity}, original", yaxis_title=f"{quantity}, unlearned")

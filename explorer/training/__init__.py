@@ -12,8 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..runtime import optim
-from ..runtime.progress import Progress, no_progress
 from .blocks import fit_blocks
 from .codes import make_codes
 from .loop import DYNAMICS, TrainResult, accuracy, init_model, per_class_accuracy, run, state_bytes
@@ -23,24 +21,13 @@ __all__ = ["DYNAMICS", "Recipe", "RecipeError", "TrainResult", "accuracy", "fit"
            "per_class_accuracy", "state_bytes"]
 
 
-def fit(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    recipe: Recipe,
-    device: torch.device,
-    *,
-    x_test: torch.Tensor | None = None,
-    y_test: torch.Tensor | None = None,
-    record_dynamics: bool = True,
-    progress: Progress = no_progress,
-    opt: optim.SGD | None = None,
-) -> TrainResult:
-    """Train `model` in place on (x, y) with `recipe`; returns the epoch log and dynamics. A given
-    `opt` is continued (its momentum carries over); with `recipe.blocks` the training is by blocks."""
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, device: torch.device, *,
+        record_dynamics: bool = True, **kwargs) -> TrainResult:
+    """Train `model` in place on (x, y) with `recipe`; returns the epoch log and dynamics. The other
+    keywords are `loop.run`'s (x_test, y_test, progress, opt: a given optimizer is continued, its
+    momentum carries over). With `recipe.blocks` the training is by blocks, and `opt` is not used."""
     if recipe.blocks:  # DeepObliviate's block training: no dynamics, a checkpoint after each block
+        kwargs.pop("opt", None)
         # Without dynamics (the estimator's subset models) nobody reads the block snapshots either.
-        return fit_blocks(model, x, y, recipe, device, x_test=x_test, y_test=y_test, progress=progress,
-                          snapshots=record_dynamics)
-    return run(model, x, y, recipe, device, x_test=x_test, y_test=y_test, record_dynamics=record_dynamics,
-               progress=progress, opt=opt)
+        return fit_blocks(model, x, y, recipe, device, snapshots=record_dynamics, **kwargs)
+    return run(model, x, y, recipe, device, record_dynamics=record_dynamics, **kwargs)
