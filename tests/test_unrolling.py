@@ -227,7 +227,8 @@ def test_hessian_batch_is_fixed_and_at_most_512():
 
 def test_unlearning_error_formula_on_hand_values():
     # η² · t · ½ · ‖θ_t − θ_0‖ · σ = 0.01 · 10 · 0.5 · 5 · 2
-    assert unlearning_error.unlearning_error(torch.tensor([3.0, 4.0]), torch.zeros(2), 0.1, 10, 2.0) == pytest.approx(0.5)
+    error = unlearning_error.unlearning_error(torch.tensor([3.0, 4.0]), torch.zeros(2), 0.1, 10, 2.0)
+    assert error == pytest.approx(0.5)
     a = {"w": torch.tensor([[1.0, 2.0]]), "b": torch.tensor([2.0])}
     b = {"b": torch.tensor([0.0]), "w": torch.tensor([[1.0, 0.0]])}  # same keys, another order
     assert unlearning_error.unlearning_error(a, b, 0.5, 4, 3.0) == pytest.approx(0.25 * 4 * 0.5 * math.sqrt(8) * 3)

@@ -23,13 +23,15 @@ from ..store.workspace import Workspace, npz_bytes
 from . import score_sets
 from .oracle import oracle
 
-# What a method is told when the model lacks what it needs (formatted with the method's name and
-# the model's id and source); a trained model has them all but blocks.
+# What a method is told when the model lacks something it needs and does not mark optional
+# (formatted with the method's name and the model's id and source). A score that cannot be found
+# is refused by score_sets.resolve itself.
 _TRAINED_HERE = ("{method} needs the initial weights and recipe of the training run, which model {id} ({source}) "
                  "does not have; use a model trained here (explorer train)")
 MISSING = {
     "init": _TRAINED_HERE,
     "recipe": _TRAINED_HERE,
+    "codes": "{method} needs a model trained with mnemonic codes; {id} was not: train one with --mnemonic-tmix 0.1",
     "blocks": "{method} needs a model trained in blocks; {id} was not: train one with --blocks 10",
 }
 

@@ -28,7 +28,7 @@ class Recipe:
     codes_seed: int = 0
     sd_lambda: float = 0.0  # weight of the SD loss (losses.py): CE + λ·mean_b std(z_b)/C
     blocks: int = 0  # B ≥ 2: train block by block, keeping M_0 … M_B for DeepObliviate (blocks.py)
-    amp: bool = False  # mixed precision: bf16 forward passes, float32 losses and weights (explorer/runtime/precision.py)
+    amp: bool = False  # mixed precision: bf16 forward passes, float32 losses and weights (runtime/precision.py)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:

@@ -65,9 +65,10 @@ class Method:
     `fractions` are parameters that must lie in [0, 1]; `knob` is the one hyperparameter besides
     lr and epochs that a sweep should vary, over `knob_values`; `sweepable` says whether a sweep's
     grid of lr × epochs means anything for it; `hidden` are parameters a form need not offer (the
-    rarely changed ones, and those a method accepts but does not use). `from_init` methods must be handed the model at its
-    *initial* weights (the caller loads them). `needs` names what `bind` must be given before
-    `unlearn` (NEEDS), `optional` those of them a model may lack (`bind` then gets None).
+    rarely changed ones, and those a method accepts but does not use). `from_init` methods must
+    be handed the model at its *initial* weights (the caller loads them). `needs` names what
+    `bind` must be given before `unlearn` (NEEDS), `optional` those of them a model may lack
+    (`bind` then gets None).
     """
 
     name: ClassVar[str] = ""

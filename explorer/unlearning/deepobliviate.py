@@ -1,9 +1,9 @@
 """`deepobliviate`: DeepObliviate (He et al. 2021) as understood; no shared loop.
 
 The model must have been trained with `--blocks B` (explorer/training/blocks.py): it needs the
-stored M_0 … M_B with their block ids and the model's recipe (`bind`). Unlearning restarts from M_{d−1} (weights and momentum) at the
-first block d holding a forgotten point, retrains blocks d, d+1, … without the forgotten points
-with the model's own recipe, measures each retrained block's residual memory
+stored M_0 … M_B with their block ids and the model's recipe (`bind`). Unlearning restarts from
+M_{d−1} (weights and momentum) at the first block d holding a forgotten point, retrains blocks d,
+d+1, … without the forgotten points with the model's own recipe, measures each retrained block's residual memory
 Δ_k = ‖(M_k − M_{k−1}) − (M'_k − M'_{k−1})‖₁, stops at block t once Δ has decayed, and stitches
 M_unlearned = M'_t + (M_B − M_t).
 
@@ -179,8 +179,8 @@ class DeepObliviate(Method):
     rules = RULES  # the choices of the `rule` parameter, the first the default
     rule_label = "Stop rule"
     rule_help = ("ratio: stop once a block's residual memory Δ_k falls below τ·Δ of the first retrained block; "
-                 "powerlaw: fit Δ ≈ a·x^(−h) + b and stop when its slope is below ε (needs ≥ 15 blocks, else it "
-                 "falls back to ratio).")
+                 "powerlaw: fit Δ ≈ a·x^(−h) + b and stop when its slope is below ε "
+                 "(needs ≥ 15 blocks, else it falls back to ratio).")
     needs = ("blocks", "recipe")
 
     def __init__(self, **params):
