@@ -6,7 +6,7 @@ server would run without this file (no navigation, no sidebar)."""
 
 import streamlit as st
 
-from explorer import ui
+from views import ui
 
 st.set_page_config(page_title="Unlearning Explorer", page_icon="🧠", layout="wide")
 

@@ -80,8 +80,8 @@ class Server:
 
 def cancel_jobs(ws_path: Path) -> None:
     """Jobs run in their own sessions, so stopping the app leaves them running: cancel them."""
-    from explorer import jobs
-    from explorer.workspace import Workspace
+    from explorer.store import jobs
+    from explorer.store.workspace import Workspace
 
     ws = Workspace(ws_path)
     jobs.refresh(ws)

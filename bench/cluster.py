@@ -10,10 +10,13 @@ import time
 import numpy as np
 import torch
 
-from explorer import checkpoints, memorization, scores, training
+from explorer import training
+from explorer.memorization import estimator
+from explorer.pipeline import checkpoints, memorize
+from explorer.store import artifacts
 from explorer.data import DatasetSpec
-from explorer.memorization import ExactConfig
-from explorer.workspace import Workspace
+from explorer.memorization.estimator import ExactConfig
+from explorer.store.workspace import Workspace
 
 
 def run() -> dict:
@@ -28,20 +31,20 @@ def run() -> dict:
         model = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", training.Recipe(epochs=30), cpu)
         copy = Workspace(shutil.copytree(ws.path, f"{tmp}/copy"))
         cfg = ExactConfig(models=128, chunk=16, seed=1)
-        n = checkpoints.dataset_of(ws, model).n_train
-        passes = memorization.sample_passes(cfg.models, cfg.ratio, model["epochs"], n)
+        n = artifacts.dataset_of(ws, model).n_train
+        passes = estimator.sample_passes(cfg.models, cfg.ratio, model["epochs"], n)
 
         start = time.perf_counter()
-        local = memorization.exact(ws, model, cfg, cpu)
+        local = memorize.exact(ws, model, cfg, cpu)
         local_s = time.perf_counter() - start
 
         start = time.perf_counter()
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
         init_s = time.perf_counter() - start
-        remote = memorization.exact(copy, model, cfg, cpu, backend="ray")
+        remote = memorize.exact(copy, model, cfg, cpu, backend="ray")
         ray_s = time.perf_counter() - start - init_s
         ray.shutdown()
-        same = np.array_equal(scores.load(ws, local).arrays["correct"], scores.load(copy, remote).arrays["correct"])
+        same = np.array_equal(artifacts.load_scores(ws, local).arrays["correct"], artifacts.load_scores(copy, remote).arrays["correct"])
 
     out["exact_mlp_128_models_local_seconds"] = round(local_s, 1)
     out["exact_mlp_128_models_ray_seconds (after start-up)"] = round(ray_s, 1)

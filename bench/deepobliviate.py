@@ -22,8 +22,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from explorer import blocks, checkpoints, data, devices, forget_sets, runs, training
-from explorer.workspace import Workspace
+from explorer import data, training
+from explorer.pipeline import checkpoints, forget_sets, runs
+from explorer.store import artifacts
+from explorer.runtime import devices
+from explorer.store.workspace import Workspace
 
 SETTINGS = {"arch": "mlp", "blocks": 100, "epochs": 10, "lr": 0.01, "forget": 20, "requests": 3, "seed": 0}
 RATIO_TAUS = (0.5, 0.3, 0.05)
@@ -41,7 +44,7 @@ def measure(arch: str = "mlp", blocks_: int = 100, epochs: int = 10, lr: float =
     ws = Workspace(tempfile.mkdtemp(prefix="bench-deepobliviate-") + "/ws")
     rec = checkpoints.train(ws, data.DatasetSpec(), arch, training.Recipe(epochs=epochs, lr=lr, blocks=blocks_,
                                                                           seed=seed), device)
-    store = blocks.Store(ws.read(rec, blocks.FILE))
+    store = artifacts.open_blocks(ws, rec)
     original = _flat(load_file(ws.read(rec, "weights.safetensors")))
     rng = np.random.default_rng(seed)
     settings = [(f"ratio tau={t:g}", {"tau": t}) for t in taus] + [("powerlaw eps=1e-5", {"rule": "powerlaw"})]

@@ -7,8 +7,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from explorer import demo, devices
-from explorer.workspace import Workspace
+from explorer.pipeline import demo
+from explorer.runtime import devices
+from explorer.store.workspace import Workspace
 
 
 def run() -> dict:

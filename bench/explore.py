@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer import checkpoints, data, embeddings, training
-from explorer.workspace import Workspace
+from explorer import data, training
+from explorer.evaluation import embeddings
+from explorer.pipeline import checkpoints, embed
+from explorer.store.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
@@ -49,7 +51,7 @@ def _workspace_with_map(ws_path: Path, spec: data.DatasetSpec, arch: str) -> Non
         rec = checkpoints.train(ws, spec, arch, training.Recipe(epochs=5), training.torch.device("cpu"))
     else:  # an untrained network is enough to time the page
         rec = checkpoints.register_import(ws, training.init_model(arch, ds, 0), arch, spec, "synthetic")
-    embeddings.compute(ws, rec, "pca")
+    embed.compute(ws, rec, "pca")
 
 
 def _page_seconds(ws_path: Path) -> list[float]:

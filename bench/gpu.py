@@ -13,7 +13,10 @@ import time
 import numpy as np
 import torch
 
-from explorer import data, devices, ensembles, memorization, training
+from explorer import data, training
+from explorer.memorization import estimator
+from explorer.training import ensembles
+from explorer.runtime import devices
 
 # per device type: (models K, epochs, training samples n) for each benchmark
 SIZES = {
@@ -35,7 +38,7 @@ def cifar_shaped(n: int, seed: int = 0) -> data.Dataset:
 
 
 def _models_per_second(arch, ds, k, epochs, device, engine, amp) -> float:
-    subs = torch.as_tensor(memorization.subsets(ds.n_train, 0.7, k, seed=0))
+    subs = torch.as_tensor(estimator.subsets(ds.n_train, 0.7, k, seed=0))
     recipe = training.Recipe(epochs=epochs, amp=amp)
     start = time.perf_counter()
     ensembles.train_correctness(arch, ds, subs, list(range(k)), recipe, device, engine)  # ends with a copy to host

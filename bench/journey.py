@@ -88,7 +88,7 @@ def _cli_demo(ws_path: Path) -> float:
 
 def _warm_up() -> None:
     """UMAP's numba functions compile once into an on-disk cache: pay that before either demo."""
-    code = ("import numpy as np; from explorer import embeddings; "
+    code = ("import numpy as np; from explorer.evaluation import embeddings; "
             "embeddings.project(np.random.default_rng(0).random((300, 16), dtype=np.float32), 'umap', seed=0)")
     subprocess.run([sys.executable, "-c", code], cwd=_app.ROOT, check=True, capture_output=True)
 

@@ -7,12 +7,18 @@ import time
 import numpy as np
 import torch
 
-from explorer import checkpoints, data, devices, ensembles, memorization, metrics, proxies, scores, training
-from explorer.workspace import Workspace
+from explorer import data, training
+from explorer.evaluation import metrics
+from explorer.memorization import estimator, proxies
+from explorer.pipeline import checkpoints, memorize
+from explorer.store import artifacts
+from explorer.training import ensembles
+from explorer.runtime import devices
+from explorer.store.workspace import Workspace
 
 
 def _ms_per_model(arch: str, engine: str, ds, device, k: int, epochs: int) -> float:
-    subs = torch.as_tensor(memorization.subsets(ds.n_train, 0.7, k, seed=0))
+    subs = torch.as_tensor(estimator.subsets(ds.n_train, 0.7, k, seed=0))
     start = time.perf_counter()
     ensembles.train_correctness(arch, ds, subs, list(range(k)), training.Recipe(epochs=epochs), device, engine)
     return 1000 * (time.perf_counter() - start) / k
@@ -22,7 +28,7 @@ def run() -> dict:
     device = devices.resolve("auto")
     ds = data.load(data.DatasetSpec(label_noise=0.05))
     out = {}
-    ensembles.train_correctness("cnn", ds, torch.as_tensor(memorization.subsets(ds.n_train, 0.7, 2, 0)), [0, 1],
+    ensembles.train_correctness("cnn", ds, torch.as_tensor(estimator.subsets(ds.n_train, 0.7, 2, 0)), [0, 1],
                                 training.Recipe(epochs=1), device, "sequential")  # warm-up
     for arch, k in (("mlp", 32), ("cnn", 8)):
         seq = _ms_per_model(arch, "sequential", ds, device, k, 10)
@@ -34,12 +40,12 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(tmp)
         model = checkpoints.train(ws, ds.spec, "mlp", training.Recipe(epochs=60), device)
-        exact_rec = memorization.exact(ws, model, memorization.ExactConfig(models=128), device)
-        exact = scores.load(ws, exact_rec).values
-        records, _ = proxies.compute(ws, model, None, device)
+        exact_rec = memorize.exact(ws, model, estimator.ExactConfig(models=128), device)
+        exact = artifacts.load_scores(ws, exact_rec).values
+        records, _ = memorize.compute_proxies(ws, model, None, device)
         out["exact_mlp_128_models_seconds"] = round(exact_rec["seconds"], 1)
         for rec in records:
-            proxy = scores.load(ws, rec)
+            proxy = artifacts.load_scores(ws, rec)
             agree = metrics.rank_agreement(exact, proxy.oriented, k=ds.n_train // 20)
             out[f"proxy_{rec['name']}_spearman_vs_exact"] = round(agree["spearman"], 3)
             out[f"proxy_{rec['name']}_precision_at_5pct_vs_exact"] = round(agree["precision_at_k"], 3)
@@ -49,5 +55,5 @@ def run() -> dict:
         for name, seconds in cost.items():
             out[f"cost_ratio_exact_over_{name}"] = round(exact_rec["seconds"] / max(seconds, 1e-9))
         out["exact_never_held_out"] = exact_rec["never_held_out"]
-        out["exact_mean_stderr"] = round(float(np.nanmean(scores.load(ws, exact_rec).arrays["stderr"])), 4)
+        out["exact_mean_stderr"] = round(float(np.nanmean(artifacts.load_scores(ws, exact_rec).arrays["stderr"])), 4)
     return out

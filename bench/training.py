@@ -5,7 +5,8 @@ import statistics
 import time
 
 
-from explorer import data, devices, training
+from explorer import data, training
+from explorer.runtime import devices
 
 
 def _seconds(ds, device, epochs: int, record: bool) -> float:

@@ -12,16 +12,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from explorer import checkpoints, devices, forget_sets, memorization, runs, sweeps, training, unlearning
+from explorer import training, unlearning
+from explorer.memorization import estimator
+from explorer.pipeline import checkpoints, forget_sets, memorize, runs, sweeps
+from explorer.runtime import devices
 from explorer.data import DatasetSpec
-from explorer.workspace import Workspace
+from explorer.store.workspace import Workspace
 
 TARGET_SPEEDUP, TARGET_FORGET_ACC, TARGET_RETAIN_DROP = 100, 0.05, 0.02
 
 
 def _mixed(ws: Workspace, device) -> tuple[dict, dict]:
     model = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", training.Recipe(epochs=60), device)
-    exact = memorization.exact(ws, model, memorization.ExactConfig(models=128), device)
+    exact = memorize.exact(ws, model, estimator.ExactConfig(models=128), device)
     return model, forget_sets.create(ws, model, "mix", size=75, score_id=exact["id"])
 
 

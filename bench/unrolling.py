@@ -23,7 +23,10 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from explorer import data, metrics, optim, training, unlearning, unrolling
+from explorer import data, training, unlearning
+from explorer.evaluation import metrics, unlearning_error
+from explorer.training import losses
+from explorer.runtime import optim
 
 LAMBDAS = (0.0, 0.1, 1.0)
 LRS = (0.01, 0.03, 0.1)
@@ -53,11 +56,11 @@ def _same_order_fit(model, x, y, recipe, drop=None, keep_denominator: bool = Fal
                     continue
             logits = model(x[ids])
             if keep_denominator:
-                loss = unrolling.training_loss(logits, y[ids], recipe.sd_lambda, reduction="sum") / size
+                loss = losses.training_loss(logits, y[ids], recipe.sd_lambda, reduction="sum") / size
             else:
                 loss = F.cross_entropy(logits, y[ids], reduction="none").mean()
                 if recipe.sd_lambda:
-                    loss = loss + recipe.sd_lambda * unrolling.sd_loss(logits)
+                    loss = loss + recipe.sd_lambda * losses.sd_loss(logits)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -76,8 +79,8 @@ def _one(ds, recipe, forget, retain, device) -> dict:
     method = unlearning.make("sgd_unroll")
     method.set_origin(theta0, recipe.as_meta())
     unlearned = method.unlearn(copy.deepcopy(trained), ds, retain, forget, device)
-    steps = unrolling.training_steps(recipe.epochs, ds.n_train, recipe.batch_size)
-    ue = unrolling.unlearning_error_of(trained, theta0, recipe.lr, steps, ds.x_train, ds.y_train,
+    steps = unlearning_error.training_steps(recipe.epochs, ds.n_train, recipe.batch_size)
+    ue = unlearning_error.unlearning_error_of(trained, theta0, recipe.lr, steps, ds.x_train, ds.y_train,
                                        sd_lambda=recipe.sd_lambda)
     return {"ue": ue["unlearning_error"], "ue_seconds": ue["seconds"],
             "ve": metrics.verification_error(unlearned, same),
@@ -165,9 +168,9 @@ def _cnn_cost(ds, device) -> dict:
     model = training.init_model("cnn", ds, recipe.seed)
     theta0 = {k: v.clone() for k, v in model.state_dict().items()}
     result = training.fit(model, ds.x_train, ds.y_train, recipe, device, record_dynamics=False)
-    steps = unrolling.training_steps(recipe.epochs, ds.n_train, recipe.batch_size)
-    unrolling.unlearning_error_of(model, theta0, recipe.lr, steps, ds.x_train, ds.y_train, iters=1)  # warm-up
-    runs_ = [unrolling.unlearning_error_of(model, theta0, recipe.lr, steps, ds.x_train, ds.y_train) for _ in range(3)]
+    steps = unlearning_error.training_steps(recipe.epochs, ds.n_train, recipe.batch_size)
+    unlearning_error.unlearning_error_of(model, theta0, recipe.lr, steps, ds.x_train, ds.y_train, iters=1)  # warm-up
+    runs_ = [unlearning_error.unlearning_error_of(model, theta0, recipe.lr, steps, ds.x_train, ds.y_train) for _ in range(3)]
     best = min(runs_, key=lambda r: r["seconds"])
     return {"cnn_unlearning_error_seconds[digits cnn, cpu 1 thread, best of 3]": round(best["seconds"], 3),
             "cnn_unlearning_error_hvps": best["hvps"],

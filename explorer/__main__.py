@@ -3,7 +3,7 @@ imports (PyTorch alone takes seconds), so its progress bar moves as soon as the 
 
 import sys
 
-from .jobs import announce
+from .store.jobs import announce
 
 announce(sys.argv[1:])
 

@@ -1,4 +1,4 @@
-"""Command-line interface: a thin shell over the library (contract in DESIGN.md).
+"""Command-line interface: a thin shell over the pipeline (docs/architecture.md).
 
 Exit codes: 0 success, 2 bad input (one line on stderr, nothing written), 1 internal error.
 With --json the last line on stdout is one JSON object (or, for `list`, one JSON array).
@@ -18,11 +18,17 @@ from typing import Annotated, Callable, Optional, TypeVar
 import typer
 from typer.exceptions import TyperException
 
-from . import (checkpoints, data, devices, embeddings, forget_sets, jobs, memorization, models, precision, proxies, runs,
-               scores, sweeps, training, unlearning)
+from . import data, models, training, unlearning
 from .data import DatasetSpec
 from .errors import UserError
-from .workspace import Workspace, write_atomic
+from .evaluation import choice, embeddings
+from .memorization import proxies
+from .memorization.estimator import ExactConfig
+from .pipeline import checkpoints, demo as demo_mod, embed, forget_sets, memorize, runs, score_sets, sweeps
+from .present import comparison
+from .runtime import devices, precision
+from .store import jobs
+from .store.workspace import Workspace, write_atomic
 
 T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Memorization-based machine unlearning explorer.")
@@ -199,7 +205,7 @@ def import_model(
 @forget_set_app.command("create")
 def forget_set_create(
     model: Annotated[str, typer.Option(help="Model id whose training set the forget set is drawn from.")],
-    strategy: Annotated[str, typer.Option(help=f"{', '.join(s for s in forget_sets.STRATEGIES if s != 'selection')}.")] = "random",
+    strategy: Annotated[str, typer.Option(help=f"{', '.join(s for s in choice.STRATEGIES if s != 'selection')}.")] = "random",
     size: Annotated[Optional[int], typer.Option(help="How many samples (random, a part of a class, low/mid/high/mix).")] = None,
     seed: int = 0,
     class_: Annotated[Optional[list[int]], typer.Option("--class", help="A class to forget, or to draw from (repeatable).")] = None,
@@ -212,19 +218,19 @@ def forget_set_create(
     """Make a forget set of training samples."""
 
     def prepare():
-        if strategy not in forget_sets.STRATEGIES or strategy == "selection":
-            raise forget_sets.ForgetSetError(f"unknown strategy {strategy!r}; choose one of "
-                                             f"{', '.join(s for s in forget_sets.STRATEGIES if s != 'selection')}")
-        if strategy in forget_sets.BY_SCORE and not scores_:
-            raise forget_sets.ForgetSetError(f"the {strategy} strategy needs --scores SCORESET (see `list scores`)")
+        if strategy not in choice.STRATEGIES or strategy == "selection":
+            raise choice.ForgetSetError(f"unknown strategy {strategy!r}; choose one of "
+                                             f"{', '.join(s for s in choice.STRATEGIES if s != 'selection')}")
+        if strategy in choice.BY_SCORE and not scores_:
+            raise choice.ForgetSetError(f"the {strategy} strategy needs --scores SCORESET (see `list scores`)")
         if strategy != "ids":
             return None
         if ids_file is None:
-            raise forget_sets.ForgetSetError("the ids strategy needs --ids-file FILE")
+            raise choice.ForgetSetError("the ids strategy needs --ids-file FILE")
         try:
             return [int(t) for t in ids_file.read_text().replace(",", " ").split()]
         except (OSError, ValueError) as err:
-            raise forget_sets.ForgetSetError(f"cannot read sample ids from {ids_file}: {err}") from None
+            raise choice.ForgetSetError(f"cannot read sample ids from {ids_file}: {err}") from None
 
     def work(ws, progress, ids):
         return forget_sets.create(ws, ws.get(model, "model"), strategy, name=name, size=size, seed=seed,
@@ -237,8 +243,8 @@ def forget_set_create(
     execute(workspace, None, as_json, work, prepare=prepare, summary=summary)
 
 
-@app.command()
-def embed(
+@app.command("embed")
+def embed_(
     model: Annotated[str, typer.Argument(help="Model id.")],
     method: Annotated[str, typer.Option(help="umap, pca or tsne.")] = "umap",
     seed: int = 0,
@@ -255,7 +261,7 @@ def embed(
         return devices.resolve(device)
 
     def work(ws, progress, dev):
-        return embeddings.compute(ws, ws.get(model, "model"), method, seed, dev, progress)
+        return embed.compute(ws, ws.get(model, "model"), method, seed, dev, progress)
 
     execute(workspace, job, as_json, work,
             lambda r: f"map {r['id']}: {r['method']} of {r['n_train'] + r['n_test']:,} samples in {r['seconds']:.1f} s",
@@ -326,12 +332,12 @@ def unlearn(
     execute(workspace, job, as_json, work, summary, prepare=prepare)
 
 
-@app.command()
-def memorize(
+@app.command("memorize")
+def memorize_(
     model: Annotated[str, typer.Argument(help="Model id.")],
     exact: Annotated[bool, typer.Option("--exact", help="Run the exact Feldman–Zhang estimator.")] = False,
-    models_: Annotated[int, typer.Option("--models", help="How many models K to train on random subsets.")] = memorization.ExactConfig.models,
-    ratio: Annotated[float, typer.Option(help="Fraction r of the training set in each subset.")] = memorization.ExactConfig.ratio,
+    models_: Annotated[int, typer.Option("--models", help="How many models K to train on random subsets.")] = ExactConfig.models,
+    ratio: Annotated[float, typer.Option(help="Fraction r of the training set in each subset.")] = ExactConfig.ratio,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per model [default: the model's own recipe].")] = None,
     seed: int = 0,
     engine: Annotated[str, typer.Option(help="auto, batched (K models at once) or sequential.")] = "auto",
@@ -349,19 +355,19 @@ def memorize(
         fail("say --exact to run the exact estimator (for the cheap proxies use `proxies MODEL`)")
 
     def prepare():
-        cfg = memorization.ExactConfig(models=models_, ratio=ratio, epochs=epochs, seed=seed, engine=engine, chunk=chunk)
+        cfg = ExactConfig(models=models_, ratio=ratio, epochs=epochs, seed=seed, engine=engine, chunk=chunk)
         cfg.check()
-        memorization.check_backend(backend, address)
+        memorize.check_backend(backend, address)
         if backend == "ray":
             if device != "auto":
                 raise UserError("with --backend ray the cluster's devices decide (a GPU per task when it has GPUs); "
                                 "leave out --device")
-            return cfg, None  # memorization.exact takes the cluster's device
+            return cfg, None  # memorize.exact takes the cluster's device
         return cfg, devices.resolve(device)
 
     def work(ws, progress, prepared):
         cfg, dev = prepared
-        return memorization.exact(ws, ws.get(model, "model"), cfg, dev, progress, backend=backend, address=address)
+        return memorize.exact(ws, ws.get(model, "model"), cfg, dev, progress, backend=backend, address=address)
 
     execute(workspace, job, as_json, work,
             lambda r: f"exact memorization {r['id']}: {r['models']} models, {r['seconds']:.1f} s on {r['device']} "
@@ -383,7 +389,7 @@ def proxies_(
 
     def work(ws, progress, dev):
         names = [t.strip() for t in only.split(",") if t.strip()] if only else None
-        records, skipped = proxies.compute(ws, ws.get(model, "model"), names, dev, progress)
+        records, skipped = memorize.compute_proxies(ws, ws.get(model, "model"), names, dev, progress)
         for name, why in skipped.items():
             typer.echo(f"skipped {name}: {why}", err=True)
         return {"id": records[0]["id"], "kind": "scores", "ids": [r["id"] for r in records], "scores": records,
@@ -404,10 +410,8 @@ def demo(
     job: JobOpt = None,
 ):
     """The whole pipeline on the embedded digits, ready to explore; a second run reuses what exists."""
-    from . import demo as demo_mod
-
     def prepare():
-        memorization.ExactConfig(models=models_).check()
+        ExactConfig(models=models_).check()
         return devices.resolve(device)
 
     def summary(r):
@@ -438,7 +442,7 @@ def export(
     def fetch(ws):
         rec = ws.get(record_id)
         if rec["kind"] == "scores":
-            return scores.export_rows(ws, rec)
+            return score_sets.export_rows(ws, rec)
         if rec["kind"] == "run":
             return [{"id": rec["id"], "method": rec["method"], **rec["metrics"]}]
         raise UserError(f"{record_id} is a {rec['kind']}; export takes a score set or a run")
@@ -476,7 +480,7 @@ def compare(
     import csv
     import io
 
-    from . import comparison, report
+    from .present import report  # plotly and pandas: imported by the one command that draws
 
     def build(ws):
         for rid in run_ids:

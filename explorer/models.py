@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import devices
+from .runtime import devices
 from .errors import UserError
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from explorer import checkpoints, devices, forget_sets, runs, training
+from explorer import training
+from explorer.pipeline import checkpoints, forget_sets, runs
+from explorer.runtime import devices
 from explorer.data import DatasetSpec
-from explorer.workspace import Workspace
+from explorer.store.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

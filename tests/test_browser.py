@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import _app
-from explorer.workspace import Workspace
+from explorer.store.workspace import Workspace
 
 ROOT = _app.ROOT
 
@@ -135,8 +135,10 @@ def test_train_from_the_models_page(app, page):
 
 
 def test_lasso_on_the_explore_map_saves_a_forget_set(app, page):
-    from explorer import checkpoints, devices, training
+    from explorer import training
     from explorer.data import DatasetSpec
+    from explorer.pipeline import checkpoints
+    from explorer.runtime import devices
 
     start, ws_path = app
     checkpoints.train(Workspace(ws_path), DatasetSpec(), "mlp", training.Recipe(epochs=3), devices.resolve("cpu"))
@@ -175,7 +177,8 @@ PAGES = {"Home": "/", "Models": "/models", "Memorization": "/memorization", "Exp
 @pytest.fixture(scope="module")
 def demo_workspace(tmp_path_factory) -> Path:
     """A workspace the demo has filled (fewer subset models than the default, to keep tests quick)."""
-    from explorer import demo, devices
+    from explorer.pipeline import demo
+    from explorer.runtime import devices
 
     ws_path = tmp_path_factory.mktemp("demo") / "ws"
     demo.run(Workspace(ws_path), devices.resolve("cpu"), models=8, map_method="pca")

@@ -4,18 +4,20 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from explorer import checkpoints, training
-from explorer.checkpoints import CheckpointError
+from explorer import training
+from explorer.pipeline import checkpoints
+from explorer.store import artifacts
+from explorer.pipeline.checkpoints import CheckpointError
 from explorer.data import DatasetSpec
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from explorer.workspace import Workspace
+    from explorer.store.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("ck") / "ws")
     rec = checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=3), torch.device("cpu"))
-    return rec, checkpoints.load_model(ws, rec).state_dict()
+    return rec, artifacts.load_model(ws, rec).state_dict()
 
 
 def test_import_safetensors_reproduces_accuracy(ws, tmp_path, trained):

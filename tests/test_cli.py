@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from conftest import last_json, run_cli, snapshot
-from explorer import checkpoints
+from explorer.store import artifacts
 from explorer.cli import app
 
 runner = CliRunner()
@@ -101,7 +101,7 @@ def _bad_weight_files(tmp_path, state):
 
 def test_import_model_bad_files_exit_2_and_leave_catalog_unchanged(populated, tmp_path):
     ws = populated["ws"]
-    state = checkpoints.load_model(ws, populated["model"]).state_dict()
+    state = artifacts.load_model(ws, populated["model"]).state_dict()
     for path, arch, reason in _bad_weight_files(tmp_path, state):
         before = snapshot(ws)
         res = cli(ws, "import-model", str(path), "--arch", arch, "--dataset", "digits")
@@ -110,7 +110,7 @@ def test_import_model_bad_files_exit_2_and_leave_catalog_unchanged(populated, tm
 
 
 def test_import_model_accepts_good_weights(ws, tmp_path, populated):
-    state = checkpoints.load_model(populated["ws"], populated["model"]).state_dict()
+    state = artifacts.load_model(populated["ws"], populated["model"]).state_dict()
     torch.save(state, tmp_path / "w.pt")
     res = cli(ws, "import-model", str(tmp_path / "w.pt"), "--arch", "mlp", "--dataset", "digits", "--json")
     assert res.exit_code == 0, res.output
@@ -157,7 +157,7 @@ def test_memorize_proxies_and_export_contract(populated, tmp_path):
     res = cli(ws, "export", exact["id"], "--format", "csv")
     lines = res.stdout.strip().splitlines()
     assert lines[0] == "sample_id,label,value,stderr,flipped"  # the populated model has label noise
-    assert len(lines) == 1 + checkpoints.dataset_of(ws, model).n_train
+    assert len(lines) == 1 + artifacts.dataset_of(ws, model).n_train
     res = cli(ws, "export", out["ids"][0], "--format", "json", "--out", str(tmp_path / "conf.json"))
     rows = json.loads((tmp_path / "conf.json").read_text())
     assert set(rows[0]) == {"sample_id", "label", "value", "flipped"}

@@ -15,11 +15,14 @@ import pytest
 import torch
 
 from conftest import run_cli, snapshot
-from explorer import checkpoints, memorization, scores, training
+from explorer import training
+from explorer.memorization import estimator
+from explorer.pipeline import checkpoints, memorize
+from explorer.store import artifacts
 from explorer.data import DatasetSpec
 from explorer.errors import UserError
-from explorer.memorization import ExactConfig
-from explorer.workspace import Workspace
+from explorer.memorization.estimator import ExactConfig
+from explorer.store.workspace import Workspace
 
 CPU = torch.device("cpu")
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -37,7 +40,7 @@ def trained(tmp_path_factory):
     ws = Workspace(root / "ws")
     rec = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", training.Recipe(epochs=20), CPU)
     pristine = Workspace(shutil.copytree(ws.path, root / "pristine"))  # the model, no exact scores yet
-    local = scores.load(ws, memorization.exact(ws, rec, CFG, CPU))  # the local backend's estimate
+    local = artifacts.load_scores(ws, memorize.exact(ws, rec, CFG, CPU))  # the local backend's estimate
     return pristine, rec, local
 
 
@@ -45,7 +48,7 @@ def trained(tmp_path_factory):
 def ray_instance():
     import ray
 
-    from explorer.cluster import RayPool
+    from explorer.pipeline.cluster import RayPool
 
     pool = RayPool()  # starts a local instance as a user's first `--backend ray` does, shipping the package
     yield pool
@@ -68,10 +71,10 @@ def test_ray_backend_gives_the_local_estimate(trained, ray_instance, tmp_path):
     ws, rec, local = trained
     ws = copy_of(ws, tmp_path)
     messages = []
-    out = memorization.exact(ws, rec, CFG, CPU, lambda f, m: messages.append((f, m)), backend="ray")
+    out = memorize.exact(ws, rec, CFG, CPU, lambda f, m: messages.append((f, m)), backend="ray")
     assert out["backend"] == "ray" and out["device"] == "cpu"
     assert out["params"]["run_key"] == local.record["params"]["run_key"]  # the same run, wherever it trained
-    assert_same_estimate(scores.load(ws, out), local)
+    assert_same_estimate(artifacts.load_scores(ws, out), local)
     fractions = [f for f, _ in messages]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert not list((ws.path / "partial").glob("*"))
@@ -106,12 +109,12 @@ def test_a_worker_killed_mid_task_is_retried(trained, ray_instance, tmp_path):
     killer = threading.Thread(target=kill_first_running_task)
     killer.start()
     try:
-        out = memorization.exact(ws, rec, CFG, CPU, backend="ray")
+        out = memorize.exact(ws, rec, CFG, CPU, backend="ray")
     finally:
         stop.set()
         killer.join()
     assert killed, "no chunk task was seen running"
-    assert_same_estimate(scores.load(ws, out), local)
+    assert_same_estimate(artifacts.load_scores(ws, out), local)
 
 
 @needs_ray
@@ -125,19 +128,19 @@ def test_a_killed_driver_loses_only_the_chunks_in_flight(trained, ray_instance, 
             raise KeyboardInterrupt  # as if the driver were stopped
 
     with pytest.raises(KeyboardInterrupt):
-        memorization.exact(ws, rec, CFG, CPU, dies_after_two_chunks, backend="ray")
+        memorize.exact(ws, rec, CFG, CPU, dies_after_two_chunks, backend="ray")
     assert not ws.find("scores", name="exact")
     kept = {p.name for p in folder().glob("chunk-*.npz")}
     assert 2 <= len(kept) < 4  # the chunks in flight when it died are lost
 
     written = []
-    real_write = memorization.write_atomic
-    monkeypatch.setattr(memorization, "write_atomic",
+    real_write = memorize.write_atomic
+    monkeypatch.setattr(memorize, "write_atomic",
                         lambda path, data: (written.append(path.name), real_write(path, data)))
-    out = memorization.exact(ws, rec, CFG, CPU, backend="ray")  # resumes
+    out = memorize.exact(ws, rec, CFG, CPU, backend="ray")  # resumes
     chunks = {n for n in written if n.startswith("chunk-")}
     assert chunks and not chunks & kept and len(chunks | kept) == 4  # only the missing ones trained
-    assert_same_estimate(scores.load(ws, out), local)
+    assert_same_estimate(artifacts.load_scores(ws, out), local)
 
 
 @needs_ray
@@ -147,7 +150,7 @@ def test_a_failing_task_is_reported_by_its_cause(trained, ray_instance):
 
     ds = data.load(DatasetSpec(label_noise=0.05))
     recipe = training.Recipe(epochs=1).as_meta()
-    subs = memorization.subsets(ds.n_train, 0.7, 2, 0)
+    subs = estimator.subsets(ds.n_train, 0.7, 2, 0)
     # A user error raised in the worker stays that error: one line, exit 2 from the CLI.
     with pytest.raises(ArchError, match="batch-norm"):
         list(ray_instance.run(ds, "resnet18", recipe, "batched", [(0, subs, [0, 1])], lambda running: None))
@@ -159,12 +162,12 @@ def test_a_failing_task_is_reported_by_its_cause(trained, ray_instance):
 @needs_ray
 def test_cancelling_a_ray_job_stops_it_cleanly_and_it_resumes(trained, tmp_path, monkeypatch):
     """The app cancels a job with SIGTERM; Ray must not turn that into an exit mid-write."""
-    from explorer import jobs
+    from explorer.store import jobs
 
     ws, rec, _ = trained
     ws = copy_of(ws, tmp_path)
     cfg = ExactConfig(models=64, chunk=4, epochs=20, seed=5)
-    job_id = jobs.submit(ws, memorization.cli_args(rec["id"], cfg, "ray"), "exact on ray")
+    job_id = jobs.submit(ws, memorize.cli_args(rec["id"], cfg, "ray"), "exact on ray")
     deadline = time.monotonic() + 120
     while not list((ws.path / "partial").glob("exact-*/chunk-*.npz")):
         assert time.monotonic() < deadline and jobs.get(ws, job_id)["state"] in jobs.ACTIVE, jobs.get(ws, job_id)
@@ -176,17 +179,17 @@ def test_cancelling_a_ray_job_stops_it_cleanly_and_it_resumes(trained, tmp_path,
     assert 0 < len(kept) < 16
 
     written = []
-    real_write = memorization.write_atomic
-    monkeypatch.setattr(memorization, "write_atomic",
+    real_write = memorize.write_atomic
+    monkeypatch.setattr(memorize, "write_atomic",
                         lambda path, data: (written.append(path.name), real_write(path, data)))
-    out = memorization.exact(ws, rec, cfg, CPU)  # resumed here, locally, from the chunks the job stored
+    out = memorize.exact(ws, rec, cfg, CPU)  # resumed here, locally, from the chunks the job stored
     assert out["models"] == 64 and not kept & set(written)
 
 
 def test_ray_is_imported_only_when_asked_for():
     import subprocess
 
-    probe = "import sys, explorer.cli, explorer.memorization; print('ray' in sys.modules)"
+    probe = "import sys, explorer.cli, explorer.pipeline.memorize; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 
@@ -197,7 +200,7 @@ def test_ray_backend_without_ray_installed_is_one_line_and_writes_nothing(traine
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
     before = snapshot(ws)
     with pytest.raises(UserError, match=r"pip install .*\[ray\]"):
-        memorization.exact(ws, rec, CFG, CPU, backend="ray")
+        memorize.exact(ws, rec, CFG, CPU, backend="ray")
     assert snapshot(ws) == before
 
 

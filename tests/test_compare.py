@@ -7,7 +7,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import CPU, ROOT, last_json, run_cli
-from explorer import comparison, metrics, report, runs
+from explorer.evaluation import metrics
+from explorer.pipeline import runs
+from explorer.present import comparison, report
+from explorer.store import artifacts
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +23,12 @@ def two_runs(populated) -> dict:
 
 def test_a_run_keeps_every_samples_outputs_and_the_new_metrics(two_runs):
     ws, run = two_runs["ws"], two_runs["runs"][1]
-    s = comparison.samples(ws, run)
+    s = artifacts.run_samples(ws, run)
     n_train = len(s["original_train_loss"])
     for who in ("original", "unlearned", "oracle"):
         assert s[f"{who}_train_pred"].shape == (n_train,) and len(s[f"{who}_test_loss"]) == len(s["original_test_loss"])
     # The stored metrics are those of the stored outputs.
-    from explorer import checkpoints
-
-    y = checkpoints.dataset_of(ws, two_runs["model"]).y_train.numpy()
+    y = artifacts.dataset_of(ws, two_runs["model"]).y_train.numpy()
     forget = np.asarray(ws.get(run["forget_set_id"])["ids"])
     assert run["metrics"]["acc_forget"] == pytest.approx((s["unlearned_train_pred"][forget] == y[forget]).mean())
     assert run["original"]["acc_forget"] == pytest.approx((s["original_train_pred"][forget] == y[forget]).mean())
@@ -90,8 +91,8 @@ def test_compare_page_views(monkeypatch, two_runs):
     keys = {el.key for el in at.get("plotly_chart")}
     assert {"bars-acc_forget", "tow_seconds", "forget_before_after", "loss_hist", "class_acc", "cka"} <= keys
     shown = at.selectbox[-1].value  # the run shown in detail
-    groups = comparison.loss_groups(comparison.samples(ws, shown), ws.get(shown["forget_set_id"])["ids"],
-                                    len(comparison.samples(ws, shown)["original_train_loss"]), "unlearned")
+    groups = comparison.loss_groups(artifacts.run_samples(ws, shown), ws.get(shown["forget_set_id"])["ids"],
+                                    len(artifacts.run_samples(ws, shown)["original_train_loss"]), "unlearned")
     at.slider[0].set_value(-1.0).run()  # threshold 10⁻¹: the page's attack accuracy is the library's
     expected = metrics.threshold_attack(groups["forget"], groups["test"], 0.1)
     assert next(m for m in at.metric if m.label == "attack accuracy · unlearned").value == f"{expected:.3f}"

@@ -9,10 +9,15 @@ import torch
 from conftest import CPU, run_cli
 from safetensors.torch import load_file
 
-from explorer import blocks, checkpoints, forget_sets, runs, training, unlearning
+from explorer import training, unlearning
+from explorer.pipeline import checkpoints, forget_sets, runs
+from explorer.present import plots
+from explorer.store import artifacts
+from explorer.training import blocks
+from explorer.unlearning import deepobliviate
 from explorer.data import DatasetSpec
 from explorer.unlearning.deepobliviate import DeepObliviate
-from explorer.workspace import Workspace
+from explorer.store.workspace import Workspace
 
 B = 4
 RECIPE = training.Recipe(epochs=2, lr=0.01, blocks=B)
@@ -22,14 +27,14 @@ RECIPE = training.Recipe(epochs=2, lr=0.01, blocks=B)
 def trained(tmp_path_factory) -> dict:
     ws = Workspace(tmp_path_factory.mktemp("deepobliviate") / "ws")
     rec = checkpoints.train(ws, DatasetSpec(), "mlp", RECIPE, CPU)
-    ds = checkpoints.dataset_of(ws, rec)
-    return {"ws": ws, "rec": rec, "ds": ds, "store": blocks.Store(ws.read(rec, blocks.FILE))}
+    ds = artifacts.dataset_of(ws, rec)
+    return {"ws": ws, "rec": rec, "ds": ds, "store": artifacts.open_blocks(ws, rec)}
 
 
 def unlearned(trained, forget, **params):
     method = DeepObliviate(**params)
-    method.attach(trained["ws"], trained["rec"])
-    model = checkpoints.load_model(trained["ws"], trained["rec"])
+    method.bind(**runs.needed(trained["ws"], trained["rec"], method))
+    model = artifacts.load_model(trained["ws"], trained["rec"])
     retain = np.setdiff1d(np.arange(trained["ds"].n_train), forget)
     method.unlearn(model, trained["ds"], retain, np.asarray(forget), CPU)
     return model, method.report
@@ -54,7 +59,7 @@ def chain(trained, forget, d: int) -> dict:
 def test_block_training_is_deterministic_and_stores_every_block(trained, tmp_path):
     ws, rec, store = trained["ws"], trained["rec"], trained["store"]
     assert rec["blocks"] == B and rec["recipe"]["blocks"] == B and rec["has_dynamics"] is False
-    assert rec["block_bytes"] == ws.read(rec, blocks.FILE).stat().st_size
+    assert rec["block_bytes"] == ws.read(rec, artifacts.BLOCKS).stat().st_size
     assert [row["block"] for row in rec["log"]] == list(range(1, B + 1))  # one log row per block
     assert [row["epoch"] for row in rec["log"]] == [2, 4, 6, 8] and "test_acc" in rec["log"][0]
     # M_0 is the initial model, M_B the published one; every block in between is there
@@ -74,8 +79,8 @@ def test_block_training_is_deterministic_and_stores_every_block(trained, tmp_pat
     assert (counts.max(0) - counts.min(0)).max() <= 1
     # the same recipe gives the same file, byte for byte
     again = checkpoints.train(Workspace(tmp_path / "ws"), DatasetSpec(), "mlp", RECIPE, CPU)
-    assert (Workspace(tmp_path / "ws").read(again, blocks.FILE).read_bytes()
-            == ws.read(rec, blocks.FILE).read_bytes())
+    assert (Workspace(tmp_path / "ws").read(again, artifacts.BLOCKS).read_bytes()
+            == ws.read(rec, artifacts.BLOCKS).read_bytes())
 
 
 def test_recipe_blocks_values_and_meta():
@@ -166,8 +171,8 @@ def test_a_run_reports_the_chain_and_the_oracle_trains_in_blocks(trained):
     assert {"first_block", "stop_block", "rule", "threshold", "residual", "retrained_blocks", "blocks"} <= set(details)
     assert details["first_block"] == 3 and details["blocks"] == B and run["metrics"]["speedup"] > 0
     oracle = ws.get(run["oracle_id"], "model")
-    assert oracle["recipe"]["blocks"] == B and blocks.FILE not in oracle["files"]  # its blocks index R: not kept
-    assert blocks.residual_curve_figure(details).data  # the figure builds from a stored run
+    assert oracle["recipe"]["blocks"] == B and artifacts.BLOCKS not in oracle["files"]  # its blocks index R: not kept
+    assert plots.residual_curve_figure(details).data  # the figure builds from a stored run
 
 
 # -- pure pieces ---------------------------------------------------------------------------------------
@@ -177,60 +182,60 @@ def test_stitch_on_hand_tensors():
     new_t = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(5)}
     old_b = {"w": torch.tensor([10.0, 10.0]), "n": torch.tensor(9)}
     old_t = {"w": torch.tensor([4.0, 6.0]), "n": torch.tensor(5)}
-    out = blocks.stitch(new_t, old_b, old_t)
+    out = deepobliviate.stitch(new_t, old_b, old_t)
     assert torch.equal(out["w"], torch.tensor([7.0, 6.0])) and out["n"].item() == 9
 
 
 def test_residual_on_hand_tensors():
     old_prev, old = {"w": torch.tensor([0.0, 0.0])}, {"w": torch.tensor([1.0, 2.0])}
     new_prev, new = {"w": torch.tensor([0.0, 1.0])}, {"w": torch.tensor([0.5, 1.0])}
-    assert blocks.residual(old_prev, old, new_prev, new, ["w"]) == pytest.approx(0.5 + 2.0)
+    assert deepobliviate.residual(old_prev, old, new_prev, new, ["w"]) == pytest.approx(0.5 + 2.0)
 
 
 def test_ratio_rule_on_constructed_residuals():
     seq = [2.0, 1.6, 0.8, 0.08, 1.0]
-    assert blocks.stop_index(seq, "ratio", tau=0.05)["index"] == 3  # 0.08 / 2 = 0.04 < 0.05
-    assert blocks.stop_index(seq, "ratio", tau=0.5)["index"] == 2
-    assert blocks.stop_index(seq, "ratio", tau=0.0)["index"] == 4  # never: the last block
-    assert blocks.stop_index(seq, "ratio", tau=0.5, min_index=4)["index"] == 4
-    assert blocks.stop_index([3.0], "ratio", tau=1.0)["index"] == 0
-    assert not blocks.should_stop([1.0], "ratio", 1.0, 0)[0]  # never at block d itself
+    assert deepobliviate.stop_index(seq, "ratio", tau=0.05)["index"] == 3  # 0.08 / 2 = 0.04 < 0.05
+    assert deepobliviate.stop_index(seq, "ratio", tau=0.5)["index"] == 2
+    assert deepobliviate.stop_index(seq, "ratio", tau=0.0)["index"] == 4  # never: the last block
+    assert deepobliviate.stop_index(seq, "ratio", tau=0.5, min_index=4)["index"] == 4
+    assert deepobliviate.stop_index([3.0], "ratio", tau=1.0)["index"] == 0
+    assert not deepobliviate.should_stop([1.0], "ratio", 1.0, 0)[0]  # never at block d itself
 
 
 def test_powerlaw_rule_on_constructed_residuals():
     x = np.arange(1, 41)
     seq = (2 * x ** -1.5 + 0.1).tolist()
-    fit = blocks.powerlaw_fit(seq)
+    fit = deepobliviate.powerlaw_fit(seq)
     assert fit["h"] == pytest.approx(1.5, rel=1e-2) and fit["a"] == pytest.approx(2, rel=1e-2)
     assert fit["b"] == pytest.approx(0.1, abs=1e-3)
-    out = blocks.stop_index(seq, "powerlaw", eps=1e-3)
+    out = deepobliviate.stop_index(seq, "powerlaw", eps=1e-3)
     # |dΔ/dx| = 3·x^−2.5 < 1e-3 first at x = 25
     assert out["rule"] == "powerlaw" and out["index"] == 24 and out["note"] is None
-    assert blocks.stop_index(seq, "powerlaw", eps=1e-3, weights=1000)["index"] == 14  # Δ/W: first chance
-    assert blocks.stop_index(seq[:14], "powerlaw", eps=1e-3)["index"] == 13  # too short to fit, never stops
+    assert deepobliviate.stop_index(seq, "powerlaw", eps=1e-3, weights=1000)["index"] == 14  # Δ/W: first chance
+    assert deepobliviate.stop_index(seq[:14], "powerlaw", eps=1e-3)["index"] == 13  # too short to fit, never stops
 
 
 def test_powerlaw_falls_back_to_ratio_with_too_few_points():
-    out = blocks.stop_index([1.0, 0.5, 0.01, 0.3], "powerlaw", tau=0.05)
+    out = deepobliviate.stop_index([1.0, 0.5, 0.01, 0.3], "powerlaw", tau=0.05)
     assert out["rule"] == "ratio" and out["index"] == 2 and "15" in out["note"]
 
 
 def test_dfa_exponent_of_white_noise_is_about_a_half():
     noise = np.random.default_rng(0).standard_normal(4000)
-    assert blocks.dfa_exponent(noise) == pytest.approx(0.5, abs=0.1)
-    assert np.isnan(blocks.dfa_exponent([1.0, 2.0]))
+    assert deepobliviate.dfa_exponent(noise) == pytest.approx(0.5, abs=0.1)
+    assert np.isnan(deepobliviate.dfa_exponent([1.0, 2.0]))
 
 
 def test_residual_curve_figure():
     report = {"first_block": 3, "stop_block": 5, "blocks": 10, "rule": "ratio", "threshold": 0.5,
               "residual": [4.0, 3.0, 1.5]}
-    fig = blocks.residual_curve_figure(report)
+    fig = plots.residual_curve_figure(report)
     assert list(fig.data[0].x) == [3, 4, 5] and list(fig.data[1].x) == [5]
     assert fig.layout.shapes  # the τ·Δ_d line and the stitched band
     fit = {"a": 1.0, "h": 1.0, "b": 0.0, "scale": 1}
-    fig = blocks.residual_curve_figure({**report, "rule": "powerlaw", "threshold": 1e-5, "fit": fit,
+    fig = plots.residual_curve_figure({**report, "rule": "powerlaw", "threshold": 1e-5, "fit": fit,
                                         "stop_block": 10, "residual": [1.0] * 8})
     assert len(fig.data) == 3
     nothing = {"first_block": None, "stop_block": None, "blocks": 10, "rule": "ratio", "threshold": 0.05,
                "residual": [], "retrained_blocks": 0}
-    assert "nothing" in blocks.residual_curve_figure(nothing).layout.title.text
+    assert "nothing" in plots.residual_curve_figure(nothing).layout.title.text

@@ -5,7 +5,8 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from conftest import CPU, ROOT, run_cli, snapshot
-from explorer import demo, jobs
+from explorer.pipeline import demo
+from explorer.store import jobs
 
 
 def test_demo_builds_everything_once(ws):

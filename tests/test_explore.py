@@ -7,10 +7,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import CPU, ROOT, last_json, run_cli, snapshot
-from explorer import checkpoints, embeddings, forget_sets, metrics, proxies, scores, selection, training
+from explorer import training
+from explorer.evaluation import embeddings, metrics
+from explorer.memorization import scores
+from explorer.pipeline import checkpoints, embed, forget_sets, memorize
+from explorer.present import selection
+from explorer.store import artifacts
 from explorer.data import DatasetSpec
-from explorer.forget_sets import ForgetSetError, choose
-from explorer.workspace import Workspace
+from explorer.evaluation.choice import ForgetSetError, choose
+from explorer.store.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +23,8 @@ def explored(tmp_path_factory) -> dict:
     """A model with label noise, its confidence proxy and a PCA map; tests add forget sets."""
     ws = Workspace(tmp_path_factory.mktemp("explore") / "ws")
     model = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", training.Recipe(epochs=8), CPU)
-    (conf,), _ = proxies.compute(ws, model, ["confidence"], CPU)
-    smap = embeddings.compute(ws, model, "pca")
+    (conf,), _ = memorize.compute_proxies(ws, model, ["confidence"], CPU)
+    smap = embed.compute(ws, model, "pca")
     return {"ws": ws, "model": model, "confidence": conf, "map": smap}
 
 
@@ -67,12 +72,12 @@ def test_entanglement_by_hand():
 
 def test_a_map_is_computed_once_and_holds_train_then_test(explored):
     ws, model, rec = explored["ws"], explored["model"], explored["map"]
-    ds = checkpoints.dataset_of(ws, model)
-    smap = embeddings.load(ws, rec)
+    ds = artifacts.dataset_of(ws, model)
+    smap = artifacts.load_map(ws, rec)
     assert smap.xy.shape == (ds.n_train + len(ds.y_test), 2) and np.isfinite(smap.xy).all()
     assert smap.train_features.shape[0] == ds.n_train
     assert (smap.pred[: ds.n_train] == ds.y_train.numpy()).mean() > 0.8
-    assert embeddings.compute(ws, model, "pca")["id"] == rec["id"]  # the same map is not made twice
+    assert embed.compute(ws, model, "pca")["id"] == rec["id"]  # the same map is not made twice
 
 
 def test_umap_is_seeded():
@@ -110,7 +115,7 @@ def test_colourings_and_selection_summary():
 def test_forget_set_by_score_records_its_provenance(explored):
     ws, model, conf = explored["ws"], explored["model"], explored["confidence"]
     fs = forget_sets.create(ws, model, "high", size=20, seed=1, score_id=conf["id"], name="most memorized")
-    values = scores.oriented("confidence", scores.load(ws, conf["id"]).values)
+    values = scores.oriented("confidence", artifacts.load_scores(ws, conf["id"]).values)
     assert fs["size"] == 20 and values[fs["ids"]].min() >= np.sort(values)[-20] and fs["name"] == "most memorized"
     assert fs["how"]["score"] == "confidence" and fs["how"]["score_id"] == conf["id"]
     assert forget_sets.describe(fs) == "high · by confidence · seed 1"
@@ -169,14 +174,14 @@ def open_explore(monkeypatch, ws: Workspace, model_id: str, selected: dict | Non
 
 def test_page_shows_a_selection_and_saves_it(monkeypatch, explored):
     ws, model = explored["ws"], explored["model"]
-    ds = checkpoints.dataset_of(ws, model)
+    ds = artifacts.dataset_of(ws, model)
     ids = [3, 7, 11, 20, 42, ds.n_train + 5]  # the last is a test sample
     at = open_explore(monkeypatch, ws, model["id"], {"model": model["id"], "ids": ids})
     assert not at.exception and not at.error
     assert any(h.value == "5 samples selected" for h in at.subheader)
     assert any("1 test samples" in c.value for c in at.caption)
     es = next(m for m in at.metric if m.label == "entanglement (ES)")
-    features = embeddings.load(ws, explored["map"]).train_features
+    features = artifacts.load_map(ws, explored["map"]).train_features
     assert float(es.value.replace(",", "")) == pytest.approx(metrics.entanglement(features, ids[:5]), abs=0.05)
 
     name = next(t for t in at.text_input if t.value.startswith("selection"))

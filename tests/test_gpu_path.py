@@ -13,18 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer import (
-    data,
-    devices,
-    ensembles,
-    models,
-    optim,
-    precision,
-    proxies,
-    runs,
-    training,
-    unlearning,
-)
+from explorer import data, models, training, unlearning
+from explorer.memorization import proxies
+from explorer.pipeline import runs
+from explorer.training import ensembles
+from explorer.runtime import devices, optim, precision
 from explorer.training import Recipe, RecipeError
 
 CPU = torch.device("cpu")

@@ -2,7 +2,7 @@ import os
 import signal
 import time
 
-from explorer import jobs
+from explorer.store import jobs
 
 
 def _wait_running(ws, job_id, timeout=120):
@@ -94,7 +94,7 @@ def test_announcing_imports_nothing_heavy_and_ignores_plain_commands(ws):
 
     from conftest import ROOT
 
-    code = "import sys; from explorer import jobs; jobs.announce(['train']); print('torch' in sys.modules)"
+    code = "import sys; from explorer.store import jobs; jobs.announce(['train']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     jobs.announce(["train", "--workspace", str(ws.path), "--job", "j-missing"])  # no such row: nothing raised

@@ -4,11 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import checkpoints, ensembles, memorization, scores, training
+from explorer import training
+from explorer.memorization import estimator
+from explorer.pipeline import checkpoints, memorize
+from explorer.store import artifacts
+from explorer.training import ensembles
 from explorer.data import DatasetSpec
 from explorer.errors import UserError
-from explorer.memorization import ExactConfig
-from explorer.workspace import Workspace
+from explorer.memorization.estimator import ExactConfig
+from explorer.runtime import progress
+from explorer.store.workspace import Workspace
 
 CPU = torch.device("cpu")
 
@@ -16,7 +21,7 @@ CPU = torch.device("cpu")
 def test_estimate_matches_the_definition_by_hand():
     masks = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=bool)
     correct = np.array([[1, 1, 0], [1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=bool)
-    est = memorization.estimate(masks, correct)
+    est = estimator.estimate(masks, correct)
     # sample 0: in models 0,1,3 (all right), out in model 2 (wrong) -> 1 - 0
     # sample 1: in 0,2,3 (right, wrong, right) -> 2/3; out in 1 (wrong) -> 0
     # sample 2: in 1,2,3 (all right); out in 0 (wrong) -> 1
@@ -24,30 +29,30 @@ def test_estimate_matches_the_definition_by_hand():
     assert est["cscore"] == pytest.approx([0.0, 0.0, 0.0])
     p_in = 2 / 3
     assert est["stderr"][1] == pytest.approx(np.sqrt(p_in * (1 - p_in) / 3))
-    never_out = memorization.estimate(np.ones((2, 3), bool), np.ones((2, 3), bool))
+    never_out = estimator.estimate(np.ones((2, 3), bool), np.ones((2, 3), bool))
     assert np.isnan(never_out["values"]).all()
 
 
 def test_cost_model_and_measured_speed():
-    assert memorization.sample_passes(models=256, ratio=0.7, epochs=30, n=1000) == 256 * 30 * 700
+    assert estimator.sample_passes(models=256, ratio=0.7, epochs=30, n=1000) == 256 * 30 * 700
     runs = [{"params": {"models": 10, "ratio": 0.5, "epochs": 4}, "n": 100, "seconds": 2.0},
             {"params": {"models": 20, "ratio": 0.5, "epochs": 4}, "n": 100, "seconds": 8.0}]
-    assert memorization.measured_speed(runs) == 20 * 4 * 50 / 8.0  # the latest run
-    assert memorization.measured_speed([]) is None
-    assert memorization.clock(59) == "0m 59s" and memorization.clock(3 * 3600 + 5 * 60) == "3h 05m"
+    assert estimator.measured_speed(runs) == 20 * 4 * 50 / 8.0  # the latest run
+    assert estimator.measured_speed([]) is None
+    assert progress.clock(59) == "0m 59s" and progress.clock(3 * 3600 + 5 * 60) == "3h 05m"
 
 
 def test_subsets_are_seeded_uniform_and_of_the_right_size():
-    subs = memorization.subsets(100, 0.7, 50, seed=3)
+    subs = estimator.subsets(100, 0.7, 50, seed=3)
     assert subs.shape == (50, 70) and all(len(set(row)) == 70 for row in subs)
-    assert np.array_equal(subs, memorization.subsets(100, 0.7, 50, seed=3))
-    inclusion = memorization.masks_of(subs, 100).mean(0)
+    assert np.array_equal(subs, estimator.subsets(100, 0.7, 50, seed=3))
+    inclusion = estimator.masks_of(subs, 100).mean(0)
     assert abs(inclusion.mean() - 0.7) < 1e-9 and inclusion.min() > 0.4
 
 
 @pytest.fixture(scope="module")
 def noisy_model(tmp_path_factory):
-    from explorer.workspace import Workspace
+    from explorer.store.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("mem") / "ws")
     rec = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", training.Recipe(epochs=40), CPU)
@@ -58,7 +63,7 @@ def test_batched_and_sequential_engines_train_the_same_models():
     from explorer import data
 
     ds = data.load(DatasetSpec())
-    subs = torch.as_tensor(memorization.subsets(ds.n_train, 0.7, 3, seed=0))
+    subs = torch.as_tensor(estimator.subsets(ds.n_train, 0.7, 3, seed=0))
     recipe = training.Recipe(epochs=3)
     seq = ensembles.train_correctness("mlp", ds, subs, [1, 2, 3], recipe, CPU, "sequential")
     bat = ensembles.train_correctness("mlp", ds, subs, [1, 2, 3], recipe, CPU, "batched")
@@ -68,11 +73,11 @@ def test_batched_and_sequential_engines_train_the_same_models():
 
 def test_exact_finds_flipped_labels_memorized(noisy_model):
     ws, rec = noisy_model
-    out = memorization.exact(ws, rec, ExactConfig(models=24, epochs=40), CPU)
+    out = memorize.exact(ws, rec, ExactConfig(models=24, epochs=40), CPU)
     assert out["name"] == "exact" and out["model_id"] == rec["id"] and out["models"] == 24
-    s = scores.load(ws, out)
+    s = artifacts.load_scores(ws, out)
     flipped = np.zeros(rec_n := len(s.values), bool)
-    flipped[checkpoints.dataset_of(ws, rec).flipped] = True
+    flipped[artifacts.dataset_of(ws, rec).flipped] = True
     assert s.arrays["masks"].shape == (24, rec_n) and s.arrays["correct"].shape == (24, rec_n)
     assert np.nanmean(s.values[flipped]) > np.nanmean(s.values[~flipped]) + 0.3
     assert out["never_held_out"] == int(np.isnan(s.values).sum())
@@ -95,17 +100,17 @@ def test_interrupted_run_resumes_to_the_same_estimate(noisy_model, monkeypatch, 
     monkeypatch.setattr(ensembles, "train_correctness", dies_on_third_chunk)
     before = len(ws.find("scores"))
     with pytest.raises(KeyboardInterrupt):
-        memorization.exact(ws, rec, cfg, CPU)
+        memorize.exact(ws, rec, cfg, CPU)
     assert len(ws.find("scores")) == before  # nothing published
-    [partial] = memorization.in_progress(ws, rec["id"])
+    [partial] = memorize.in_progress(ws, rec["id"])
     assert partial["done"] == 4 and partial["masks"].shape == (4, partial["n"])
 
     calls.clear()
     monkeypatch.setattr(ensembles, "train_correctness", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    resumed = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
+    resumed = artifacts.load_scores(ws, memorize.exact(ws, rec, cfg, CPU))
     assert len(calls) == 2  # only the two chunks that were missing
 
-    fresh = scores.load(pristine, memorization.exact(pristine, rec, cfg, CPU))
+    fresh = artifacts.load_scores(pristine, memorize.exact(pristine, rec, cfg, CPU))
     assert np.array_equal(resumed.arrays["correct"], fresh.arrays["correct"])
     assert np.allclose(resumed.values, fresh.values, equal_nan=True)
 
@@ -114,26 +119,26 @@ def test_same_run_twice_is_not_duplicated_and_concurrent_start_is_refused(noisy_
     import fcntl
 
     ws, rec = noisy_model
-    first = memorization.exact(ws, rec, ExactConfig(models=4, seed=21), CPU)  # epochs: the model's recipe
+    first = memorize.exact(ws, rec, ExactConfig(models=4, seed=21), CPU)  # epochs: the model's recipe
     # The same run with the epochs spelled out (as the app does) is found, not trained again.
-    again = memorization.exact(ws, rec, ExactConfig(models=4, seed=21, epochs=rec["epochs"]), CPU)
+    again = memorize.exact(ws, rec, ExactConfig(models=4, seed=21, epochs=rec["epochs"]), CPU)
     assert again["id"] == first["id"]
 
     other = ExactConfig(models=4, epochs=2, seed=22)
-    key = memorization._run_key(rec, memorization.resolve(other, rec, CPU))
+    key = memorize._run_key(rec, memorize.resolve(other, rec, CPU))
     folder = ws.path / "partial" / f"exact-{rec['id']}-{key}"
     folder.mkdir(parents=True)
-    monkeypatch.setattr(memorization, "LOCK_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(memorize, "LOCK_WAIT_SECONDS", 0.5)
     with open(folder / "lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as if another job were running this very configuration
         with pytest.raises(UserError, match="already going"):
-            memorization.exact(ws, rec, other, CPU)
+            memorize.exact(ws, rec, other, CPU)
 
 
 def test_impossible_subset_size_is_refused_before_anything_is_written(noisy_model):
     ws, rec = noisy_model
     with pytest.raises(UserError, match="hold out at least one"):
-        memorization.exact(ws, rec, ExactConfig(models=4, ratio=0.0001), CPU)
+        memorize.exact(ws, rec, ExactConfig(models=4, ratio=0.0001), CPU)
     assert not any((ws.path / "partial").glob("*0001*"))
 
 
@@ -141,7 +146,7 @@ def test_convergence_reports_shrinking_error():
     rng = np.random.default_rng(0)
     masks = rng.random((64, 200)) < 0.7
     correct = rng.random((64, 200)) < np.where(masks, 0.9, 0.6)
-    rows = memorization.convergence(masks, correct, step=16)
+    rows = estimator.convergence(masks, correct, step=16)
     assert [r["models"] for r in rows] == [16, 32, 48, 64]
     assert rows[-1]["mean_stderr"] < rows[0]["mean_stderr"]
     assert rows[0]["mean_abs_change"] is None and rows[-1]["mean_abs_change"] < rows[1]["mean_abs_change"]
@@ -169,8 +174,8 @@ def test_subset_models_train_with_the_models_own_recipe(extra, named):
     """The batched engine is plain SGD: a recipe with codes, the SD loss or blocks trains one model
     at a time (so the estimate is of the model's own training algorithm), and batched is refused."""
     rec = {"arch": "mlp", "recipe": {**training.Recipe(epochs=2).as_meta(), **extra}}
-    assert memorization.resolve(ExactConfig(), rec, CPU).engine == "sequential"
-    assert memorization.resolve(ExactConfig(), {**rec, "recipe": training.Recipe().as_meta()}, CPU).engine == "batched"
+    assert memorize.resolve(ExactConfig(), rec, CPU).engine == "sequential"
+    assert memorize.resolve(ExactConfig(), {**rec, "recipe": training.Recipe().as_meta()}, CPU).engine == "batched"
     from explorer import data
     from explorer.models import ArchError
 
@@ -184,7 +189,7 @@ def test_killed_job_resumes_to_the_same_estimate(noisy_model, tmp_path):
     import signal
     import time
 
-    from explorer import jobs
+    from explorer.store import jobs
 
     ws, rec = noisy_model
     pristine = Workspace(shutil.copytree(ws.path, tmp_path / "pristine"))
@@ -199,8 +204,8 @@ def test_killed_job_resumes_to_the_same_estimate(noisy_model, tmp_path):
     assert jobs.wait(ws, job_id, timeout=30)["state"] == "failed"
 
     cfg = ExactConfig(models=16, epochs=20, engine="sequential", seed=11)
-    [partial] = memorization.in_progress(ws, rec["id"])
+    [partial] = memorize.in_progress(ws, rec["id"])
     assert 0 < partial["done"] < 16
-    resumed = scores.load(ws, memorization.exact(ws, rec, cfg, CPU))
-    fresh = scores.load(pristine, memorization.exact(pristine, rec, cfg, CPU))
+    resumed = artifacts.load_scores(ws, memorize.exact(ws, rec, cfg, CPU))
+    fresh = artifacts.load_scores(pristine, memorize.exact(pristine, rec, cfg, CPU))
     assert np.array_equal(resumed.arrays["correct"], fresh.arrays["correct"])

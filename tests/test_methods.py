@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from conftest import snapshot
 from torch import nn
 
-from explorer import data, metrics, runs, training, unlearning
+from explorer import data, training, unlearning
+from explorer.evaluation import metrics
+from explorer.pipeline import runs
 from explorer.unlearning.base import Batch, Step
 from explorer.unlearning.distillation import distill_kl
 from explorer.unlearning.relabeling import other_labels

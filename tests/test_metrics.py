@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from explorer import data, metrics, models
+from explorer import data, models
+from explorer.evaluation import metrics
 
 torch.set_num_threads(1)
 

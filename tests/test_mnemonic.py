@@ -14,7 +14,11 @@ import torch.nn.functional as F
 from conftest import run_cli
 from torch import nn
 
-from explorer import checkpoints, data, forget_sets, mnemonic, models, optim, runs, training, unlearning
+from explorer import data, models, training, unlearning
+from explorer.pipeline import checkpoints, forget_sets, runs
+from explorer.store import artifacts
+from explorer.unlearning import mnemonic
+from explorer.runtime import optim
 from explorer.data import DatasetSpec
 from explorer.training import Recipe, RecipeError
 from explorer.unlearning import ParamError
@@ -156,10 +160,10 @@ def test_codes_come_from_their_seed_and_travel_with_the_model(ws):
     rec = checkpoints.train(ws, DatasetSpec(), "mlp", Recipe(epochs=2, mnemonic_tmix=0.1, codes_seed=7), CPU)
     assert "codes.safetensors" in rec["files"] and rec["has_codes"]
     assert rec["recipe"]["mnemonic_tmix"] == 0.1 and rec["recipe"]["codes_seed"] == 7
-    assert torch.equal(checkpoints.load_codes(ws, rec), a)
+    assert torch.equal(artifacts.load_codes(ws, rec), a)
     assert Recipe(**rec["recipe"]) == Recipe(epochs=2, mnemonic_tmix=0.1, codes_seed=7)
     plain = checkpoints.train(ws, DatasetSpec(), "mlp", Recipe(epochs=1), CPU)
-    assert checkpoints.load_codes(ws, plain) is None and not plain["has_codes"]
+    assert artifacts.load_codes(ws, plain) is None and not plain["has_codes"]
 
 
 def test_cli_train_refuses_a_bad_tmix_and_writes_nothing(tmp_path):

@@ -7,9 +7,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import CPU, ROOT
-from explorer import checkpoints, jobs, memorization, proxies, scores, training
+from explorer import training
+from explorer.memorization import estimator
+from explorer.pipeline import checkpoints, memorize
+from explorer.store import artifacts, jobs
 from explorer.data import DatasetSpec
-from explorer.workspace import Workspace
+from explorer.store.workspace import Workspace
 
 PAGES = ["home", "models", "memorization", "explore", "unlearn", "compare", "jobs"]
 
@@ -46,9 +49,9 @@ def test_models_page_shows_curves_and_per_class_accuracy(monkeypatch, populated)
 def scored(populated):
     """The populated workspace with exact memorization and every proxy computed."""
     ws, model = populated["ws"], populated["model"]
-    if "exact" not in scores.latest(ws, model["id"]):
-        memorization.exact(ws, model, memorization.ExactConfig(models=8, epochs=10), CPU)
-        proxies.compute(ws, model, None, CPU)
+    if "exact" not in artifacts.latest_scores(ws, model["id"]):
+        memorize.exact(ws, model, estimator.ExactConfig(models=8, epochs=10), CPU)
+        memorize.compute_proxies(ws, model, None, CPU)
     return populated
 
 
@@ -128,7 +131,7 @@ def test_memorization_form_sends_exact_to_a_ray_cluster(monkeypatch, populated):
 
 
 def test_interrupted_exact_run_is_shown_and_resumed_from_the_page(monkeypatch, ws):
-    from explorer import ensembles
+    from explorer.training import ensembles
 
     model = checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=2), CPU)
     real, calls = ensembles.train_correctness, []
@@ -142,15 +145,15 @@ def test_interrupted_exact_run_is_shown_and_resumed_from_the_page(monkeypatch, w
     with monkeypatch.context() as patch:
         patch.setattr(ensembles, "train_correctness", stop_after_first_chunk)
         with pytest.raises(KeyboardInterrupt):
-            memorization.exact(ws, model, memorization.ExactConfig(models=6, epochs=2, seed=3, chunk=2,
+            memorize.exact(ws, model, estimator.ExactConfig(models=6, epochs=2, seed=3, chunk=2,
                                                                    engine="sequential"), CPU)
     at = open_page(monkeypatch, ws, "memorization")
     assert any("interrupted exact run" in m.value for m in at.markdown)
     assert "live_conv-0" in {el.key for el in at.get("plotly_chart")}
     next(b for b in at.button if b.label == "Resume it").click().run()
     job = next(j for j in jobs.list_jobs(ws) if j["argv"][0] == "memorize")
-    assert job["argv"] == memorization.cli_args(model["id"], memorization.ExactConfig(
+    assert job["argv"] == memorize.cli_args(model["id"], estimator.ExactConfig(
         models=6, epochs=2, seed=3, chunk=2, engine="sequential"))
     done = jobs.wait(ws, job["id"], timeout=120)
     assert done["state"] == "succeeded", jobs.log_tail(done)
-    assert memorization.in_progress(ws, model["id"]) == []
+    assert memorize.in_progress(ws, model["id"]) == []

@@ -3,7 +3,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from explorer import checkpoints, proxies, scores
+from explorer.memorization import proxies, scores
+from explorer.pipeline import checkpoints, memorize
+from explorer.store import artifacts
 from explorer.data import DatasetSpec
 from explorer.errors import UserError
 
@@ -32,31 +34,31 @@ def test_symmetric_kl_is_zero_for_equal_and_positive_otherwise():
 
 def test_all_proxies_score_flipped_labels_as_memorized(populated):
     ws, model = populated["ws"], populated["model"]
-    records, skipped = proxies.compute(ws, model, None, CPU)
+    records, skipped = memorize.compute_proxies(ws, model, None, CPU)
     assert [r["name"] for r in records] == list(proxies.ALL) and skipped == {}
-    flipped = np.zeros(checkpoints.dataset_of(ws, model).n_train, bool)
-    flipped[checkpoints.dataset_of(ws, model).flipped] = True
+    flipped = np.zeros(artifacts.dataset_of(ws, model).n_train, bool)
+    flipped[artifacts.dataset_of(ws, model).flipped] = True
     for rec in records:
-        s = scores.load(ws, rec)
+        s = artifacts.load_scores(ws, rec)
         assert np.isfinite(s.values).all() and rec["seconds"] >= 0 and rec["device"] == "cpu"
         # Whatever the raw direction, oriented scores rank mislabeled samples as more memorized.
         assert s.oriented[flipped].mean() > s.oriented[~flipped].mean(), rec["name"]
 
 
 def test_imported_model_gets_the_proxies_it_can(ws, populated, tmp_path):
-    state = checkpoints.load_model(populated["ws"], populated["model"]).state_dict()
+    state = artifacts.load_model(populated["ws"], populated["model"]).state_dict()
     save_file(state, tmp_path / "w.safetensors")
     imported = checkpoints.import_model(ws, tmp_path / "w.safetensors", "mlp", DatasetSpec(label_noise=0.05))
-    records, skipped = proxies.compute(ws, imported, ["confidence", "curvature"], CPU)
+    records, skipped = memorize.compute_proxies(ws, imported, ["confidence", "curvature"], CPU)
     assert [r["name"] for r in records] == ["curvature"]
     assert "training dynamics" in skipped["confidence"]
     with pytest.raises(UserError, match="bi_acc needs training dynamics"):
-        proxies.compute(ws, imported, ["bi_acc"], CPU)
+        memorize.compute_proxies(ws, imported, ["bi_acc"], CPU)
 
 
 def test_unknown_proxy_is_refused(populated):
     with pytest.raises(UserError, match="unknown proxy"):
-        proxies.compute(populated["ws"], populated["model"], ["vibes"], CPU)
+        memorize.compute_proxies(populated["ws"], populated["model"], ["vibes"], CPU)
 
 
 def test_orientation_is_explicit_for_every_score():
@@ -69,7 +71,7 @@ def test_orientation_is_explicit_for_every_score():
 
 
 def test_a_cancel_before_publishing_leaves_no_score_set(populated):
-    from explorer import jobs
+    from explorer.store import jobs
 
     ws, model = populated["ws"], populated["model"]
     before = len(ws.find("scores"))
@@ -79,5 +81,5 @@ def test_a_cancel_before_publishing_leaves_no_score_set(populated):
             raise jobs.Cancelled()
 
     with pytest.raises(jobs.Cancelled):
-        proxies.compute(ws, model, ["confidence", "curvature"], CPU, progress=cancel_at_the_end)
+        memorize.compute_proxies(ws, model, ["confidence", "curvature"], CPU, progress=cancel_at_the_end)
     assert len(ws.find("scores")) == before  # all or nothing

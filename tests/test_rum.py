@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import CPU, last_json, run_cli, snapshot
-from explorer import runs, scores, sweeps, unlearning
+from explorer import unlearning
+from explorer.memorization import scores
+from explorer.pipeline import runs, sweeps
+from explorer.store import artifacts
 from explorer.unlearning import sequence
 from explorer.errors import UserError
 from explorer.unlearning.base import ParamError
@@ -114,7 +117,7 @@ def test_rum_run_in_the_workspace(populated):
         "none", {"method": "finetune", "params": {"epochs": 1}}, {"method": "neggrad_plus", "params": {"epochs": 1}}]},
         CPU)
     details = run["details"]
-    stored = scores.latest(ws, model["id"]).get("confidence")  # other tests may have stored one
+    stored = artifacts.latest_scores(ws, model["id"]).get("confidence")  # other tests may have stored one
     assert details["score"] == {"name": "confidence", "id": stored["id"] if stored else None}
     assert sum(details["groups"].values()) == fs["size"]
     assert [s["method"] for s in details["steps"]] == ["none", "finetune", "neggrad_plus"]
@@ -122,7 +125,8 @@ def test_rum_run_in_the_workspace(populated):
 
 
 def test_rum_without_the_score_fails_before_any_work(ws):
-    from explorer import checkpoints, forget_sets, training
+    from explorer import training
+    from explorer.pipeline import checkpoints, forget_sets
     from explorer.data import DatasetSpec
 
     model = checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=1), CPU)
@@ -147,7 +151,7 @@ def test_grid_front_and_best():
 def test_sweep_tunes_methods_and_rum(populated, monkeypatch):
     monkeypatch.setattr(sweeps, "LR_FACTORS", (1.0, 5.0))
     monkeypatch.setattr(sweeps, "EPOCH_FACTORS", (1.0,))
-    monkeypatch.setitem(sweeps.KNOB_VALUES, "neggrad_plus", (0.9,))
+    monkeypatch.setattr(unlearning.REGISTRY["neggrad_plus"], "knob_values", (0.9,))
     ws, model, fs = populated["ws"], populated["model"], populated["forget_set"]
     rec = sweeps.sweep(ws, model, fs, ["neggrad_plus", "rum"], CPU, score="confidence",
                        base={"neggrad_plus": {"epochs": 1}})
@@ -189,7 +193,7 @@ def test_unlearn_page_configures_and_launches_rum_and_a_sweep(populated, monkeyp
     from streamlit.testing.v1 import AppTest
 
     from conftest import ROOT
-    from explorer import jobs
+    from explorer.store import jobs
 
     ws, model, fs = populated["ws"], populated["model"], populated["forget_set"]
     monkeypatch.setenv("EXPLORER_WORKSPACE", str(ws.path))

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import checkpoints, data, models, optim, training
+from explorer import data, models, training
+from explorer.pipeline import checkpoints
+from explorer.store import artifacts
+from explorer.runtime import optim
 from explorer.data import DatasetSpec
 from explorer.training import Recipe, RecipeError
 
@@ -105,10 +108,10 @@ def test_train_publishes_model_with_weights_init_and_dynamics(ws):
     assert rec["epochs"] == 3 and len(rec["log"]) == 3 and len(rec["per_class_acc"]) == 10
     ds_rec = ws.get(rec["dataset_id"], "dataset")
     assert len(ds_rec["flipped"]) == round(0.05 * ds_rec["n_train"])
-    loaded = checkpoints.load_model(ws, rec)
-    ds = checkpoints.dataset_of(ws, rec)
+    loaded = artifacts.load_model(ws, rec)
+    ds = artifacts.dataset_of(ws, rec)
     assert training.accuracy(loaded, ds.x_test, ds.y_test) == pytest.approx(rec["test_acc"])
-    init = checkpoints.load_model(ws, rec, which="init")
+    init = artifacts.load_model(ws, rec, which="init")
     assert training.state_bytes(init) == training.state_bytes(training.init_model("mlp", ds, 0))
     # A second model on the same data reuses the dataset record.
     again = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", Recipe(epochs=1), CPU)

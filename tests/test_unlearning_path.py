@@ -2,24 +2,27 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import forget_sets, metrics, plots, runs, unlearning
-from explorer.forget_sets import ForgetSetError
+from explorer import unlearning
+from explorer.evaluation import choice, metrics
+from explorer.pipeline import runs
+from explorer.present import plots
+from explorer.evaluation.choice import ForgetSetError
 
 CPU = torch.device("cpu")
 LABELS = np.repeat(np.arange(10), 30)
 
 
 def test_random_forget_set_is_seeded_and_sized():
-    a = forget_sets.choose("random", LABELS, size=25, seed=1)
+    a = choice.choose("random", LABELS, size=25, seed=1)
     assert len(a) == 25 and len(np.unique(a)) == 25
-    assert np.array_equal(a, forget_sets.choose("random", LABELS, size=25, seed=1))
-    assert not np.array_equal(a, forget_sets.choose("random", LABELS, size=25, seed=2))
+    assert np.array_equal(a, choice.choose("random", LABELS, size=25, seed=1))
+    assert not np.array_equal(a, choice.choose("random", LABELS, size=25, seed=2))
 
 
 def test_class_forget_set_takes_only_those_classes():
-    ids = forget_sets.choose("class", LABELS, classes=[2, 7])
+    ids = choice.choose("class", LABELS, classes=[2, 7])
     assert set(LABELS[ids]) == {2, 7} and len(ids) == 60
-    assert len(forget_sets.choose("class", LABELS, classes=[2], size=10)) == 10
+    assert len(choice.choose("class", LABELS, classes=[2], size=10)) == 10
 
 
 @pytest.mark.parametrize("strategy, how, message", [
@@ -33,7 +36,7 @@ def test_class_forget_set_takes_only_those_classes():
 ])
 def test_impossible_forget_sets_are_refused(strategy, how, message):
     with pytest.raises(ForgetSetError, match=message):
-        forget_sets.choose(strategy, LABELS, **how)
+        choice.choose(strategy, LABELS, **how)
 
 
 def test_selected_ids_reads_browser_and_apptest_formats():

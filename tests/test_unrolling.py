@@ -14,7 +14,12 @@ import torch.nn.functional as F
 from conftest import run_cli, snapshot
 from torch import nn
 
-from explorer import checkpoints, data, forget_sets, optim, runs, training, unlearning, unrolling
+from explorer import data, training, unlearning
+from explorer.evaluation import unlearning_error
+from explorer.pipeline import checkpoints, forget_sets, runs
+from explorer.store import artifacts
+from explorer.training import losses
+from explorer.runtime import optim
 from explorer.data import DatasetSpec
 from explorer.training import Recipe, RecipeError
 from explorer.unlearning import ParamError
@@ -34,18 +39,18 @@ def digits():
 def test_sd_loss_value_by_hand():
     # unbiased std of (1, 2, 3) is 1, of (0, 0, 0) is 0: mean 0.5, over C = 3 classes
     logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
-    assert unrolling.sd_loss(logits).item() == pytest.approx(0.5 / 3)
+    assert losses.sd_loss(logits).item() == pytest.approx(0.5 / 3)
     # the per-sample form training and sgd_unroll use agrees with CE + λ·sd_loss
     y = torch.tensor([2, 0])
-    expected = F.cross_entropy(logits, y) + 0.7 * unrolling.sd_loss(logits)
-    assert unrolling.training_loss(logits, y, 0.7).item() == pytest.approx(expected.item())
-    assert unrolling.training_loss(logits, y, 0.7, reduction="sum").item() == pytest.approx(2 * expected.item())
+    expected = F.cross_entropy(logits, y) + 0.7 * losses.sd_loss(logits)
+    assert losses.training_loss(logits, y, 0.7).item() == pytest.approx(expected.item())
+    assert losses.training_loss(logits, y, 0.7, reduction="sum").item() == pytest.approx(2 * expected.item())
 
 
 def test_sd_loss_gradient_passes_gradcheck():
     logits = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    assert torch.autograd.gradcheck(unrolling.sd_loss, (logits,))
-    assert torch.autograd.gradgradcheck(unrolling.sd_loss, (logits,))  # the Hessian uses second derivatives
+    assert torch.autograd.gradcheck(losses.sd_loss, (logits,))
+    assert torch.autograd.gradgradcheck(losses.sd_loss, (logits,))  # the Hessian uses second derivatives
 
 
 def test_recipe_sd_lambda_keeps_old_records_and_refuses_bad_values():
@@ -162,13 +167,13 @@ def test_sgd_unroll_on_records_refuses_imported_models_and_runs_on_trained_ones(
         runs.bind(ws, imported, "sgd_unroll", {})
     assert "\n" not in str(err.value) and "initial weights" in str(err.value)
     assert snapshot(ws) == before
-    assert unrolling.unlearning_error_of_record(ws, imported) is None
+    assert runs.unlearning_error_of_record(ws, imported) is None
 
     rec = checkpoints.train(ws, DatasetSpec(), "mlp", Recipe(epochs=2, lr=0.07, batch_size=32, sd_lambda=0.1), CPU)
     assert rec["recipe"]["sd_lambda"] == 0.1
     assert unlearning.make("sgd_unroll").params["epochs"] == Recipe().epochs  # a form shows the default recipe
     method = runs.bind(ws, rec, "sgd_unroll", {})
-    init = checkpoints.load_model(ws, rec, which="init").state_dict()
+    init = artifacts.load_model(ws, rec, which="init").state_dict()
     assert all(torch.equal(method.theta0[k], v) for k, v in init.items())
     assert (method.params["epochs"], method.params["lr"], method.params["batch_size"]) == (2, 0.07, 32)
     assert method.sd_lambda == 0.1
@@ -177,8 +182,8 @@ def test_sgd_unroll_on_records_refuses_imported_models_and_runs_on_trained_ones(
     assert set(run["details"]) == {"epochs_seen", "lr", "grad_norm"} and run["details"]["epochs_seen"] == 2
     assert run["metrics"]["verification_error"] > 0
 
-    err = unrolling.unlearning_error_of_record(ws, rec)
-    steps = unrolling.training_steps(2, digits.n_train, 32)
+    err = runs.unlearning_error_of_record(ws, rec)
+    steps = unlearning_error.training_steps(2, digits.n_train, 32)
     assert err["steps"] == steps == 2 * math.ceil(digits.n_train / 32) and err["lr"] == 0.07
     assert err["unlearning_error"] == pytest.approx(0.07**2 * steps * 0.5 * err["weight_shift"] * err["sigma"])
 
@@ -194,7 +199,7 @@ def _exact_top_eigenvalue(model, x, y, sd_lambda):
 
     def loss(theta):
         params = {k: t.reshape(s) for k, t, s in zip(names, theta.split(sizes), shapes)}
-        return unrolling.training_loss(torch.func.functional_call(model, params, (x,)), y, sd_lambda)
+        return losses.training_loss(torch.func.functional_call(model, params, (x,)), y, sd_lambda)
 
     eig = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat))
     return eig[eig.abs().argmax()].item()
@@ -207,38 +212,39 @@ def test_power_iteration_finds_the_exact_top_eigenvalue(sd_lambda):
     model = nn.Sequential(nn.Flatten(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
     x, y = torch.randn(40, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (40,), generator=g)
     exact = _exact_top_eigenvalue(model, x, y, sd_lambda)
-    found = unrolling.top_hessian_eigenvalue(model, x, y, iters=2000, tol=1e-12, sd_lambda=sd_lambda)
+    found = unlearning_error.top_hessian_eigenvalue(model, x, y, iters=2000, tol=1e-12, sd_lambda=sd_lambda)
     assert found == pytest.approx(exact, rel=1e-6)
     # the default (20 products, 1e-3 tolerance) is already close
-    assert unrolling.top_hessian_eigenvalue(model, x, y, sd_lambda=sd_lambda) == pytest.approx(exact, rel=0.05)
+    assert unlearning_error.top_hessian_eigenvalue(model, x, y, sd_lambda=sd_lambda) == pytest.approx(exact, rel=0.05)
 
 
 def test_hessian_batch_is_fixed_and_at_most_512():
     x, y = torch.arange(2000.0)[:, None], torch.arange(2000)
-    a, b = unrolling.hessian_batch(x, y), unrolling.hessian_batch(x, y)
+    a, b = unlearning_error.hessian_batch(x, y), unlearning_error.hessian_batch(x, y)
     assert len(a[1]) == 512 and torch.equal(a[1], b[1]) and torch.equal(a[1], a[1].sort().values)
-    assert len(unrolling.hessian_batch(x[:300], y[:300])[1]) == 300
+    assert len(unlearning_error.hessian_batch(x[:300], y[:300])[1]) == 300
 
 
 def test_unlearning_error_formula_on_hand_values():
     # η² · t · ½ · ‖θ_t − θ_0‖ · σ = 0.01 · 10 · 0.5 · 5 · 2
-    assert unrolling.unlearning_error(torch.tensor([3.0, 4.0]), torch.zeros(2), 0.1, 10, 2.0) == pytest.approx(0.5)
+    error = unlearning_error.unlearning_error(torch.tensor([3.0, 4.0]), torch.zeros(2), 0.1, 10, 2.0)
+    assert error == pytest.approx(0.5)
     a = {"w": torch.tensor([[1.0, 2.0]]), "b": torch.tensor([2.0])}
     b = {"b": torch.tensor([0.0]), "w": torch.tensor([[1.0, 0.0]])}  # same keys, another order
-    assert unrolling.unlearning_error(a, b, 0.5, 4, 3.0) == pytest.approx(0.25 * 4 * 0.5 * math.sqrt(8) * 3)
-    assert unrolling.training_steps(3, 100, 32) == 12
+    assert unlearning_error.unlearning_error(a, b, 0.5, 4, 3.0) == pytest.approx(0.25 * 4 * 0.5 * math.sqrt(8) * 3)
+    assert unlearning_error.training_steps(3, 100, 32) == 12
 
 
 def test_unlearning_error_of_a_model_uses_sigma_as_root_of_the_top_eigenvalue(digits):
     model = training.init_model("mlp", digits, 0)
     theta0 = copy.deepcopy(model.state_dict())
     training.fit(model, digits.x_train, digits.y_train, Recipe(epochs=2), CPU, record_dynamics=False)
-    out = unrolling.unlearning_error_of(model, theta0, 0.05, 42, digits.x_train, digits.y_train)
-    lam = unrolling.top_hessian_eigenvalue(model, digits.x_train, digits.y_train, tol=1e-2)
+    out = unlearning_error.unlearning_error_of(model, theta0, 0.05, 42, digits.x_train, digits.y_train)
+    lam = unlearning_error.top_hessian_eigenvalue(model, digits.x_train, digits.y_train, tol=1e-2)
     assert out["lambda_max"] == pytest.approx(lam) and out["sigma"] == pytest.approx(math.sqrt(abs(lam)))
     shift = math.sqrt(sum(float(((p.detach() - theta0[k]) ** 2).sum()) for k, p in model.named_parameters()))
     assert out["weight_shift"] == pytest.approx(shift, rel=1e-6)
     assert out["unlearning_error"] == pytest.approx(0.05**2 * 42 * 0.5 * shift * out["sigma"], rel=1e-6)
     assert 1 <= out["hvps"] <= 20 and out["seconds"] > 0
     with pytest.raises(ValueError, match="initial"):
-        unrolling.unlearning_error_of(model, {}, 0.05, 42, digits.x_train, digits.y_train)
+        unlearning_error.unlearning_error_of(model, {}, 0.05, 42, digits.x_train, digits.y_train)

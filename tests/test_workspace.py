@@ -2,8 +2,8 @@ import multiprocessing as mp
 
 import pytest
 
-from explorer import jobs, workspace
-from explorer.workspace import Workspace, WorkspaceError
+from explorer.store import jobs, workspace
+from explorer.store.workspace import Workspace, WorkspaceError
 
 
 def test_put_get_find_round_trip(ws):

@@ -4,8 +4,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import blocks, comparison, embeddings, metrics, plots, report, scores, ui
-from explorer.comparison import METRICS
+from explorer.evaluation import embeddings, metrics
+from explorer.memorization import scores
+from explorer.present import comparison, plots, report
+from explorer.store import artifacts
+from explorer.present.comparison import METRICS
+from views import ui
 
 ws = ui.workspace()
 ws_path = str(ws.path.resolve())
@@ -22,7 +26,7 @@ def twin_maps(ws_path: str, run_id: str) -> tuple[np.ndarray, np.ndarray]:
     run = ws.get(run_id, "run")
     x = ui.dataset(ws, models_by_id[run["model_id"]]).x_train
     return comparison.twin_projection(embeddings.features(ui.load_model(ws_path, run["model_id"]), x),
-                                      embeddings.features(comparison.unlearned_model(ws, run), x))
+                                      embeddings.features(artifacts.unlearned_model(ws, run), x))
 
 
 all_runs = ws.find("run")[::-1]
@@ -109,12 +113,12 @@ if details.get("steps"):
                  hide_index=True)
 if run["method"] == "deepobliviate" and details.get("residual") is not None:
     st.markdown("**Residual memory per retrained block** (DeepObliviate, as understood)")
-    st.plotly_chart(blocks.residual_curve_figure(details), key="residual")
+    st.plotly_chart(plots.residual_curve_figure(details), key="residual")
 if details.get("grid"):
     st.markdown("**λ grid on the codes** (data-free)")
     st.dataframe(pd.DataFrame(details["grid"]), hide_index=True)
 
-samples = comparison.samples(ws, run)
+samples = artifacts.run_samples(ws, run)
 model_rec = models_by_id.get(run["model_id"])
 if samples is None or model_rec is None:
     st.caption("This run predates per-sample outputs: rerun it for the per-sample, MIA and class views.")

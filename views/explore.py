@@ -2,8 +2,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import embeddings, forget_sets, metrics, plots, scores, selection, ui
+from explorer.evaluation import choice, embeddings, metrics
+from explorer.memorization import scores
+from explorer.pipeline import embed, forget_sets
+from explorer.present import plots, selection
+from explorer.store import artifacts
 from explorer.errors import UserError
+from views import ui
 
 PREVIEW_LIMIT = 10_000  # up to this many samples a PCA map is made on the spot; larger sets use a job
 
@@ -22,11 +27,11 @@ if rec is None:
 ds = ui.dataset(ws, rec)
 n_train = ds.n_train
 labels = np.r_[ds.y_train.numpy(), ds.y_test.numpy()]
-maps = embeddings.find(ws, rec["id"])
+maps = artifacts.find_maps(ws, rec["id"])
 if not maps and len(labels) <= PREVIEW_LIMIT:
     with st.spinner("Computing a PCA map…"):
-        embeddings.compute(ws, rec, "pca")
-    maps = embeddings.find(ws, rec["id"])
+        embed.compute(ws, rec, "pca")
+    maps = artifacts.find_maps(ws, rec["id"])
 
 # -- which map --------------------------------------------------------------------------------
 c_map, c_new = st.columns([3, 1], vertical_alignment="bottom")
@@ -238,7 +243,7 @@ st.subheader("Forget sets")
 with st.expander("Build a forget set by rule"):
     with st.form("by_rule"):
         c1, c2, c3 = st.columns(3)
-        strategy = c1.selectbox("Strategy", ["random", "class", *forget_sets.BY_SCORE],
+        strategy = c1.selectbox("Strategy", ["random", "class", *choice.BY_SCORE],
                                 help="low / mid / high: the N least memorized, the N closest to the middle, the N "
                                      "most memorized by the score; mix: a third of each (RUM's construction).")
         size = c2.number_input("Size", 1, n_train - 1, min(75, n_train - 1),
@@ -255,7 +260,7 @@ with st.expander("Build a forget set by rule"):
             save(lambda: forget_sets.create(
                 ws, rec, strategy, name=name or None, seed=int(seed_fs), classes=classes or None,
                 size=None if strategy == "class" and size >= class_size else int(size),
-                score=(by, available[by]) if strategy in forget_sets.BY_SCORE and by else None,
+                score=(by, available[by]) if strategy in choice.BY_SCORE and by else None,
                 features=smap.train_features))
 
 mine = ws.find("forget_set", model_id=rec["id"])[::-1]  # read again: a form above may just have added one

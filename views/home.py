@@ -1,6 +1,6 @@
 import streamlit as st
 
-from explorer import ui
+from views import ui
 
 ws = ui.workspace()
 GLOSSARY = {

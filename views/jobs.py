@@ -3,7 +3,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from explorer import jobs, ui
+from explorer.store import jobs
+from views import ui
 
 ws = ui.workspace()
 st.title("Jobs")

@@ -2,7 +2,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import jobs, memorization, metrics, plots, proxies, scores, ui
+from explorer.evaluation import metrics
+from explorer.memorization import estimator, proxies, scores
+from explorer.pipeline import memorize
+from explorer.present import plots
+from explorer.store import artifacts, jobs
+from explorer.runtime import progress
+from views import ui
 
 ws = ui.workspace()
 ws_path = str(ws.path.resolve())
@@ -32,17 +38,17 @@ with exact_col.form("exact"):
     k = c1.number_input("Models K", 2, 10_000, 128, help="256–512 is plenty for digits.")
     ratio = c2.number_input("Subset ratio", 0.05, 0.95, 0.7, 0.05)
     epochs = c3.number_input("Epochs", 1, 500, int(rec.get("epochs") or 30))
-    passes = memorization.sample_passes(int(k), float(ratio), int(epochs), ds.n_train)
+    passes = estimator.sample_passes(int(k), float(ratio), int(epochs), ds.n_train)
     cost = (f"{int(k)} models × {int(epochs)} epochs × {int(ratio * ds.n_train):,} samples = "
             f"{passes / 1e6:,.1f} M sample-passes")
-    speed = memorization.measured_speed(ws.find("scores", model_id=rec["id"], name="exact"))
+    speed = estimator.measured_speed(ws.find("scores", model_id=rec["id"], name="exact"))
     if speed:
         cost += (f". The last exact run of this model trained {speed:,.0f} sample-passes/s, so about "
-                 f"{memorization.clock(passes / speed)} at that pace.")
+                 f"{progress.clock(passes / speed)} at that pace.")
     elif rec.get("seconds") and rec.get("epochs"):
         pace = rec["epochs"] * ds.n_train / rec["seconds"]  # its own training, with per-epoch evaluation: slower
         cost += (f". At this model's own training pace ({pace:,.0f}/s) that is at most "
-                 f"{memorization.clock(passes / pace)}; the batched engine (an MLP here; MLP and CNN on a GPU) is "
+                 f"{progress.clock(passes / pace)}; the batched engine (an MLP here; MLP and CNN on a GPU) is "
                  "several times faster.")
     st.caption(cost)
     backend, address = "local", None
@@ -53,8 +59,8 @@ with exact_col.form("exact"):
                               help="auto, host:port of the head node, or ray://host:10001")
         backend, address = ("ray", where.strip() or None) if on_ray else ("local", None)
     if st.form_submit_button("Compute exact", type="primary"):
-        cfg = memorization.ExactConfig(models=int(k), ratio=float(ratio), epochs=int(epochs))
-        ui.launch(ws, memorization.cli_args(rec["id"], cfg, backend, address), f"exact memorization of {rec['name']}",
+        cfg = estimator.ExactConfig(models=int(k), ratio=float(ratio), epochs=int(epochs))
+        ui.launch(ws, memorize.cli_args(rec["id"], cfg, backend, address), f"exact memorization of {rec['name']}",
                   "exact_job")
 with proxy_col.form("proxies"):
     st.markdown("**Proxies**")
@@ -81,11 +87,11 @@ def partial_runs(active: bool):
             st.markdown(f"**An interrupted exact run** stopped after {run['done']} of {run['models']} models; "
                         "its saved models are kept.")
             if st.button("Resume it", key=f"resume-{i}"):
-                ui.launch(ws, memorization.cli_args(rec["id"], run["cfg"]), f"exact memorization of {rec['name']}",
+                ui.launch(ws, memorize.cli_args(rec["id"], run["cfg"]), f"exact memorization of {rec['name']}",
                           "exact_job")
                 st.rerun(scope="app")
         step = max(1, run["done"] // 12)
-        st.plotly_chart(plots.convergence(memorization.convergence(run["masks"], run["correct"], step)),
+        st.plotly_chart(plots.convergence(estimator.convergence(run["masks"], run["correct"], step)),
                         key=f"live_conv-{i}")
 
 
@@ -95,7 +101,7 @@ else:
     partial_runs(active=False)
 
 available = ui.available_scores(ws, rec)
-stored = scores.latest(ws, rec["id"])
+stored = artifacts.latest_scores(ws, rec["id"])
 if not available:
     st.info("No scores yet for this model: compute exact memorization or the proxies above.")
     st.stop()
@@ -110,7 +116,7 @@ if "exact" in stored:
         st.caption("While few models have been trained, most samples are held out by only one or two of them, "
                    "so the first points are noisy; the error then falls roughly as 1/√K.")
         step = max(1, stored["exact"]["models"] // 16)
-        st.plotly_chart(plots.convergence(memorization.convergence(arrays["masks"], arrays["correct"], step)),
+        st.plotly_chart(plots.convergence(estimator.convergence(arrays["masks"], arrays["correct"], step)),
                         key="final_conv")
     others = [n for n in available if n != "exact"]
     if others:

@@ -3,7 +3,9 @@ import secrets
 import pandas as pd
 import streamlit as st
 
-from explorer import data, models, plots, training, ui
+from explorer import data, models, training
+from explorer.present import plots
+from views import ui
 
 ws = ui.workspace()
 st.title("Models")

@@ -4,8 +4,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import forget_sets, plots, runs, scores, sweeps, ui, unlearning
+from explorer import unlearning
+from explorer.memorization import scores
+from explorer.pipeline import forget_sets, runs, sweeps
+from explorer.present import plots
 from explorer.unlearning import presets, sequence
+from views import ui
 
 ws = ui.workspace()
 st.title("Unlearn")
@@ -48,9 +52,7 @@ def base_params(name: str, key: str) -> dict:
     """Number inputs for a base method's parameters, at the preset's values."""
     cls = unlearning.REGISTRY[name]
     values = {**cls.defaults, **presets.settings(preset, name)}
-    # no training loop (mnemonic), or the recipe's own (sgd_unroll, deepobliviate): these do nothing
-    loop_only = ("epochs", "lr", "seed") if name in ("mnemonic", "sgd_unroll", "deepobliviate") else ()
-    shown = [k for k in values if k not in ("momentum", "weight_decay", "batch_size", *loop_only)]
+    shown = [k for k in values if k not in cls.hidden]  # rarely changed, or unused by this method
     if not shown:
         st.caption("No settings to choose: it follows the model's own training recipe.")
         return {}
@@ -110,11 +112,8 @@ for name in chosen:
             if not rec.get("has_codes"):
                 st.info("This model was trained without mnemonic codes: set with_data to 1 to probe a few real "
                         "samples per class instead, or train with the mnemonic option on the Models page.")
-            rules = list(unlearning.REGISTRY["mnemonic"].rules)
-            rule = st.radio("How the codes judge a step", rules, horizontal=True, key="mnemonic-rule",
-                            help="strict (default): a forget code counts as forgotten only when its own-class "
-                                 "probability falls below 0.01 — on digits this forgets the real class far more often "
-                                 "than hard, the paper's accuracy rule; soft: mean probabilities.")
+            cls = unlearning.REGISTRY[name]
+            rule = st.radio(cls.rule_label, list(cls.rules), horizontal=True, key="mnemonic-rule", help=cls.rule_help)
             settings[name] = {**base_params(name, "p-mnemonic"), "rule": rule}
         elif name == "deepobliviate":
             st.caption(unlearning.REGISTRY[name].summary)
@@ -122,10 +121,8 @@ for name in chosen:
                 st.warning("DeepObliviate needs a model trained block by block: train one with **Blocks** on the "
                            "Models page (or `train --blocks 20`).")
                 continue
-            rule = st.radio("Stop rule", list(unlearning.REGISTRY[name].rules), horizontal=True, key="do-rule",
-                            help="ratio: stop once a block's residual memory Δ_k falls below τ·Δ of the first "
-                                 "retrained block; powerlaw: fit Δ ≈ a·x^(−h) + b and stop when its slope is below ε "
-                                 "(needs ≥ 15 blocks, else it falls back to ratio).")
+            cls = unlearning.REGISTRY[name]
+            rule = st.radio(cls.rule_label, list(cls.rules), horizontal=True, key="do-rule", help=cls.rule_help)
             settings[name] = {**base_params(name, "p-deepobliviate"), "rule": rule}
         elif name == "shuffle":
             st.caption(unlearning.Shuffle.summary)
@@ -148,7 +145,7 @@ if c1.button("Run", type="primary", disabled=not settings, help="One job per met
         ui.launch(ws, ["unlearn", rec["id"], "--forget", fs["id"], "--method", name, "--preset", preset,
                        "--params", json.dumps(params), *([] if with_oracle else ["--no-oracle"])],
                   f"{name} on {fs['name']}", f"unlearn_job-{name}")
-sweepable = [n for n in chosen if n in (*sweeps.SWEEPABLE, "rum", "shuffle")]
+sweepable = [n for n in chosen if n in (*sweeps.SWEEPABLE, *sweeps.SEQUENCES)]
 score_for_sweep = settings.get("rum", {}).get("score", "exact")
 if c2.button("Sweep", disabled=not sweepable or not with_oracle,
              help="Try a small grid per method (lr × {0.2, 1, 5}, epochs × {½, 1}, its knob) and keep the best by "

@@ -1,11 +1,15 @@
 """Unlearning methods by name. Each base method is a `Method` subclass: defaults plus a per-batch
-loss on one shared loop. `rum` and `shuffle` are sequences of base methods over parts of the
-forget set."""
+loss on one shared loop, or its own procedure, with the method's math beside its class. `rum`
+and `shuffle` are sequences of base methods over parts of the forget set. What a method needs of
+the model it unlearns (its recipe, initial weights, codes, blocks or a score) it declares in
+`needs` and is given by `bind`; nothing here sees a workspace."""
 
 from __future__ import annotations
 
+import inspect
+
 from . import presets
-from .base import Method, ParamError
+from .base import NEEDS, Method, ParamError
 from .deepobliviate import DeepObliviate
 from .distillation import Scrub
 from .finetuning import Finetune, L1Sparse, Retrain
@@ -32,8 +36,6 @@ def make(name: str, params: dict | None = None, preset: str = "paper") -> Method
     if preset not in presets.PRESETS:
         raise ParamError(f"unknown preset {preset!r}; choose one of {', '.join(presets.PRESETS)}")
     if name in SEQUENCES:
-        import inspect
-
         accepted = [p for p in inspect.signature(SEQUENCES[name]).parameters if p != "make"]
         unknown = sorted(set(params) - set(accepted))
         if unknown:
@@ -41,7 +43,9 @@ def make(name: str, params: dict | None = None, preset: str = "paper") -> Method
         return SEQUENCES[name](**params, make=lambda step, p: make(step, p, preset))
     if name not in REGISTRY:
         raise ParamError(f"unknown method {name!r}; choose one of {', '.join(NAMES)}")
-    return REGISTRY[name](**{**presets.settings(preset, name), **params})
+    method = REGISTRY[name](**{**presets.settings(preset, name), **params})
+    method.given = frozenset(params)  # what the user asked for, above the preset
+    return method
 
 
-__all__ = ["NAMES", "REGISTRY", "SEQUENCES", "Method", "ParamError", "Sequence", "make"]
+__all__ = ["NAMES", "NEEDS", "REGISTRY", "SEQUENCES", "Method", "ParamError", "Sequence", "make"]

@@ -3,6 +3,10 @@
 A few small hooks cover what a loss alone cannot say: `prepare` (before the loop: a teacher, a
 saliency mask, relabeled data), `mask` (gradients multiplied by it before each step), `phases`
 (which set drives each pass of an epoch) and `cycle` (a second set fed alongside the driver).
+
+What a method needs beyond the model and the data it declares in `needs` (the names in NEEDS);
+explorer.pipeline loads them from the model's record and hands them to `bind`. No method sees a
+workspace.
 """
 
 from __future__ import annotations
@@ -15,13 +19,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import devices, optim, precision
 from ..errors import UserError
-from ..training import Progress, _no_progress
+from ..runtime import devices, optim, precision
+from ..runtime.progress import Progress, no_progress
 
 
 class ParamError(UserError):
     """Unknown or out-of-range method parameters; one-line message."""
+
+
+# What a method may need of the model it unlearns, by the name it declares in `needs`.
+NEEDS = {
+    "recipe": "the recipe the model was trained with (explorer.training.Recipe)",
+    "init": "θ_0, the state dict the model's training started from",
+    "codes": "the model's mnemonic codes, (classes, C, H, W)",
+    "blocks": "the model's stored blocks M_0 … M_B (explorer.store.block_file.BlockFile)",
+    "score": "(name, oriented values, score-set id) of the memorization score its `score` parameter names",
+}
 
 
 @dataclass
@@ -49,8 +63,12 @@ class Method:
     `drive` names the set whose batches make up an epoch ("retain" or "forget"); `cycle`, when
     set, names the other set, whose batches are fed alongside and restart when it runs out.
     `fractions` are parameters that must lie in [0, 1]; `knob` is the one hyperparameter besides
-    lr and epochs that a sweep should vary. `from_init` methods must be handed the model at its
-    *initial* weights (the caller loads them).
+    lr and epochs that a sweep should vary, over `knob_values`; `sweepable` says whether a sweep's
+    grid of lr × epochs means anything for it; `hidden` are parameters a form need not offer (the
+    rarely changed ones, and those a method accepts but does not use). `from_init` methods must
+    be handed the model at its *initial* weights (the caller loads them). `needs` names what
+    `bind` must be given before `unlearn` (NEEDS), `optional` those of them a model may lack
+    (`bind` then gets None).
     """
 
     name: ClassVar[str] = ""
@@ -58,15 +76,23 @@ class Method:
     drive: ClassVar[str] = "retain"
     cycle: ClassVar[str | None] = None
     knob: ClassVar[str | None] = None
+    knob_values: ClassVar[tuple[float, ...]] = ()  # the knob's values in a sweep's grid
+    sweepable: ClassVar[bool] = True
+    hidden: ClassVar[tuple[str, ...]] = ("momentum", "weight_decay", "batch_size")
     from_init: ClassVar[bool] = False
+    needs: ClassVar[tuple[str, ...]] = ()
+    optional: ClassVar[tuple[str, ...]] = ()
     fractions: ClassVar[tuple[str, ...]] = ()
     rules: ClassVar[tuple[str, ...]] = ()  # choices of a string `rule` parameter, the first the default
+    rule_label: ClassVar[str] = "rule"  # what a form calls the rule, and what it says about the choices
+    rule_help: ClassVar[str] = ""
     defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
 
     mask: list[torch.Tensor] | None = None  # per trainable parameter, set by `prepare`
-    amp: bool = False  # mixed precision, as the model was trained (`runs.bind` sets it from its recipe)
+    amp: bool = False  # mixed precision, as the model was trained (the pipeline sets it from its recipe)
 
     def __init__(self, **params):
+        self.given = frozenset(params)  # what was asked for (`unlearning.make` narrows it to the user's)
         params = dict(params)
         rule = params.pop("rule", self.rules[0]) if self.rules else None
         defaults = {**self.defaults, "seed": 0}
@@ -102,6 +128,9 @@ class Method:
                 raise ParamError(f"{self.name}: rule must be one of {', '.join(self.rules)}, got {rule!r}")
             self.params["rule"] = rule
 
+    def bind(self, **needed) -> None:
+        """Take what `needs` names, loaded from the model by the pipeline."""
+
     # -- what a method supplies ------------------------------------------------------------------
 
     def loss(self, model: nn.Module, retain: Batch | None, forget: Batch | None, step: Step) -> torch.Tensor:
@@ -119,7 +148,7 @@ class Method:
     # -- the loop --------------------------------------------------------------------------------
 
     def unlearn(self, model: nn.Module, ds, retain_ids: np.ndarray, forget_ids: np.ndarray,
-                device: torch.device, progress: Progress = _no_progress) -> nn.Module:
+                device: torch.device, progress: Progress = no_progress) -> nn.Module:
         """Update `model` in place and return it. A loss or weights turning NaN or infinite raise
         ParamError at the end of that epoch, before anything is returned for publishing."""
         p = self.params

@@ -7,7 +7,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .. import precision
+from ..runtime import precision
 from .base import Method, ParamError
 
 
@@ -24,6 +24,7 @@ class Scrub(Method):
     name = "scrub"
     summary = "Distill the original into a copy that agrees with it on the retain set and departs from it on the forget set."
     knob = "alpha"
+    knob_values = (0.001, 0.01, 0.1)
     fractions = ("alpha", "gamma")
     defaults = {**Method.defaults, "epochs": 5, "lr": 5e-3, "msteps": 4, "gamma": 0.99, "alpha": 0.001,
                 "temperature": 4.0}

@@ -22,6 +22,7 @@ class NegGradPlus(Method):
     summary = "Descend on the retain set while ascending on the forget set, weighted α : 1 − α."
     cycle = "forget"  # an epoch is a pass over R; S is much smaller, so its batches repeat
     knob = "alpha"
+    knob_values = (0.9, 0.95, 0.99)
     fractions = ("alpha",)
     defaults = {**Method.defaults, "epochs": 5, "lr": 0.01, "alpha": 0.99}
 

@@ -47,6 +47,7 @@ class SalUn(RandomLabel):
     name = "salun"
     summary = "Random-label unlearning that updates only the weights most salient to the forget set."
     knob = "gamma"
+    knob_values = (0.3, 0.5, 0.7)
     fractions = ("gamma",)
     defaults = {**RandomLabel.defaults, "gamma": 0.5}
 

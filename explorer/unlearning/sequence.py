@@ -1,4 +1,4 @@
-"""Unlearning a forget set in parts, one after the other (METHODS.md §3).
+"""Unlearning a forget set in parts, one after the other (RUM: Zhao et al., NeurIPS 2024).
 
 `rum` refines the forget set by a memorization score into groups (terciles by default, or
 thresholds) and unlearns them in order, low → high by default, each with its own method
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ..training import Progress, _no_progress
+from ..runtime.progress import Progress, no_progress
 from .base import Method, ParamError
 
 GROUP_NAMES = {1: ["all"], 2: ["low", "high"], 3: ["low", "mid", "high"]}
@@ -79,8 +79,9 @@ class Sequence:
 
     name = "sequence"
     from_init = False
-    needs_score = False
-    amp = False  # mixed precision, passed on to each step (`runs.bind` sets it from the model's recipe)
+    needs: tuple[str, ...] = ()  # as a Method's (base.NEEDS); the steps themselves are not bound
+    optional: tuple[str, ...] = ()
+    amp = False  # mixed precision, passed on to each step (the pipeline sets it from the model's recipe)
 
     def __init__(self, steps: list[Method | None], order: list[int] | None = None):
         self.steps = steps
@@ -89,10 +90,13 @@ class Sequence:
             raise ParamError(f"order must list each of the {len(steps)} groups once, e.g. {list(range(len(steps)))}")
         self.report: dict = {}
 
+    def bind(self, **needed) -> None:
+        """Take what `needs` names, loaded from the model by the pipeline."""
+
     def groups(self, forget_ids: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress: Progress = _no_progress):
+    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress: Progress = no_progress):
         groups = self.groups(np.asarray(forget_ids))
         names = group_names(len(groups))
         ordered = [groups[i] for i in self.order]
@@ -120,7 +124,7 @@ class Rum(Sequence):
     """RUM: refine by memorization, then unlearn the groups in sequence."""
 
     name = "rum"
-    needs_score = True
+    needs = ("score",)  # the one its `score` parameter names
     summary = ("Split the forget set by memorization and unlearn the groups in sequence, each with the method "
                "that suits it (Zhao et al., NeurIPS 2024).")
 
@@ -132,6 +136,12 @@ class Rum(Sequence):
         self.score, self.thresholds, self.values = score, thresholds, None
         self.params = {"score": score, "thresholds": thresholds, "order": self.order,
                        "steps": [{"method": m.name, "params": m.params} if m else "none" for m in self.steps]}
+
+    def bind(self, score: tuple[str, np.ndarray, str | None]) -> None:
+        """(name, oriented values, score-set id) of the score to refine by; a score taken straight
+        from the model's training dynamics has no id."""
+        name, self.values, score_id = score
+        self.report["score"] = {"name": name, "id": score_id}
 
     def groups(self, forget_ids):
         if self.values is None:

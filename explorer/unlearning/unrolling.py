@@ -1,4 +1,4 @@
-"""`sgd_unroll`: single-gradient unlearning (Thudi et al., "Unrolling SGD"; METHODS.md §7); no loop.
+"""`sgd_unroll`: single-gradient unlearning (Thudi et al., "Unrolling SGD", EuroS&P 2022); no loop.
 
 θ_u = θ_T + (epochs in which x* was seen)·η·∇L(θ_0; S): the forgotten points' gradient taken at
 the initial weights θ_0 is added back, once for every epoch of training (our trainer shows every
@@ -11,8 +11,8 @@ make the correction independent of |S|). ℓ is the training loss: cross-entropy
 when the model was trained with --sd-lambda. Momentum, weight decay and a cosine schedule are
 ignored, as in the paper's first-order argument; η is the recipe's base learning rate.
 
-`attach` (called by `runs.bind`) loads θ_0 and the recipe from the model record; `set_origin`
-does the same from a state dict and a recipe, outside a workspace. The correction is defined by
+It needs θ_0 and the recipe of the training run (`bind`, given them by the pipeline; `set_origin`
+takes a state dict and a recipe's `as_meta()` dict). The correction is defined by
 the training run, so `epochs`, `lr` and `batch_size` are always the recipe's: the parameters are
 accepted (every method takes the same form; their defaults are the default recipe's) and replaced,
 so a run's record shows the values actually used.
@@ -21,15 +21,42 @@ so a run's record shows the values actually used.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import numpy as np
 import torch
+from torch import nn
 
-from .. import unrolling
-from ..training import Recipe, _no_progress
+from ..runtime.devices import batches
+from ..runtime.progress import no_progress
+from ..training import Recipe
+from ..training.losses import training_loss
 from .base import Method, ParamError
 
 RECIPE_KEYS = ("epochs", "lr", "batch_size")
+
+
+def forget_gradient(model0: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, sd_lambda: float = 0.0,
+                    chunk: int = 1024) -> list[torch.Tensor]:
+    """Σ_{x* ∈ S} ∇ℓ(θ_0; x*) / B: the gradient, at the model's weights, of the forgotten
+    samples' summed training loss divided by the training batch size B — each sample's share of
+    the batch-mean gradient it contributed to at every step. One trainable-parameter-aligned
+    list; the samples go through in chunks in training mode (batch norm then uses each chunk's
+    statistics, as the official code feeds the forgotten batch)."""
+    params = [p for p in model0.parameters() if p.requires_grad]
+    device = params[0].device
+    model0.train()
+    total = [torch.zeros_like(p) for p in params]
+    for xb, yb in zip(batches(x, device, chunk), batches(y, device, chunk)):
+        loss = training_loss(model0(xb), yb, sd_lambda, reduction="sum") / batch_size
+        for t, g in zip(total, torch.autograd.grad(loss, params)):
+            t.add_(g)
+    return total
+
+
+def flat_norm(tensors: Iterable[torch.Tensor]) -> float:
+    """‖·‖₂ of the tensors taken as one vector, in float64 on the CPU (Apple's MPS has no float64)."""
+    return float(torch.linalg.vector_norm(torch.cat([t.detach().reshape(-1).cpu().double() for t in tensors])))
 
 
 class SgdUnroll(Method):
@@ -37,6 +64,9 @@ class SgdUnroll(Method):
     summary = ("Single-gradient unlearning (Unrolling SGD): add back epochs·lr·(gradient of the forget set at the "
                "initial weights)/batch size; one gradient, no loop. Needs a model trained here (its initial weights).")
     knob = None
+    sweepable = False
+    hidden = (*Method.hidden, "epochs", "lr", "seed")  # always the recipe's
+    needs = ("init", "recipe")
     defaults = {**Method.defaults, **{k: v for k, v in Recipe().as_meta().items() if k in Method.defaults}}
 
     def __init__(self, **params):
@@ -53,16 +83,10 @@ class SgdUnroll(Method):
             if key in recipe:
                 self.params[key] = type(self.params[key])(recipe[key])
 
-    def attach(self, ws, model_rec: dict) -> None:
-        from safetensors.torch import load_file
+    def bind(self, init: dict[str, torch.Tensor], recipe: Recipe) -> None:
+        self.set_origin(init, recipe.as_meta())
 
-        if not model_rec.get("recipe") or "init.safetensors" not in model_rec.get("files", []):
-            raise ParamError(f"sgd_unroll needs the initial weights and recipe of the training run, which model "
-                             f"{model_rec.get('id', '?')} ({model_rec.get('source', 'imported')}) does not have; "
-                             f"use a model trained here (explorer train)")
-        self.set_origin(load_file(ws.read(model_rec, "init.safetensors")), model_rec["recipe"])
-
-    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress=_no_progress):
+    def unlearn(self, model, ds, retain_ids, forget_ids, device, progress=no_progress):
         p = self.params
         if self.theta0 is None:
             raise ParamError("sgd_unroll needs the model's initial weights: bind it to a trained model record")
@@ -73,9 +97,9 @@ class SgdUnroll(Method):
         model0 = copy.deepcopy(model)
         model0.load_state_dict(self.theta0)
         progress(0.2, "sgd_unroll: gradient of the forget set at the initial weights")
-        grads = unrolling.forget_gradient(model0, ds.x_train[forget_ids], ds.y_train[forget_ids], p["batch_size"],
+        grads = forget_gradient(model0, ds.x_train[forget_ids], ds.y_train[forget_ids], p["batch_size"],
                                           self.sd_lambda)
-        grad_norm = unrolling.flat_norm(grads)
+        grad_norm = flat_norm(grads)
         if not np.isfinite(grad_norm):
             raise ParamError("sgd_unroll: the forget set's gradient at the initial weights is NaN or infinite")
         params = [q for q in model.parameters() if q.requires_grad]

@@ -1,0 +1,264 @@
+"""Memorizing: the exact estimate of a model's memorization (explorer.memorization.estimator) and
+its cheap proxies, computed and published as score sets.
+
+The exact estimate's K subset models are trained in chunks; each chunk's correctness is saved
+as soon as it is done, so an interrupted run resumes where it stopped and, the subsets and seeds
+being fixed by the seed, ends with the same estimate as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from contextlib import closing, contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..memorization import proxies
+from ..memorization.estimator import ExactConfig, estimate, masks_of, subsets
+from ..models import ArchError
+from ..runtime.progress import Progress, clock, no_progress
+from ..store import artifacts
+from ..store.workspace import Workspace, npz_bytes, write_atomic
+from ..training import Recipe, ensembles
+from . import score_sets
+from .cluster import RayPool  # imports Ray only when a pool is made
+
+BACKENDS = ("local", "ray")  # where the subset models train: this machine, or a Ray cluster (cluster.py)
+
+
+def check_backend(backend: str, address: str | None) -> None:
+    """Refuse, in one line, backend options that cannot go together."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose local or ray")
+    if address is not None and backend != "ray":
+        raise UserError("--address names a Ray cluster; use it with --backend ray")
+
+
+def resolve(cfg: ExactConfig, model_rec: dict, device: torch.device) -> ExactConfig:
+    """The configuration with every default made concrete (epochs, engine, chunk size): what
+    identifies a run, so a resume from the CLI, the app or another device finds its chunks."""
+    engine = cfg.engine
+    if engine == "auto":
+        engine = ensembles.engine_for(model_rec["arch"], device, model_rec.get("recipe"))
+    epochs = cfg.epochs or (artifacts.recipe_of(model_rec) or Recipe()).epochs
+    return replace(cfg, epochs=epochs, engine=engine, chunk=cfg.chunk or (32 if engine == "batched" else 8))
+
+
+def _recipe(model_rec: dict, cfg: ExactConfig) -> Recipe:
+    return replace(artifacts.recipe_of(model_rec) or Recipe(), epochs=cfg.epochs)
+
+
+def _run_key(model_rec: dict, cfg: ExactConfig) -> str:
+    key = json.dumps({"cfg": asdict(cfg), "recipe": _recipe(model_rec, cfg).as_meta()}, sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+LOCK_WAIT_SECONDS = 10.0
+
+
+@contextmanager
+def _exclusive(folder: Path):
+    """One process per run folder: a second start of the same run is refused, not duplicated."""
+    try:
+        import fcntl
+    except ImportError:  # not on Unix: no advisory locks, run unguarded
+        yield
+        return
+    with open(folder / "lock", "w") as handle:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # A process killed a moment ago can hold the lock until its threads are gone.
+                if time.monotonic() > deadline:
+                    raise UserError("this exact run is already going in another job; wait for it or cancel it") from None
+                time.sleep(0.2)
+        yield
+
+
+def _load_chunks(folder: Path) -> list[dict]:
+    chunks = []
+    for path in sorted(folder.glob("chunk-*.npz")):
+        with np.load(path) as z:
+            chunks.append({k: z[k] for k in z.files})
+    return chunks
+
+
+def in_progress(ws: Workspace, model_id: str) -> list[dict]:
+    """Exact runs of this model that have saved chunks but not finished: their (resolved) config
+    and the correctness gathered so far (for a live view of the estimate converging)."""
+    runs = []
+    for folder in sorted((ws.path / "partial").glob(f"exact-{model_id}-*")):
+        try:
+            info = json.loads((folder / "manifest.json").read_text())
+            chunks = _load_chunks(folder)
+        except (OSError, ValueError):  # being removed as it finishes, or not started yet
+            continue
+        if not chunks:
+            continue
+        cfg = ExactConfig(**info["cfg"])
+        train = np.concatenate([c["train"] for c in chunks])
+        subs = subsets(info["n"], cfg.ratio, cfg.models, cfg.seed)[: len(train)]
+        runs.append({"cfg": cfg, "models": cfg.models, "n": info["n"], "done": len(train),
+                     "masks": masks_of(subs, info["n"]), "correct": train})
+    return runs
+
+
+def cli_args(model_id: str, cfg: ExactConfig, backend: str = "local", address: str | None = None) -> list[str]:
+    """The `memorize` command line that runs (or resumes) this configuration."""
+    argv = ["memorize", model_id, "--exact", "--models", str(cfg.models), "--ratio", str(cfg.ratio),
+            "--seed", str(cfg.seed), "--engine", cfg.engine]
+    argv += ["--epochs", str(cfg.epochs)] if cfg.epochs is not None else []
+    argv += ["--chunk", str(cfg.chunk)] if cfg.chunk is not None else []
+    argv += ["--backend", backend] if backend != "local" else []
+    return argv + (["--address", address] if address else [])
+
+
+def _local_chunks(arch, ds, recipe, device, engine, todo, report):
+    """The local backend: train the missing chunks one after the other on `device`."""
+    for c, subs, seeds in todo:
+        start = time.perf_counter()
+        train_c, test_c = ensembles.train_correctness(arch, ds, subs, seeds, recipe, device, engine,
+                                                      lambda f, msg, n=len(seeds): report(f * n))
+        yield c, train_c.numpy(), test_c.numpy(), time.perf_counter() - start
+
+
+def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device | None,
+          progress: Progress = no_progress, *, backend: str = "local", address: str | None = None) -> dict:
+    """Run (or resume) the estimator and publish the score set named "exact". Running a
+    configuration that was already published returns that score set.
+
+    With `backend="ray"` the chunks are trained as tasks on the Ray cluster at `address` (a local
+    Ray instance when None) on the cluster's devices, instead of one after the other on `device`.
+    Both store chunks in the same folder, keyed by the resolved configuration: on the same kind of
+    device (hence the same engine and chunk size) either resumes what the other began."""
+    cfg.check()
+    check_backend(backend, address)
+    ds = artifacts.dataset_of(ws, model_rec)
+    n = ds.n_train
+    if not 1 <= int(cfg.ratio * n) <= n - 1:
+        raise UserError(f"--ratio {cfg.ratio} leaves {int(cfg.ratio * n)} of {n} samples per subset; "
+                        "it must keep at least one and hold out at least one")
+    pool = None
+    if backend == "ray":
+        pool = RayPool(address)
+        device = pool.device  # the workers' device decides the engine, hence the run
+    cfg = resolve(cfg, model_rec, device)
+    if cfg.engine == "batched" and (why := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe"))):
+        raise ArchError(f"{why}; use --engine sequential")
+    recipe, key = _recipe(model_rec, cfg), _run_key(model_rec, cfg)
+    folder = ws.path / "partial" / f"exact-{model_rec['id']}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder):
+        done = [r for r in ws.find("scores", model_id=model_rec["id"], name="exact") if r["params"].get("run_key") == key]
+        if done:  # published before; only the clean-up was missed
+            shutil.rmtree(folder, ignore_errors=True)
+            return done[-1]
+        write_atomic(folder / "manifest.json", json.dumps({"cfg": asdict(cfg), "n": n}).encode())
+        subs = subsets(n, cfg.ratio, cfg.models, cfg.seed)
+        seeds = [cfg.seed * 1_000_003 + k for k in range(cfg.models)]
+        bounds = [(lo, min(lo + cfg.chunk, cfg.models)) for lo in range(0, cfg.models, cfg.chunk)]
+        chunk_path = lambda c: folder / f"chunk-{c:05d}.npz"  # noqa: E731
+        todo = [(c, subs[lo:hi], seeds[lo:hi]) for c, (lo, hi) in enumerate(bounds) if not chunk_path(c).exists()]
+        stored = cfg.models - sum(len(s) for _, s, _ in todo)  # by earlier, interrupted runs
+        start, trained_here = time.perf_counter(), 0
+
+        def report(in_flight: float, note: str = "") -> None:
+            """Progress over all models: those stored plus `in_flight` models' worth of current work."""
+            done_here = trained_here + in_flight
+            rate = (time.perf_counter() - start) / done_here if done_here else None
+            eta = f" · ETA {clock((cfg.models - stored - done_here) * rate)}" if rate else ""
+            progress((stored + done_here) / cfg.models, f"models {stored + int(done_here)}/{cfg.models}{note}{eta}")
+
+        if pool is None:
+            finished = _local_chunks(model_rec["arch"], ds, recipe, device, cfg.engine, todo, report)
+        else:
+            finished = pool.run(ds, model_rec["arch"], recipe.as_meta(), cfg.engine, todo,
+                                lambda running: report(0, f" · {running} chunks queued or running on "
+                                                          f"{pool.describe()}"))
+        with closing(finished):  # leaving early (a cancel, an error) stops the cluster's pending tasks at once
+            for c, train_c, test_c, seconds in finished:
+                write_atomic(chunk_path(c), npz_bytes(train=train_c, test=test_c, seconds=np.float64(seconds)))
+                trained_here += len(train_c)
+                report(0)
+
+        chunks = _load_chunks(folder)
+        correct = np.concatenate([c["train"] for c in chunks])
+        if len(chunks) != len(bounds) or correct.shape != (cfg.models, n):
+            raise RuntimeError(f"{folder} holds {len(chunks)} chunks / {len(correct)} models, expected "
+                               f"{len(bounds)} / {cfg.models}")
+        masks = masks_of(subs, n)
+        est = estimate(masks, correct)
+        never = int((est["n_out"] == 0).sum())
+        progress(1.0, f"{cfg.models} models · {never} samples never held out")  # last report: then publish
+        rec = score_sets.publish(
+            ws, model_rec, "exact", est["values"],
+            seconds=float(sum(c["seconds"] for c in chunks)), device=device.type,
+            params={**asdict(cfg), "run_key": key},
+            arrays={k: est[k] for k in ("stderr", "cscore", "n_in", "n_out")}
+            | {"masks": masks, "correct": correct, "test_correct": np.concatenate([c["test"] for c in chunks])},
+            models=cfg.models, never_held_out=never, backend=backend,
+            wall_seconds=round(time.perf_counter() - start, 3),
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+    return rec
+
+
+def compute_proxies(ws: Workspace, model_rec: dict, only: list[str] | None, device: torch.device,
+            progress: Progress = no_progress) -> tuple[list[dict], dict[str, str]]:
+    """Compute every proxy asked for, then publish one score set each; returns (records,
+    skipped name -> why). Nothing is published until all are computed."""
+    wanted = list(only or proxies.ALL)
+    unknown = [w for w in wanted if w not in proxies.ALL]
+    if unknown:
+        raise UserError(f"unknown proxy {unknown[0]!r}; choose from {', '.join(proxies.ALL)}")
+    skipped = {}
+    if not model_rec.get("has_dynamics"):
+        for name in [w for w in wanted if w in proxies.FROM_DYNAMICS]:
+            skipped[name] = "needs training dynamics: train the model here to get it"
+    computed = []  # (name, values, seconds, device, params)
+    dyn_names = [w for w in wanted if w in proxies.FROM_DYNAMICS and w not in skipped]
+    if dyn_names:
+        start = time.perf_counter()
+        values = proxies.from_dynamics(artifacts.load_dynamics(ws, model_rec))
+        seconds = (time.perf_counter() - start) / len(dyn_names)  # one pass serves them all
+        for name in dyn_names:
+            if name in values:
+                computed.append((name, values[name], seconds, "cpu", {"source": "training dynamics"}))
+            else:
+                skipped[name] = "its dynamics were not recorded for this model; retrain it"
+    model_names = [w for w in wanted if w in proxies.FROM_MODEL]
+    if not computed and not model_names:
+        raise UserError(f"none of the asked proxies can be computed for {model_rec['id']}: "
+                        + "; ".join(f"{k} {v}" for k, v in skipped.items()))
+    ds = artifacts.dataset_of(ws, model_rec) if model_names else None
+    for i, name in enumerate(model_names):
+        model = artifacts.load_model(ws, model_rec, device=device)
+
+        def step(f, msg, i=i):
+            progress((i + f) / len(model_names), msg)
+
+        step(0.0, f"{name}…")
+        start = time.perf_counter()
+        if name == "ho_ret":
+            values = proxies.holdout_retraining(model, ds, device, progress=step)
+            params = {"lr": 0.1, "max_epochs": 30, "patience": 4, "holdout": "test split"}
+        else:
+            values = proxies.curvature(model, ds, device)
+            params = {"h": 0.01, "variant": "final model"}
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        computed.append((name, values, time.perf_counter() - start, device.type, params))
+    progress(1.0, f"publishing {len(computed)} score sets")  # the last report: a cancel stops here at the latest
+    records = [score_sets.publish(ws, model_rec, name, values, seconds, dev, params=params)
+               for name, values, seconds, dev, params in computed]
+    return records, skipped

@@ -1,0 +1,103 @@
+"""What the Compare page and the HTML report show: runs side by side with their references (the
+original model and the oracle), settings repeated over seeds summarized, and each run's
+per-sample outputs (explorer.store.artifacts.run_samples) cut for the charts. Functions of
+records and arrays, so the page and the report share them."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+
+from ..evaluation import metrics
+from ..store.workspace import Workspace
+
+# metric -> (label, what it means); the order is the order of tables and charts
+METRICS = {
+    "acc_retain": ("retain acc", "Accuracy on the training samples kept. Should stay close to the oracle's."),
+    "acc_forget": ("forget acc", "Accuracy on the forget set, against its training labels. Should match the "
+                                 "oracle's (with flipped labels the oracle, never having seen them, gets them wrong)."),
+    "acc_test": ("test acc", "Accuracy on held-out data. Should stay close to the oracle's."),
+    "mia_efficacy": ("MIA efficacy", "Share of the forget set a membership-inference attack (an SVC on confidence, "
+                                     "trained on retain vs test) calls 'not trained on'. Should match the oracle's."),
+    "mia_auc": ("MIA AUC", "How well a logistic regression on the loss tells forget samples from test samples "
+                           "(cross-validated). 0.5 = indistinguishable, as if never trained on."),
+    "tow": ("ToW", "Tug of war: product of (1 − |gap to oracle|) on forget, retain and test accuracy. 1 = identical "
+                   "to the oracle."),
+    "tow_mia": ("ToW-MIA", "ToW with the forget-accuracy gap replaced by the MIA-efficacy gap."),
+    "verification_error": ("verification error", "Distance ‖θ_unlearned − θ_oracle‖₂ between the weights. 0 = the "
+                                                 "oracle's weights exactly (Thudi et al.)."),
+    "unlearning_error": ("unlearning error", "Thudi et al.'s proxy for the verification error, computed from the "
+                                             "original's training alone: η²·t·½·‖θ_t − θ_0‖·σ (σ from the Hessian's top "
+                                             "eigenvalue). Lower with a smaller lr, fewer steps or the SD loss."),
+    "seconds": ("seconds", "Wall time of the unlearning itself."),
+    "speedup": ("speed-up", "Oracle's retraining time / the method's time, on the same device."),
+}
+REFERENCE_METRICS = ("acc_retain", "acc_forget", "acc_test", "mia_efficacy", "mia_auc")
+
+
+def rows(ws: Workspace, runs: list[dict]) -> list[dict]:
+    """One row per run, then one per reference model (original, oracle) of each (model, forget
+    set) pair the runs cover; references carry the metrics a model has on its own."""
+    names = {r["id"]: r.get("name", r["id"]) for r in [*ws.find("model"), *ws.find("forget_set")]}
+    out, refs = [], {}
+    for r in runs:
+        out.append({"run": r["id"], "method": r["method"], "model": names.get(r["model_id"], r["model_id"]),
+                    "forget set": names.get(r["forget_set_id"], r["forget_set_id"]), "device": r.get("device"),
+                    **{k: r["metrics"].get(k) for k in METRICS}, "settings": settings_text(r["params"])})
+        refs.setdefault((r["model_id"], r["forget_set_id"]), r)
+    for (model_id, fs_id), r in refs.items():
+        for who in ("original", "oracle"):
+            if r.get(who):
+                out.append({"run": f"({who})", "method": who, "model": names.get(model_id, model_id),
+                            "forget set": names.get(fs_id, fs_id), "device": r.get("device"),
+                            **{k: r[who].get(k) for k in REFERENCE_METRICS},
+                            "seconds": r["metrics"].get("retrain_seconds") if who == "oracle" else None})
+    return out
+
+
+def settings_text(params: dict) -> str:
+    """Parameters as compact JSON, without the ones that never change."""
+    return json.dumps({k: v for k, v in params.items() if k not in ("momentum", "weight_decay", "batch_size")})
+
+
+def by_setting(runs: list[dict], keys=("acc_forget", "tow", "tow_mia", "mia_efficacy", "seconds")) -> list[dict]:
+    """Runs that differ at most in their seed, summarized: how many runs and distinct seeds, and
+    the mean ± 95% t-interval of each metric."""
+    groups = defaultdict(list)
+    for r in runs:
+        setting = {k: v for k, v in r["params"].items() if k != "seed"}
+        groups[(r["model_id"], r["forget_set_id"], r["method"], json.dumps(setting, sort_keys=True))].append(r)
+    out = []
+    for (_, _, method, setting), members in groups.items():
+        row = {"method": method, "setting": setting, "runs": len(members),
+               "seeds": len({m["params"].get("seed") for m in members})}
+        for k in keys:
+            values = [m["metrics"][k] for m in members if m["metrics"].get(k) is not None]
+            mean, half = metrics.t_interval(values) if values else (None, None)
+            row[k] = mean
+            row[f"{k} ±"] = None if half is None or not np.isfinite(half) else half
+        out.append(row)
+    return out
+
+
+def class_accuracies(s: dict[str, np.ndarray], y_test: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
+    """Test accuracy per class under each model the run kept outputs of."""
+    return {who: metrics.class_accuracy(s[f"{who}_test_pred"], y_test, num_classes)
+            for who in ("original", "unlearned", "oracle") if f"{who}_test_pred" in s}
+
+
+def loss_groups(s: dict[str, np.ndarray], forget_ids, n_train: int, who: str) -> dict[str, np.ndarray]:
+    """Per-sample losses of one model split into forget, retain and test."""
+    retain, forget = metrics.split_ids(n_train, forget_ids)
+    loss = s[f"{who}_train_loss"]
+    return {"forget": loss[forget], "retain": loss[retain], "test": s[f"{who}_test_loss"]}
+
+
+def twin_projection(before_features: np.ndarray, after_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets through one PCA fitted on the original's, so the two maps share axes."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=0).fit(before_features)
+    return pca.transform(before_features), pca.transform(after_features)

@@ -1,0 +1,403 @@
+"""Plotly figure builders: pure functions of arrays and records, so they are testable and the
+pages stay thin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = {"original": "#636efa", "unlearned": "#ef553b", "oracle": "#00cc96"}
+CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf"]
+
+
+def _style(fig: go.Figure, **layout) -> go.Figure:
+    """Layout every figure shares: readable hover labels, tight margins."""
+    fig.update_layout(**{"hoverlabel": dict(bgcolor="white", font_color="#222"),
+                         "margin": dict(t=30, b=40, l=50, r=10), **layout})
+    return fig
+
+
+def training_curves(log: Sequence[Mapping]) -> go.Figure:
+    """Loss and accuracy per epoch, side by side."""
+    epochs = [row["epoch"] for row in log]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "accuracy"))
+    fig.add_trace(go.Scatter(x=epochs, y=[r["loss"] for r in log], name="loss", mode="lines+markers"), 1, 1)
+    fig.add_trace(go.Scatter(x=epochs, y=[r["train_acc"] for r in log], name="train (running)", mode="lines+markers"), 1, 2)
+    if log and "test_acc" in log[0]:
+        fig.add_trace(go.Scatter(x=epochs, y=[r["test_acc"] for r in log], name="test", mode="lines+markers"), 1, 2)
+    fig.update_xaxes(title_text="epoch")
+    return _style(fig, height=340, legend=dict(orientation="h", y=-0.25))
+
+
+def per_class_accuracy(acc: Sequence[float], classes: Sequence[str]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(classes), y=list(acc), text=[f"{a:.2f}" for a in acc], textposition="outside"))
+    return _style(fig, title=dict(text="test accuracy per class", font=dict(size=14), x=0.5, xanchor="center"),
+                  yaxis=dict(range=[0, 1.1], title="accuracy"), xaxis=dict(title="class", type="category"),
+                  height=340)
+
+
+def histogram(values: np.ndarray, labels: np.ndarray | None = None, xlabel: str = "value",
+              class_names: Sequence[str] | None = None, log_y: bool = False) -> go.Figure:
+    """Distribution of one score, stacked by class when labels are given; a log count axis
+    shows the tail when most samples sit at one value."""
+    fig = go.Figure()
+    if labels is None:
+        fig.add_trace(go.Histogram(x=values, nbinsx=40, name=xlabel))
+    else:
+        for c in np.unique(labels):
+            name = class_names[c] if class_names is not None else str(c)
+            fig.add_trace(go.Histogram(x=values[labels == c], name=f"class {name}", nbinsx=40,
+                                       marker_color=CLASS_COLOURS[c % len(CLASS_COLOURS)]))
+    return _style(fig, barmode="stack", xaxis_title=xlabel, height=340,
+                  yaxis=dict(title="samples", type="log" if log_y else "linear"))
+
+
+# Pale for unmemorized, dark red for memorized: the samples that matter stand out on white.
+MEMORIZATION_SCALE = [[0.0, "#9fb3c8"], [0.4, "#6baed6"], [0.7, "#f28e2b"], [1.0, "#9b1d20"]]
+
+
+def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.ndarray, colour_name: str,
+               categories: Sequence[str] | None = None, size: float = 6, opacity: float = 0.8,
+               highlight: np.ndarray | None = None, axes: tuple[str, str] = ("map 1", "map 2")) -> go.Figure:
+    """A WebGL scatter of the samples; every point carries its sample id in custom_data, so a
+    selection maps back to samples whatever the trace layout.
+
+    With `categories`, `colour` holds integer codes into them and each category is its own
+    trace (the legend hides and shows them). Otherwise `colour` is a score, oriented so higher =
+    more memorized: drawn highest last on a scale that darkens with it, so memorized samples
+    are not buried; samples without a value are a grey trace underneath."""
+    hover = "id %{customdata[0]}<br>label %{customdata[1]}"
+    marker = dict(size=size, opacity=opacity)
+    fig = go.Figure()
+    if categories is not None:
+        for code in np.unique(colour):
+            mask = colour == code
+            fig.add_trace(go.Scattergl(
+                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(categories[code]),
+                customdata=np.c_[ids[mask], labels[mask]],
+                marker=dict(**marker, color=CLASS_COLOURS[code % len(CLASS_COLOURS)]),
+                hovertemplate=f"{hover}<br>{colour_name} {categories[code]}<extra></extra>"))
+    else:
+        finite = np.isfinite(colour)
+        if not finite.all():
+            fig.add_trace(go.Scattergl(
+                x=xy[~finite, 0], y=xy[~finite, 1], mode="markers", name="no value",
+                customdata=np.c_[ids[~finite], labels[~finite]], marker=dict(**marker, color="#bbbbbb"),
+                hovertemplate=f"{hover}<br>{colour_name}: none<extra></extra>"))
+        order = np.flatnonzero(finite)[np.argsort(colour[finite], kind="stable")]
+        fig.add_trace(go.Scattergl(
+            x=xy[order, 0], y=xy[order, 1], mode="markers", name=colour_name,
+            marker=dict(**marker, color=colour[order], colorscale=MEMORIZATION_SCALE, showscale=True,
+                        colorbar=dict(title=dict(text=colour_name, side="right"), thickness=14)),
+            customdata=np.c_[ids[order], labels[order], colour[order]],
+            hovertemplate=f"{hover}<br>{colour_name} %{{customdata[2]:.3f}}<extra></extra>"))
+    if highlight is not None and len(highlight):
+        fig.add_trace(go.Scattergl(x=xy[highlight, 0], y=xy[highlight, 1], mode="markers", name="forget set",
+                                   marker=dict(color="rgba(0,0,0,0)", size=size + 5, line=dict(color="black", width=1.5)),
+                                   hoverinfo="skip"))
+    return _style(fig, height=600, dragmode="lasso", xaxis=dict(title=axes[0], showticklabels=False),
+                  yaxis=dict(title=axes[1], showticklabels=False), legend=dict(title=colour_name, itemsizing="constant"),
+                  showlegend=categories is not None or (highlight is not None and len(highlight) > 0))
+
+
+def class_counts(selected: np.ndarray, everything: np.ndarray, class_names: Sequence[str]) -> go.Figure:
+    """Selected samples per class, next to the count a random pick of the same size would give."""
+    k = len(class_names)
+    sel = np.bincount(selected, minlength=k)
+    expected = np.bincount(everything, minlength=k) * len(selected) / max(len(everything), 1)
+    names = [str(c) for c in class_names]
+    fig = go.Figure([go.Bar(x=names, y=sel, name="selected", marker_color="#ef553b"),
+                     go.Scatter(x=names, y=expected, name="a random pick", mode="markers",
+                                marker=dict(symbol="line-ew", size=22, line=dict(width=2, color="#333")))])
+    return _style(fig, height=260, xaxis=dict(title="class", type="category"), yaxis_title="samples",
+                  legend=dict(orientation="h", y=1.15), margin=dict(t=30, b=40, l=40, r=10))
+
+
+def selected_ids(selection: Mapping | None) -> list[int]:
+    """Sample ids of the points in a Streamlit plotly selection event. The browser sends
+    custom_data as a dict {"0": id, …} or a list; points of helper traces carry none."""
+    points = (selection or {}).get("points", []) if isinstance(selection, Mapping) else []
+    ids = set()
+    for point in points:
+        data = point.get("customdata", point.get("custom_data"))
+        if isinstance(data, Mapping):
+            data = data.get("0", data.get(0))
+        elif isinstance(data, Sequence) and not isinstance(data, str):
+            data = data[0] if data else None
+        if data is not None:
+            ids.add(int(float(data)))
+    return sorted(ids)
+
+
+def before_after(original: Mapping, unlearned: Mapping, oracle: Mapping | None = None) -> go.Figure:
+    """Grouped bars of accuracy on retain / forget / test (and MIA efficacy) per model."""
+    keys = ["acc_retain", "acc_forget", "acc_test", "mia_efficacy"]
+    names = ["retain acc", "forget acc", "test acc", "MIA efficacy"]
+    fig = go.Figure()
+    for label, values in (("original", original), ("unlearned", unlearned), ("oracle", oracle)):
+        if values is None:
+            continue
+        ys = [values.get(k) for k in keys]
+        fig.add_trace(go.Bar(name=label, x=names, y=ys, marker_color=PALETTE[label],
+                             text=[f"{y:.3f}" if y is not None else "" for y in ys], textposition="outside"))
+    return _style(fig, barmode="group", yaxis=dict(range=[0, 1.12], title="fraction"), height=380)
+
+
+def convergence(rows: Sequence[Mapping]) -> go.Figure:
+    """The exact estimate settling as models are added."""
+    x = [r["models"] for r in rows]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=x, y=[r["mean_stderr"] for r in rows], name="mean std. error", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=x, y=[r["mean_abs_change"] for r in rows], name="mean |change| since last point",
+                             mode="lines+markers"), secondary_y=True)
+    fig.update_xaxes(title_text="models trained")
+    fig.update_yaxes(title_text="std. error", secondary_y=False, rangemode="tozero", tickformat=".3f")
+    fig.update_yaxes(title_text="|change|", secondary_y=True, rangemode="tozero", tickformat=".3f", showgrid=False)
+    return _style(fig, height=320, margin=dict(t=30, b=40, l=50, r=60), legend=dict(orientation="h", y=1.15))
+
+
+def score_vs_score(x: np.ndarray, y: np.ndarray, ids: np.ndarray, labels: np.ndarray, x_name: str, y_name: str,
+                   flipped: np.ndarray | None = None) -> go.Figure:
+    """One point per sample, WebGL; hover shows id, label and both values."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    groups = [("samples", keep, "#636efa", 5)] if flipped is None or not flipped.any() else [
+        ("clean label", keep & ~flipped, "#9a9a9a", 5), ("flipped label", keep & flipped, "#d62728", 8)]
+    fig = go.Figure()
+    for name, mask, colour, size in groups:
+        fig.add_trace(go.Scattergl(
+            x=x[mask], y=y[mask], mode="markers", name=name, marker=dict(size=size, opacity=0.7, color=colour),
+            customdata=np.c_[ids[mask], labels[mask]],
+            hovertemplate=f"id %{{customdata[0]}}<br>label %{{customdata[1]}}<br>{x_name} %{{x:.3f}}<br>"
+                          f"{y_name} %{{y:.3f}}<extra></extra>",
+        ))
+    return _style(fig, xaxis_title=x_name, yaxis_title=y_name, height=420, legend=dict(orientation="h", y=1.08))
+
+
+def correlation_heatmap(names: Sequence[str], matrix: np.ndarray) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=matrix, x=list(names), y=list(names), zmin=-1, zmax=1, colorscale="RdBu",
+                               text=[[f"{v:.2f}" for v in row] for row in matrix], texttemplate="%{text}"))
+    return _style(fig, height=120 + 40 * len(names), yaxis=dict(autorange="reversed"))
+
+
+def cost_chart(seconds: Mapping[str, float], reference: str = "exact") -> go.Figure:
+    """Compute seconds per score set on a log axis, each bar labelled with how many times
+    cheaper than the reference it is."""
+    names = list(seconds)
+    values = [max(seconds[n], 1e-6) for n in names]
+    ref = seconds.get(reference)
+    text = [f"{v:.3g} s" + (f" · {ref / v:,.0f}× cheaper" if ref and n != reference and v > 0 else "")
+            for n, v in zip(names, values)]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", text=text, textposition="auto",
+                           marker_color=["#ef553b" if n == reference else "#636efa" for n in names]))
+    return _style(fig, xaxis=dict(type="log", title="seconds (log scale)"), height=90 + 36 * len(names),
+                  yaxis=dict(autorange="reversed"), margin=dict(t=20, b=40, l=10, r=10))
+
+
+def per_class_box(values: np.ndarray, labels: np.ndarray, class_names: Sequence[str], name: str) -> go.Figure:
+    fig = go.Figure()
+    for c in np.unique(labels):
+        fig.add_trace(go.Box(y=values[labels == c], name=str(class_names[c]), boxpoints="outliers",
+                             marker_color=CLASS_COLOURS[c % len(CLASS_COLOURS)]))
+    return _style(fig, yaxis_title=name, xaxis_title="class", showlegend=False, height=340)
+
+
+def auroc_bars(aurocs: Mapping[str, float]) -> go.Figure:
+    names = list(aurocs)
+    fig = go.Figure(go.Bar(x=names, y=[aurocs[n] for n in names], text=[f"{aurocs[n]:.3f}" for n in names],
+                           textposition="outside"))
+    fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance (0.5)", annotation_position="bottom left",
+                  annotation_font_color="#444")
+    return _style(fig, yaxis=dict(range=[0, 1.08], title="AUROC for finding flipped labels"), height=340)
+
+
+def sweep_front(points: Sequence[Mapping], front: Sequence[Mapping]) -> go.Figure:
+    """Every setting a sweep tried, ToW against seconds (log), one colour per method, with the
+    front of settings that no other beats on both."""
+    fig = go.Figure()
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    for i, name in enumerate(methods):
+        mine = [p for p in points if p["method"] == name]
+        fig.add_trace(go.Scatter(
+            x=[p["seconds"] for p in mine], y=[p["tow"] for p in mine], mode="markers", name=name,
+            marker=dict(size=9, color=CLASS_COLOURS[i % len(CLASS_COLOURS)], opacity=0.8),
+            text=[", ".join(f"{k} {v:g}" for k, v in p["params"].items() if isinstance(v, (int, float))
+                            and k not in ("momentum", "weight_decay", "batch_size", "seed")) for p in mine],
+            hovertemplate="%{text}<br>ToW %{y:.3f} · %{x:.2f} s<extra>" + name + "</extra>"))
+    fig.add_trace(go.Scatter(x=[p["seconds"] for p in front], y=[p["tow"] for p in front], mode="lines",
+                             name="front", line=dict(color="#444", dash="dot"), hoverinfo="skip"))
+    return _style(fig, height=380, xaxis=dict(type="log", title="seconds (log scale)"),
+                  yaxis=dict(title="ToW against the oracle (1 = indistinguishable)"))
+
+
+def metric_bars(rows: Sequence[Mapping], metric: str, label: str, original: float | None = None,
+                oracle: float | None = None) -> go.Figure:
+    """One bar per run for a metric, with the original's and the oracle's values as lines."""
+    fig = go.Figure(go.Bar(x=[f"{r['method']} · {r['run'][2:6]}" for r in rows], y=[r.get(metric) for r in rows],
+                           marker_color=PALETTE["unlearned"],
+                           text=[f"{r[metric]:.3f}" if r.get(metric) is not None else "—" for r in rows],
+                           textposition="outside"))
+    for name, value in (("original", original), ("oracle", oracle)):
+        if value is not None:
+            fig.add_hline(y=value, line_dash="dot", line_color=PALETTE[name], annotation_text=f"{name} {value:.3f}",
+                          annotation_position="top left", annotation_font_color=PALETTE[name])
+    return _style(fig, title=dict(text=label, font=dict(size=14), x=0.5, xanchor="center"), height=320,
+                  yaxis=dict(rangemode="tozero"), xaxis=dict(tickangle=-40), margin=dict(t=40, b=90, l=50, r=10))
+
+
+def tow_vs_seconds(rows: Sequence[Mapping]) -> go.Figure:
+    """The trade-off at a glance: closeness to the oracle against time, one colour per method."""
+    fig = go.Figure()
+    measured = [r for r in rows if r.get("tow") is not None and r.get("seconds")]
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in measured)):
+        mine = [r for r in measured if r["method"] == method]
+        fig.add_trace(go.Scatter(x=[r["seconds"] for r in mine], y=[r["tow"] for r in mine], mode="markers", name=method,
+                                 marker=dict(size=11, color=CLASS_COLOURS[i % len(CLASS_COLOURS)]),
+                                 text=[r["run"] for r in mine],
+                                 hovertemplate="%{text}<br>ToW %{y:.3f} · %{x:.2f} s<extra>" + method + "</extra>"))
+    return _style(fig, height=340, xaxis=dict(type="log", title="seconds (log scale)"),
+                  yaxis=dict(title="ToW (1 = the oracle)", range=[0, 1.05]))
+
+
+def before_after_samples(before: np.ndarray, after: np.ndarray, colour: np.ndarray | None, ids: np.ndarray,
+                         colour_name: str, quantity: str = "true-label confidence") -> go.Figure:
+    """Each sample's value under the original (x) and the unlearned model (y); points below the
+    diagonal were pushed down. Coloured by memorization when there is a score."""
+    marker = dict(size=7, opacity=0.8)
+    if colour is not None:
+        marker.update(color=colour, colorscale=MEMORIZATION_SCALE, showscale=True,
+                      colorbar=dict(title=dict(text=colour_name, side="right"), thickness=12))
+    fig = go.Figure(go.Scattergl(
+        x=before, y=after, mode="markers", marker=marker, customdata=ids,
+        hovertemplate="id %{customdata}<br>before %{x:.3f}<br>after %{y:.3f}<extra></extra>"))
+    lo, hi = float(np.nanmin([before.min(), after.min(), 0])), float(np.nanmax([before.max(), after.max(), 1]))
+    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line=dict(color="#999", dash="dot"))
+    return _style(fig, height=360, xaxis_title=f"{quantity}, original", yaxis_title=f"{quantity}, unlearned")
+
+
+def loss_distributions(groups: Mapping[str, Mapping[str, np.ndarray]], threshold: float | None = None) -> go.Figure:
+    """Loss histograms of forget, retain and test samples, one panel per model: an attacker
+    separates members by loss, so forgetting shows as the forget curve joining the test curve."""
+    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=list(groups), shared_yaxes=True)
+    colours = {"forget": "#ef553b", "retain": "#636efa", "test": "#00cc96"}
+    for col, (who, parts) in enumerate(groups.items(), 1):
+        for part, values in parts.items():
+            fig.add_trace(go.Histogram(x=np.log10(np.clip(values, 1e-6, None)), name=part, legendgroup=part,
+                                       showlegend=col == 1, histnorm="probability", nbinsx=40, opacity=0.55,
+                                       marker_color=colours[part]), 1, col)
+        if threshold is not None:
+            fig.add_vline(x=np.log10(max(threshold, 1e-6)), line_dash="dash", line_color="#333", row=1, col=col)
+    fig.update_xaxes(title_text="log₁₀ loss")
+    return _style(fig, barmode="overlay", height=320, yaxis_title="share of samples",
+                  legend=dict(orientation="h", y=1.18))
+
+
+def class_accuracy_bars(acc: Mapping[str, np.ndarray], classes: Sequence[str]) -> go.Figure:
+    """Test accuracy per class under each model."""
+    fig = go.Figure([go.Bar(name=who, x=[str(c) for c in classes], y=values, marker_color=PALETTE[who])
+                     for who, values in acc.items()])
+    return _style(fig, barmode="group", height=300, xaxis=dict(title="class", type="category"),
+                  yaxis=dict(title="test accuracy", range=[0, 1.05]), legend=dict(orientation="h", y=1.15))
+
+
+def prediction_matrix(matrix: np.ndarray, classes: Sequence[str], title: str) -> go.Figure:
+    """Counts of (true class, predicted class); off-diagonal cells are the mistakes."""
+    names = [str(c) for c in classes]
+    fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", showscale=False,
+                               text=matrix, texttemplate="%{text}", hovertemplate="true %{y} → predicted %{x}: %{z}"
+                               "<extra></extra>"))
+    return _style(fig, title=dict(text=title, font=dict(size=14), x=0.5, xanchor="center"), height=360,
+                  xaxis=dict(title="predicted", type="category"),
+                  yaxis=dict(title="true", type="category", autorange="reversed"), margin=dict(t=40, b=40, l=50, r=10))
+
+
+def twin_maps(before: np.ndarray, after: np.ndarray, labels: np.ndarray, forget: np.ndarray,
+              class_names: Sequence[str]) -> go.Figure:
+    """The same samples placed by the original's and by the unlearned model's features (one
+    shared projection), forget set outlined: did its samples move to where the oracle would put
+    them?"""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("original", "unlearned"))
+    for col, xy in ((1, before), (2, after)):
+        for c in np.unique(labels):
+            mask = labels == c
+            fig.add_trace(go.Scattergl(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(class_names[c]),
+                                       legendgroup=str(c), showlegend=col == 1,
+                                       marker=dict(size=4, opacity=0.6, color=CLASS_COLOURS[c % len(CLASS_COLOURS)])),
+                          1, col)
+        fig.add_trace(go.Scattergl(x=xy[forget, 0], y=xy[forget, 1], mode="markers", name="forget set",
+                                   legendgroup="forget", showlegend=col == 1,
+                                   marker=dict(size=9, color="rgba(0,0,0,0)", line=dict(color="black", width=1.3))),
+                      1, col)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return _style(fig, height=420, legend=dict(title="class"))
+
+
+def cka_lines(cka: Mapping[str, Mapping]) -> go.Figure:
+    """Linear CKA per layer of the unlearned model against each reference (the `cka_*` entries
+    of a run's analysis): 1 = that layer's representation is unchanged (or, against the oracle,
+    the oracle's)."""
+    fig = go.Figure()
+    for name, values in cka.items():
+        if not name.startswith("cka_"):
+            continue
+        who = name.removeprefix("cka_")
+        fig.add_trace(go.Scatter(x=list(values), y=list(values.values()), mode="lines+markers", name=f"vs {who}",
+                                 line=dict(color=PALETTE.get(who))))
+    return _style(fig, height=300, xaxis=dict(title="layer", type="category"), yaxis=dict(title="linear CKA", range=[0, 1.05]),
+                  legend=dict(orientation="h", y=1.15))
+
+
+def error_vs_verification(rows: Sequence[Mapping]) -> go.Figure:
+    """Thudi et al.'s unlearning error (a bound computed from training alone) against the
+    verification error (the measured distance to the oracle's weights), one point per run."""
+    measured = [r for r in rows if r.get("unlearning_error") is not None and r.get("verification_error") is not None]
+    fig = go.Figure()
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in measured)):
+        mine = [r for r in measured if r["method"] == method]
+        fig.add_trace(go.Scatter(x=[r["unlearning_error"] for r in mine], y=[r["verification_error"] for r in mine],
+                                 mode="markers", name=method, text=[r["run"] for r in mine],
+                                 marker=dict(size=10, color=CLASS_COLOURS[i % len(CLASS_COLOURS)]),
+                                 hovertemplate="%{text}<br>unlearning error %{x:.3g}<br>verification error %{y:.3g}"
+                                               "<extra>" + method + "</extra>"))
+    return _style(fig, height=340, xaxis=dict(type="log", title="unlearning error (from training, log scale)"),
+                  yaxis=dict(title="verification error ‖θ − θ_oracle‖₂"))
+
+
+def residual_curve_figure(report: dict):
+    """The residual memory Δ_k of each retrained block, where the run stopped, and the stop
+    threshold (τ·Δ_d, or the fitted power law); blocks after the stop are shaded as stitched.
+    A pure function of a deepobliviate run's `details`."""
+    d, t, B = report["first_block"], report["stop_block"], report["blocks"]
+    res = list(report.get("residual") or [])
+    fig = go.Figure()
+    if d is None:  # no stored block held a forgotten point: nothing was retrained
+        return fig.update_layout(title=dict(text="No block held a forgotten point: nothing was retrained",
+                                            font=dict(size=14)), height=200)
+    if res:
+        xs = list(range(d, d + len(res)))
+        fig.add_trace(go.Scatter(x=xs, y=res, mode="lines+markers", name="Δ_k residual memory",
+                                 hovertemplate="block %{x}<br>Δ = %{y:.4g}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=[t], y=[res[t - d]], mode="markers", name=f"stop: block {t}",
+                                 marker=dict(symbol="star", size=16, color="#ef553b")))
+        if report.get("rule") == "ratio" and report.get("threshold"):
+            fig.add_hline(y=report["threshold"] * res[0], line_dash="dash", line_color="#888",
+                          annotation_text=f"τ·Δ_{d} (τ = {report['threshold']:g})", annotation_position="top right")
+        fit = report.get("fit")
+        if report.get("rule") == "powerlaw" and fit:
+            grid = np.linspace(1, len(res), 100)
+            fig.add_trace(go.Scatter(x=grid + d - 1, y=(fit["a"] * grid ** (-fit["h"]) + fit["b"]) * fit.get("scale", 1),
+                                     mode="lines", line=dict(dash="dot"), name=f"a·x^(−h) + b, h = {fit['h']:.2f}"))
+    if t < B:
+        fig.add_vrect(x0=t + 0.5, x1=B + 0.5, fillcolor="#00cc96", opacity=0.12, line_width=0,
+                      annotation_text="stitched: M_B − M_t", annotation_position="top left")
+    fig.update_layout(title=dict(text=f"Residual memory per retrained block (blocks {d}–{t} of {B})", font=dict(size=14)),
+                      xaxis=dict(title=f"block (1 … {d - 1} untouched)" if d > 1 else "block",
+                                 range=[d - 0.5, B + 0.5], dtick=1 if B - d < 30 else None),
+                      yaxis=dict(title="Δ_k (L1)", type="log" if res and min(res) > 0 else "linear"),
+                      hoverlabel=dict(bgcolor="white", font_color="#222"), margin=dict(t=40, b=40, l=60, r=10),
+                      height=340, legend=dict(orientation="h", y=-0.25))
+    return fig

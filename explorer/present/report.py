@@ -1,0 +1,74 @@
+"""A self-contained HTML report of a comparison: the metrics table and every figure, with
+plotly.js inlined once, so the file opens anywhere without a network."""
+
+from __future__ import annotations
+
+import html as html_lib
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+from plotly.offline import get_plotlyjs
+
+from ..errors import UserError
+from ..evaluation import metrics
+from ..store import artifacts
+from ..store.workspace import Workspace
+from . import comparison, plots
+
+
+def _figure(fig) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+
+
+def html(ws: Workspace, run_ids: list[str]) -> str:
+    """The report of the given runs (at least one), each run's references included."""
+    if not run_ids:
+        raise UserError("name at least one run to report on")
+    runs = [ws.get(i, "run") for i in run_ids]
+    rows = comparison.rows(ws, runs)
+    table = pd.DataFrame(rows).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—", border=0)
+    parts = [f"<h1>Unlearning report</h1><p>{len(runs)} runs · made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+             " by the unlearning explorer. Reference rows: the original model and the oracle retrained without "
+             "the forget set.</p>", table, "<h3>What the metrics mean</h3><ul>" +
+             "".join(f"<li><b>{html_lib.escape(label)}</b> — {html_lib.escape(text)}</li>"
+                     for label, text in comparison.METRICS.values()) + "</ul>"]
+    run_rows = [r for r in rows if not r["run"].startswith("(")]
+    first = runs[0]
+    for key in ("acc_forget", "acc_retain", "acc_test", "mia_efficacy"):
+        parts.append(_figure(plots.metric_bars(run_rows, key, comparison.METRICS[key][0], first["original"].get(key),
+                                               (first["oracle"] or {}).get(key))))
+    if any(r.get("tow") is not None for r in run_rows):
+        parts.append("<h2>ToW against time</h2>" + _figure(plots.tow_vs_seconds(run_rows)))
+    for run in runs:
+        parts.append(_run_section(ws, run))
+    body = "\n".join(parts)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Unlearning report</title>"
+            f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>{body}</body></html>")
+
+
+def _run_section(ws: Workspace, run: dict) -> str:
+    out = [f"<h2>{html_lib.escape(run['method'])} · {run['id']}</h2>",
+           f"<p><code>{html_lib.escape(comparison.settings_text(run['params']))}</code></p>",
+           _figure(plots.before_after(run["original"], run["metrics"], run["oracle"]))]
+    samples = artifacts.run_samples(ws, run)
+    if samples is None:
+        return "\n".join(out)
+    ds = artifacts.dataset_of(ws, ws.get(run["model_id"], "model"))
+    forget = np.asarray(ws.get(run["forget_set_id"], "forget_set")["ids"])
+    out.append(_figure(plots.before_after_samples(samples["original_train_confidence"][forget],
+                                                  samples["unlearned_train_confidence"][forget], None, forget, "")))
+    groups = {w: comparison.loss_groups(samples, forget, ds.n_train, w)
+              for w in ("original", "unlearned", "oracle") if f"{w}_train_loss" in samples}
+    threshold, _ = metrics.best_threshold(groups["unlearned"]["forget"], groups["unlearned"]["test"])
+    out.append(_figure(plots.loss_distributions(groups, threshold)))
+    out.append(_figure(plots.class_accuracy_bars(
+        comparison.class_accuracies(samples, ds.y_test.numpy(), ds.num_classes), ds.classes)))
+    if run.get("analysis"):
+        out.append(_figure(plots.cka_lines(run["analysis"])))
+    return "\n".join(out)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:.85em}td,th{padding:.3em .6em;border-bottom:1px solid #ddd;text-align:right}
+th{background:#f4f4f4}h2{margin-top:2em;border-top:1px solid #ddd;padding-top:1em}"""

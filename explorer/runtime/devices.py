@@ -1,0 +1,78 @@
+"""Choosing the compute device (`auto` takes CUDA, then Apple's MPS, then the CPU), and moving
+host data to it."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+
+import torch
+
+from ..errors import UserError
+
+CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+class DeviceError(UserError):
+    pass
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve(name: str = "auto") -> torch.device:
+    if name not in CHOICES:
+        raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(CHOICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for but no CUDA GPU is available")
+    if name == "mps" and not _mps_available():
+        raise DeviceError("--device mps was asked for but MPS is not available")
+    return torch.device(name)
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+# id(host tensor) -> (weak reference to it, its version when pinned, its pinned copy)
+_pinned: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+
+
+def pinned(x: torch.Tensor) -> torch.Tensor:
+    """`x` (on the CPU) in page-locked memory, from which copies to a CUDA GPU need not block the
+    host. Pinning costs a full copy, so it is done once per tensor (a dataset's tensors are
+    streamed again and again) and the copy is kept while `x` lives unchanged."""
+    if x.is_pinned():
+        return x
+    key = id(x)
+    hit = _pinned.get(key)
+    if hit is not None and hit[0]() is x and hit[1] == x._version:  # _version: bumped by in-place edits
+        return hit[2]
+    copy = x.pin_memory()
+    _pinned[key] = (weakref.ref(x, lambda _, key=key: _pinned.pop(key, None)), x._version, copy)
+    return copy
+
+
+def _streaming(x: torch.Tensor, device: torch.device) -> bool:
+    return device.type == "cuda" and x.device.type == "cpu"
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`x` on `device`; a host tensor bound for a CUDA GPU goes from pinned memory, without
+    blocking the host (work queued after it on the device waits for it, the host does not)."""
+    return pinned(x).to(device, non_blocking=True) if _streaming(x, device) else x.to(device)
+
+
+def batches(x: torch.Tensor, device: torch.device, batch_size: int) -> Iterator[torch.Tensor]:
+    """Consecutive batches of `x` on `device`. A host tensor bound for a CUDA GPU is pinned once
+    and each batch copied without blocking, so the next copy overlaps the current batch's work;
+    elsewhere a batch is `x[i:j].to(device)` (on the CPU: the slice itself, no copy)."""
+    if _streaming(x, device):
+        x = pinned(x)
+    for i in range(0, len(x), batch_size):
+        yield x[i : i + batch_size].to(device, non_blocking=_streaming(x, device))  # a copy back must block

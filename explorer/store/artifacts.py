@@ -1,0 +1,142 @@
+"""Every artifact file a record keeps, by name, and how each is read back.
+
+A record lists its files in `files`; these loaders are the only code that opens them, and the
+names below the only place they are spelled. Nothing here computes or publishes: explorer.pipeline
+writes records (through `Workspace.put`), explorer.present and the app read them through here.
+
+Weights are read only through safetensors, so a stored model file can never run code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .. import data as data_mod
+from .. import models
+from ..errors import UserError
+from ..evaluation.embeddings import SampleMap
+from ..memorization.scores import SCORES, ScoreSet
+from ..training.recipe import Recipe
+from .block_file import BlockFile
+from .workspace import Workspace
+
+# A model record's files.
+WEIGHTS = "weights.safetensors"  # its weights (a run's: the unlearned weights)
+INIT = "init.safetensors"  # the initial weights of a model trained here
+DYNAMICS = "dynamics.npz"  # per-sample training dynamics, samples × epochs (explorer.training.DYNAMICS)
+CODES = "codes.safetensors"  # mnemonic codes, one input per class, under "codes"
+BLOCKS = "blocks.safetensors"  # M_0 … M_B of a model trained in blocks (block_file.py)
+STATES = {"weights": WEIGHTS, "init": INIT}  # the state dicts `load_model` can load
+# Other records' files.
+VALUES = "values.npz"  # a score set: its `values` and any extra arrays (stderr, masks, …)
+MAP = "map.npz"  # a sample map: xy, features, pred
+SAMPLES = "samples.npz"  # a run: per-sample outputs of the original, the unlearned model and the oracle
+
+
+def has(rec: dict, name: str) -> bool:
+    return name in rec.get("files", [])
+
+
+# -- models and their datasets ------------------------------------------------------------------
+
+
+def spec_of(rec: dict) -> data_mod.DatasetSpec:
+    """The dataset spec a dataset record describes."""
+    fields = data_mod.DatasetSpec.__dataclass_fields__
+    return data_mod.DatasetSpec(**{k: rec[k] for k in fields if k in rec})
+
+
+def dataset_of(ws: Workspace, model_rec: dict) -> data_mod.Dataset:
+    return data_mod.load(spec_of(ws.get(model_rec["dataset_id"], "dataset")))
+
+
+def recipe_of(model_rec: dict) -> Recipe | None:
+    """The recipe the model was trained with; None for a model trained elsewhere (imported)."""
+    meta = model_rec.get("recipe")
+    return Recipe.from_meta(meta) if meta else None
+
+
+def load_model(ws: Workspace, rec: dict, which: str = "weights", device: torch.device | str = "cpu") -> nn.Module:
+    """The model record's architecture with its weights (or, `which="init"`, its initial weights)."""
+    ds_rec = ws.get(rec["dataset_id"], "dataset")
+    channels, size, _ = ds_rec["shape"]
+    model = models.build(rec["arch"], channels, len(ds_rec["classes"]), size)
+    model.load_state_dict(load_file(ws.read(rec, STATES[which])))
+    return model.to(device)
+
+
+def load_init(ws: Workspace, model_rec: dict) -> dict[str, torch.Tensor] | None:
+    """θ_0, the state dict the model's training started from, on the CPU; None for a model
+    trained elsewhere."""
+    return load_file(ws.read(model_rec, INIT)) if has(model_rec, INIT) else None
+
+
+def load_codes(ws: Workspace, model_rec: dict) -> torch.Tensor | None:
+    """The model's mnemonic codes, (num_classes, C, H, W) on the CPU, or None if it was trained
+    without them (or imported)."""
+    if not has(model_rec, CODES):
+        return None
+    return load_file(ws.read(model_rec, CODES))["codes"]
+
+
+def load_dynamics(ws: Workspace, model_rec: dict) -> dict[str, np.ndarray]:
+    """The samples × epochs arrays recorded while the model trained."""
+    if not model_rec.get("has_dynamics"):
+        raise UserError(f"model {model_rec['id']} has no training dynamics (it was {model_rec.get('source')})")
+    with np.load(ws.read(model_rec, DYNAMICS)) as z:
+        return {k: z[k] for k in z.files}
+
+
+def open_blocks(ws: Workspace, model_rec: dict) -> BlockFile | None:
+    """The model's stored blocks, read lazily; None for a model trained in one piece."""
+    return BlockFile(ws.read(model_rec, BLOCKS)) if has(model_rec, BLOCKS) else None
+
+
+# -- score sets and maps ------------------------------------------------------------------------
+
+
+def load_scores(ws: Workspace, rec: dict | str) -> ScoreSet:
+    """A score set, by record or id."""
+    rec = ws.get(rec, "scores") if isinstance(rec, str) else rec
+    with np.load(ws.read(rec, VALUES)) as z:
+        arrays = {k: z[k] for k in z.files}
+    return ScoreSet(rec, arrays.pop("values"), arrays)
+
+
+def latest_scores(ws: Workspace, model_id: str) -> dict[str, dict]:
+    """The newest score set of each name for a model, in the order of SCORES."""
+    newest = {rec["name"]: rec for rec in ws.find("scores", model_id=model_id)}  # find is oldest first
+    return {name: newest[name] for name in SCORES if name in newest}
+
+
+def find_maps(ws: Workspace, model_id: str, method: str | None = None, seed: int | None = None) -> list[dict]:
+    """Stored maps of a model, newest first."""
+    where = {k: v for k, v in (("method", method), ("seed", seed)) if v is not None}
+    return ws.find("embedding", model_id=model_id, **where)[::-1]
+
+
+def load_map(ws: Workspace, rec: dict) -> SampleMap:
+    with np.load(ws.read(rec, MAP)) as f:
+        return SampleMap(rec, f["xy"], f["features"], f["pred"])
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+def run_samples(ws: Workspace, run: dict) -> dict[str, np.ndarray] | None:
+    """Per-sample confidence / loss / prediction of the original, unlearned and oracle models
+    (`original_train_loss`, `unlearned_test_pred`, …); None for runs made before they were kept."""
+    if not has(run, SAMPLES):
+        return None
+    with np.load(ws.read(run, SAMPLES)) as z:
+        return {k: z[k] for k in z.files}
+
+
+def unlearned_model(ws: Workspace, run: dict) -> nn.Module:
+    """The run's unlearned model (the original's architecture with the run's weights)."""
+    model = load_model(ws, ws.get(run["model_id"], "model"))
+    model.load_state_dict(load_file(ws.read(run, WEIGHTS)))
+    return model

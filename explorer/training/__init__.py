@@ -1,0 +1,33 @@
+"""Training: a model fit to arrays by a recipe, with what the unlearning methods need kept along
+the way (per-sample dynamics, mnemonic codes, the SD loss, the blocks of DeepObliviate), and
+many small models trained at once for exact memorization (ensembles.py). Never sees a
+workspace: explorer.pipeline loads the data and publishes the result.
+
+`fit` is the entry point: a recipe with `blocks` trains block by block (blocks.py), any other in
+one piece (loop.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import fit_blocks
+from .codes import make_codes
+from .loop import DYNAMICS, TrainResult, accuracy, init_model, per_class_accuracy, run, state_bytes
+from .recipe import Recipe, RecipeError
+
+__all__ = ["DYNAMICS", "Recipe", "RecipeError", "TrainResult", "accuracy", "fit", "init_model", "make_codes",
+           "per_class_accuracy", "state_bytes"]
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, device: torch.device, *,
+        record_dynamics: bool = True, **kwargs) -> TrainResult:
+    """Train `model` in place on (x, y) with `recipe`; returns the epoch log and dynamics. The other
+    keywords are `loop.run`'s (x_test, y_test, progress, opt: a given optimizer is continued, its
+    momentum carries over). With `recipe.blocks` the training is by blocks, and `opt` is not used."""
+    if recipe.blocks:  # DeepObliviate's block training: no dynamics, a checkpoint after each block
+        kwargs.pop("opt", None)
+        # Without dynamics (the estimator's subset models) nobody reads the block snapshots either.
+        return fit_blocks(model, x, y, recipe, device, snapshots=record_dynamics, **kwargs)
+    return run(model, x, y, recipe, device, record_dynamics=record_dynamics, **kwargs)

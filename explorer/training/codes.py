@@ -1,0 +1,56 @@
+"""Mnemonic codes (Yamashita et al., ACML 2024): one random input per class, swapped in for
+training samples with probability `Recipe.mnemonic_tmix`, so that the model can later forget a
+class in one step from its codes alone (explorer/unlearning/mnemonic.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .recipe import Recipe
+
+
+def make_codes(num_classes: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """One mnemonic code per class: uniform on [0, 1) in the model's (normalized) input space, as
+    the official code draws them; the same seed always gives the same codes."""
+    return torch.rand((num_classes, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+class CodeMixer:
+    """The mnemonic-code swap of one training run.
+
+    Each epoch draws, on the CPU from its own seeded stream (the shuffling stream is untouched),
+    which samples are swapped; a batch is then one training-mode pass over its real samples plus,
+    appended, the codes of the swapped ones. The loss is the batch mean with the swapped samples
+    replaced by their codes (the paper's swap; gradients are identical for models without batch
+    norm), while the recorder gets every real sample's statistics from the same pass, so the
+    dynamics and the proxies built on them keep one value per sample and epoch. The cost is
+    t_mix more rows per forward pass. Everything per batch is sliced by Python ints: no host sync.
+    """
+
+    def __init__(self, recipe: Recipe, num_classes: int, shape, device: torch.device):
+        self.tmix = recipe.mnemonic_tmix
+        self.codes = make_codes(num_classes, tuple(shape), recipe.codes_seed).to(device)
+        self.swaps = torch.Generator().manual_seed(recipe.seed + 7919)  # a stream apart from shuffling
+        self.device = device
+
+    def draw(self, perm: torch.Tensor, batch_size: int) -> None:
+        swapped = torch.rand(len(perm), generator=self.swaps) < self.tmix  # by position in this epoch
+        self.rate = swapped.float().mean().item()
+        self.keep = (~swapped).float().to(self.device)
+        self.swapped_ids = perm[swapped].to(self.device)
+        # Where each batch's swapped ids start: swaps before positions 0, B, 2B, …, n (one numpy pass).
+        before = np.concatenate([[0], np.cumsum(swapped.numpy())])
+        self.offsets = before[[*range(0, len(perm), batch_size), len(perm)]].tolist()
+
+    def forward(self, model: nn.Module, x, y, ids, b: int, i: int):
+        sid = self.swapped_ids[self.offsets[b] : self.offsets[b + 1]]
+        all_logits = model(torch.cat([x[ids], self.codes[y[sid]]]))
+        logits = all_logits[: len(ids)]
+        losses = F.cross_entropy(logits, y[ids], reduction="none")
+        code_losses = F.cross_entropy(all_logits[len(ids) :], y[sid], reduction="sum")
+        train_loss = ((losses * self.keep[i : i + len(ids)]).sum() + code_losses) / len(ids)
+        return logits, losses, train_loss

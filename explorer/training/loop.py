@@ -1,0 +1,172 @@
+"""The SGD loop over a recipe's epochs, in one piece, recording per-sample learning dynamics
+along the way (block training, blocks.py, runs it once per block).
+
+The dynamics come from the training-mode forward pass each mini-batch makes anyway, before the
+optimizer step: no extra pass over the data (they feed the learning-event proxies). They are kept on the device as
+samples × epochs tensors and copied back once at the end.
+
+With `mnemonic_tmix` > 0 (codes.py) each sample's input is swapped, with that probability, for
+its class's mnemonic code in the loss; the recorder still sees every real sample.
+
+With `amp` the forward passes run in bfloat16 (explorer/runtime/precision.py); losses, the recorded
+dynamics and the weights stay float32.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save as st_save
+from torch import nn
+
+from .. import models
+from ..runtime import devices, optim, precision
+from ..runtime.progress import Progress, no_progress
+from .codes import CodeMixer
+from .losses import sd_loss
+from .recipe import Recipe
+
+DYNAMICS = ("confidence", "max_conf", "neg_entropy", "correct", "loss", "sq_norm")
+
+
+@dataclass
+class TrainResult:
+    log: list[dict] = field(default_factory=list)  # one row per epoch
+    dynamics: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n, epochs)
+    seconds: float = 0.0
+    codes: torch.Tensor | None = None  # (num_classes, C, H, W) on the CPU, when trained with codes
+
+
+class DynamicsRecorder:
+    """Per-sample, per-epoch statistics of the softmax a batch produced during training."""
+
+    def __init__(self, n: int, epochs: int, device: torch.device):
+        self.values = torch.zeros(len(DYNAMICS), n, epochs, device=device)
+
+    @torch.no_grad()
+    def record(self, epoch: int, ids: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor):
+        logp = torch.log_softmax(logits.float(), 1)
+        p = logp.exp()
+        stats = torch.stack(
+            [
+                p.gather(1, y[:, None])[:, 0],
+                p.max(1).values,
+                (p * logp).sum(1),  # log-softmax is finite, so 0·log 0 cannot produce NaN
+                (logits.argmax(1) == y).float(),
+                loss.float(),
+                (p * p).sum(1),  # with confidence this gives EL2N: ‖p − e_y‖² = Σp² − 2p_y + 1
+            ]
+        )
+        self.values[:, ids, epoch] = stats
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        values = self.values.cpu().numpy()
+        return {name: values[i] for i, name in enumerate(DYNAMICS)}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    if len(y) == 0:
+        return float("nan")
+    pred = models.predict_proba(model, x).argmax(1)
+    return (pred == y.cpu()).float().mean().item()
+
+
+def run(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Recipe,
+    device: torch.device,
+    *,
+    x_test: torch.Tensor | None = None,
+    y_test: torch.Tensor | None = None,
+    record_dynamics: bool = True,
+    progress: Progress = no_progress,
+    opt: optim.SGD | None = None,
+) -> TrainResult:
+    """Train `model` in place on (x, y) with `recipe`, in one piece (its `blocks` are not looked at:
+    `explorer.training.fit` is what honours them); returns the epoch log and dynamics. A given
+    `opt` is continued (its momentum carries over)."""
+    start = time.perf_counter()
+    model.to(device)
+    x, y = x.to(device), y.to(device)
+    n = len(y)
+    if opt is None:
+        opt = optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    total_steps = recipe.epochs * math.ceil(n / recipe.batch_size)
+    step = 0
+    order = torch.Generator().manual_seed(recipe.seed)
+    recorder = DynamicsRecorder(n, recipe.epochs, device) if record_dynamics else None
+    result = TrainResult()
+    mix = CodeMixer(recipe, models.head(model).out_features, x.shape[1:], device) if recipe.mnemonic_tmix else None
+    net = precision.wrap(model, device, recipe.amp)  # the model itself unless amp: then float32 logits from bf16
+    for epoch in range(recipe.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=order)
+        if mix is not None:
+            mix.draw(perm, recipe.batch_size)
+        perm = devices.to_device(perm, device)  # without a host sync on a GPU
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for b, i in enumerate(range(0, n, recipe.batch_size)):
+            ids = perm[i : i + recipe.batch_size]
+            if mix is None:
+                logits = net(x[ids])
+                losses = F.cross_entropy(logits, y[ids], reduction="none")
+                train_loss = losses.mean()
+            else:
+                logits, losses, train_loss = mix.forward(net, x, y, ids, b, i)
+            if recipe.sd_lambda:  # the SD loss on the real samples' logits; λ = 0 leaves the step as it was
+                train_loss = train_loss + recipe.sd_lambda * sd_loss(logits)
+            if recorder is not None:
+                recorder.record(epoch, ids, logits.detach(), y[ids], losses.detach())
+            if recipe.cosine:
+                opt.lr = optim.cosine_lr(recipe.lr, step, total_steps)
+            opt.zero_grad()
+            train_loss.backward()
+            opt.step()
+            step += 1
+            loss_sum += losses.detach().sum()
+            correct += (logits.detach().argmax(1) == y[ids]).sum()
+        row = {"epoch": epoch + 1, "loss": loss_sum.item() / n, "train_acc": correct.item() / n}
+        if mix is not None:
+            row["code_rate"] = mix.rate
+        if x_test is not None:
+            row["test_acc"] = accuracy(model, x_test, y_test)
+        result.log.append(row)
+        progress(
+            (epoch + 1) / recipe.epochs,
+            f"epoch {epoch + 1}/{recipe.epochs} · loss {row['loss']:.3f}"
+            + (f" · test acc {row['test_acc']:.3f}" if "test_acc" in row else ""),
+        )
+    if recorder is not None:
+        result.dynamics = recorder.arrays()
+    if mix is not None:
+        result.codes = mix.codes.cpu()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def init_model(arch: str, data, seed: int) -> nn.Module:
+    """A freshly initialized model; the same seed always gives the same weights."""
+    torch.manual_seed(seed)
+    return models.for_dataset(arch, data)
+
+
+def state_bytes(model: nn.Module) -> bytes:
+    return st_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+def per_class_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[float]:
+    pred = models.predict_proba(model, x).argmax(1)
+    y = y.cpu()
+    return [
+        (pred[y == c] == c).float().mean().item() if (y == c).any() else float("nan")
+        for c in range(num_classes)
+    ]

@@ -1,0 +1,219 @@
+"""Streamlit building blocks shared by the pages: the workspace, cached data, pickers, job
+progress and image galleries. Everything slow is cached or runs as a job."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from explorer.evaluation import embeddings
+from explorer.memorization import proxies, scores
+from explorer.pipeline import memorize
+from explorer.runtime import devices
+from explorer.store import artifacts, jobs
+from explorer.store.workspace import Workspace, default_path
+
+
+@st.cache_resource(show_spinner=False)
+def _workspace(path: str) -> Workspace:
+    return Workspace(path)
+
+
+def workspace() -> Workspace:
+    return _workspace(str(default_path().resolve()))
+
+
+@st.cache_resource(show_spinner=False)
+def device_name() -> str:
+    return devices.describe(devices.resolve("auto"))
+
+
+def dataset(ws: Workspace, model_rec: dict):
+    return artifacts.dataset_of(ws, model_rec)  # lru-cached in explorer.data
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def dynamics_proxies(ws_path: str, model_id: str) -> dict[str, np.ndarray]:
+    ws = _workspace(ws_path)
+    return proxies.from_dynamics(artifacts.load_dynamics(ws, ws.get(model_id, "model")))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def score_set(ws_path: str, score_id: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A stored score set's values and extra arrays. Records never change, so they are cached by
+    id and shared, not copied on every rerun (the exact estimator's matrices are K × n)."""
+    loaded = artifacts.load_scores(_workspace(ws_path), score_id)
+    return loaded.values, loaded.arrays
+
+
+def available_scores(ws: Workspace, rec: dict) -> dict[str, np.ndarray]:
+    """Raw values of every score this model has: the newest stored score set of each name,
+    and, for a model trained here, the learning-event proxies straight from its dynamics."""
+    ws_path = str(ws.path.resolve())
+    stored = artifacts.latest_scores(ws, rec["id"])
+    found = {name: score_set(ws_path, srec["id"])[0] for name, srec in stored.items()}
+    if rec.get("has_dynamics"):
+        for name, values in dynamics_proxies(ws_path, rec["id"]).items():
+            found.setdefault(name, values)
+    return {name: found[name] for name in scores.SCORES if name in found}
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _partial_exact_runs(ws_path: str, model_id: str, signature: tuple) -> list[dict]:
+    return memorize.in_progress(_workspace(ws_path), model_id)
+
+
+@st.cache_resource(show_spinner=False)
+def ray_installed() -> bool:
+    """Whether the optional Ray backend can be offered (found without importing Ray)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def partial_exact_runs(ws: Workspace, model_id: str) -> list[dict]:
+    """`memorize.in_progress`, re-read only when a chunk has landed."""
+    folders = sorted((ws.path / "partial").glob(f"exact-{model_id}-*"))
+    signature = tuple((f.name, len(list(f.glob("chunk-*.npz")))) for f in folders)
+    return _partial_exact_runs(str(ws.path.resolve()), model_id, signature) if signature else []
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def stored_map(ws_path: str, map_id: str) -> embeddings.SampleMap:
+    """A stored sample map (coordinates, features, predictions); records never change."""
+    ws = _workspace(ws_path)
+    return artifacts.load_map(ws, ws.get(map_id, "embedding"))
+
+
+def model_label(rec: dict) -> str:
+    acc = f" · test acc {rec['test_acc']:.3f}" if rec.get("test_acc") is not None else ""
+    return f"{rec['name']} · {rec['id']}{acc}"
+
+
+def pick_model(ws: Workspace, key: str, dynamics_only: bool = False, include_oracles: bool = False) -> dict | None:
+    """A model selectbox; returns None (after saying why) when there is nothing to pick."""
+    recs = [r for r in ws.find("model") if include_oracles or r.get("source") != "oracle"]
+    if dynamics_only:
+        recs = [r for r in recs if r.get("has_dynamics")]
+    if not recs:
+        st.info("No trained model yet. Train one on the **Models** page (digits trains in seconds)."
+                if dynamics_only else "No model yet. Train or import one on the **Models** page.")
+        return None
+    recs = sorted(recs[::-1], key=lambda r: r.get("source") == "oracle")  # newest first, oracles last
+    default = st.session_state.get("model_id")
+    index = next((i for i, r in enumerate(recs) if r["id"] == default), 0)
+    rec = st.selectbox("Model", recs, index=index, format_func=model_label, key=key)
+    st.session_state["model_id"] = rec["id"]
+    return rec
+
+
+def launch(ws: Workspace, argv: list[str], title: str, state_key: str) -> str:
+    """Start a CLI command as a background job and remember it for this page."""
+    job_id = jobs.submit(ws, argv, title)
+    st.session_state[state_key] = job_id
+    return job_id
+
+
+def job_status(ws: Workspace, state_key: str) -> None:
+    """Live progress of the job this page launched last; reruns the page once when it ends."""
+    job_id = st.session_state.get(state_key)
+    if not job_id:
+        return
+
+    @st.fragment(run_every=1.0)
+    def _poll():
+        jobs.refresh(ws)
+        job = jobs.get(ws, job_id)
+        if job["state"] in jobs.ACTIVE:
+            st.progress(job["progress"], text=f"{job['title']}: {job['message']}")
+            if st.button("Cancel", key=f"cancel-{job_id}"):
+                jobs.cancel(ws, job_id)
+            return
+        st.session_state.pop(state_key, None)
+        st.session_state["last_job"] = job
+        st.rerun(scope="app")
+
+    _poll()
+
+
+def last_job_message() -> None:
+    """Say once how the last finished job ended."""
+    job = st.session_state.pop("last_job", None)
+    if not job:
+        return
+    if job["state"] == "succeeded":
+        st.success(f"{job['title']}: {job['message']}")
+    elif job["state"] == "cancelled":
+        st.warning(f"{job['title']}: cancelled before it finished; nothing half-done was saved")
+    else:
+        st.error(f"{job['title']} failed: {job['message']}")
+
+
+def caption_for(i: int, ds, value: float | None = None) -> str:
+    """A short image caption: id · label (·←true label when noise flipped it) · score."""
+    text = f"#{i} · {ds.classes[int(ds.y_train[i])]}"
+    if int(ds.y_train[i]) != int(ds.y_train_clean[i]):
+        text += f"←{ds.classes[int(ds.y_train_clean[i])]}"
+    return text if value is None or not np.isfinite(value) else f"{text} · {value:.2f}"
+
+
+def upscale(image: np.ndarray, size: int = 64) -> np.ndarray:
+    """Nearest-neighbour enlargement so 8×8 digits stay crisp."""
+    factor = max(1, size // image.shape[0])
+    return image.repeat(factor, 0).repeat(factor, 1)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _encoded(spec, width: int) -> dict[tuple[str, int], str]:
+    """PNG data URIs of one dataset's thumbnails at one width, filled as images are shown: each is
+    encoded once per server, and the browser gets it inline instead of fetching it."""
+    return {}
+
+
+def thumbnail_uris(ds, ids, split: str = "train", width: int = 88) -> list[str]:
+    import base64
+    import io
+
+    from PIL import Image
+
+    cache, images = _encoded(ds.spec, width), ds.thumbs_train if split == "train" else ds.thumbs_test
+    out = []
+    for i in ids:
+        uri = cache.get((split, int(i)))
+        if uri is None:
+            buf = io.BytesIO()
+            Image.fromarray(upscale(images[int(i)], width)).save(buf, format="PNG")
+            uri = cache[(split, int(i))] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        out.append(uri)
+    return out
+
+
+def gallery(ds, ids, captions: list[str], split: str = "train", width: int = 88) -> None:
+    """The dataset's images `ids` in a wrapping row, each with its caption."""
+    if len(ids) == 0:
+        st.caption("No images.")
+        return
+    st.image(thumbnail_uris(ds, ids, split, width), caption=captions, width=width)
+
+
+def sidebar(ws: Workspace) -> None:
+    with st.sidebar:
+        st.caption(f"Workspace: `{ws.path.resolve()}`")
+        st.caption(f"Device: **{device_name()}**")
+
+        @st.fragment(run_every=2.0)
+        def _running():
+            active = jobs.list_jobs(ws, active_only=True)
+            if active:
+                st.markdown("**Running jobs**")
+            for job in active:
+                st.progress(job["progress"], text=f"{job['title']} · {job['message']}")
+
+        _running()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def load_model(ws_path: str, model_id: str):
+    """A stored model in eval mode; records never change, so it is loaded once."""
+    ws = _workspace(ws_path)
+    return artifacts.load_model(ws, ws.get(model_id, "model")).eval()
