@@ -21,5 +21,6 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
+ui.warm_up()
 ui.sidebar(ui.workspace())
 page.run()

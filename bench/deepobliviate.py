@@ -1,4 +1,4 @@
-"""DeepObliviate, as understood (METHODS.md §6), on the embedded digits: a model trained in B
+"""DeepObliviate (Xu et al. 2021), as understood, on the embedded digits: a model trained in B
 blocks, 20 samples forgotten; the speed-up over the oracle (the same block training on the retain
 set, timed on the same device, as every run reports it), the unlearned model's test accuracy as
 a % of the oracle's, and how far the stitched model is from the fully retrained chain

@@ -1,6 +1,6 @@
 """Unlearning on digits: seconds and speed-up over retraining for every method, the mnemonic
 one-shot method against its targets, and RUM tuned per group against the best tuned single
-method on a mixed forget set (METHODS.md §3–5).
+method on a mixed forget set.
 
 Setting: an MLP trained 60 epochs on digits with 5% flipped labels, exact memorization from 128
 subset models, a forget set of 25 low + 25 mid + 25 high by it; for mnemonic a CNN trained with

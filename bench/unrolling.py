@@ -1,4 +1,4 @@
-"""Unrolling SGD on the embedded digits (METHODS.md §7): does the unlearning error rank runs as
+"""Unrolling SGD on the embedded digits (Thudi et al. 2022): does the unlearning error rank runs as
 the verification error does, and does the SD loss lower the verification error of `sgd_unroll`?
 
 A sweep over sd_lambda × learning rate × epochs trains a digits MLP from one θ_0, forgets the

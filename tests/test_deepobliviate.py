@@ -1,4 +1,4 @@
-"""DeepObliviate, as understood (METHODS.md §6): block training, the stored blocks, the stop
+"""DeepObliviate (Xu et al. 2021), as understood: block training, the stored blocks, the stop
 rules, stitching, and the method end to end on tiny MLPs over the embedded digits."""
 
 from __future__ import annotations

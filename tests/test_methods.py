@@ -1,4 +1,4 @@
-"""The base unlearning methods of METHODS.md §4 on a tiny MLP over the embedded digits."""
+"""The base unlearning methods (fine-tuning, NegGrad(+), ℓ1-sparse, random labels, SalUn, SCRUB) on a tiny MLP over the embedded digits."""
 
 from __future__ import annotations
 

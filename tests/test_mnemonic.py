@@ -1,4 +1,4 @@
-"""Mnemonic codes (METHODS.md §5): training with them, saving them, and one-shot class forgetting."""
+"""Mnemonic codes (Yamashita et al. 2024): training with them, saving them, and one-shot class forgetting."""
 
 from __future__ import annotations
 

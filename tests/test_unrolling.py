@@ -1,4 +1,4 @@
-"""Unrolling SGD (METHODS.md §7): the SD loss, single-gradient unlearning (`sgd_unroll`), the top
+"""Unrolling SGD (Thudi et al. 2022): the SD loss, single-gradient unlearning (`sgd_unroll`), the top
 Hessian eigenvalue and the unlearning error."""
 
 from __future__ import annotations

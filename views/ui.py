@@ -23,6 +23,37 @@ def workspace() -> Workspace:
     return _workspace(str(default_path().resolve()))
 
 
+# What the pages import or first use lazily (scipy.stats alone takes over a second here).
+_WARM = ("pandas", "scipy.stats", "sklearn.metrics", "sklearn.linear_model", "sklearn.model_selection",
+         "sklearn.decomposition", "sklearn.svm", "PIL.PngImagePlugin", "plotly.io")
+
+
+def _import_everything() -> None:
+    import importlib
+    import pkgutil
+
+    import explorer
+
+    names = [m.name for m in pkgutil.walk_packages(explorer.__path__, "explorer.") if m.name != "explorer.__main__"]
+    for name in [*names, *_WARM]:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a page that needs it reports the problem itself
+            pass
+    from explorer.present import plots
+
+    plots.warm_up()
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> None:
+    """Once per server, in the background: import what the pages need and build one figure of
+    each kind, so a user's first visit to a page does not wait for imports."""
+    import threading
+
+    threading.Thread(target=_import_everything, name="warm-up", daemon=True).start()
+
+
 @st.cache_resource(show_spinner=False)
 def device_name() -> str:
     return devices.describe(devices.resolve("auto"))

@@ -14,6 +14,17 @@ CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
                  "#bcbd22", "#17becf"]
 
 
+def warm_up() -> None:
+    """Build and serialize one tiny figure of every trace type used here: plotly loads each
+    type's validators on first use, which costs a first-time page visit up to a second."""
+    import plotly.io as pio
+
+    fig = go.Figure([go.Scatter(x=[0], y=[0]), go.Scattergl(x=[0], y=[0], customdata=[[0]]), go.Bar(x=[0], y=[0]),
+                     go.Histogram(x=[0]), go.Heatmap(z=[[0]]), go.Box(y=[0])])
+    pio.to_json(_style(make_subplots(rows=1, cols=2).add_trace(go.Scatter(x=[0], y=[0]), 1, 1)), validate=False)
+    pio.to_json(_style(fig, legend=dict(orientation="h")), validate=False)
+
+
 def _style(fig: go.Figure, **layout) -> go.Figure:
     """Layout every figure shares: readable hover labels, tight margins."""
     fig.update_layout(**{"hoverlabel": dict(bgcolor="white", font_color="#222"),
