@@ -29,10 +29,16 @@ _WARM = ("pandas", "scipy.stats", "sklearn.metrics", "sklearn.linear_model", "sk
 
 
 def _import_everything() -> None:
+    import contextlib
     import importlib
+    import os
     import pkgutil
+    import threading
 
     import explorer
+
+    with contextlib.suppress(AttributeError, OSError):  # Linux: nice this thread only, so a job started
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # meanwhile gets the cores first
 
     names = [m.name for m in pkgutil.walk_packages(explorer.__path__, "explorer.") if m.name != "explorer.__main__"]
     for name in [*names, *_WARM]:
