@@ -131,3 +131,21 @@ def settled(page, timeout_ms: float = 600_000) -> None:
 
     expect(page.locator("[data-testid=stApp]")).to_have_attribute("data-test-script-state", "notRunning",
                                                                  timeout=timeout_ms)
+
+
+def lasso(page, reach: float, timeout_ms: float = 60_000) -> None:
+    """Draw a lasso (the map's default drag mode) around the middle of the page's first map: a
+    square reaching `reach` of the plot's width and height from its centre. A lasso that starts
+    inside an earlier selection would move that selection instead, so grow `reach` between lassos."""
+    drag = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first  # takes the lasso/box drags
+    drag.wait_for(timeout=timeout_ms)
+    box = drag.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    rx, ry = box["width"] * reach, box["height"] * reach
+    corners = [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]
+    page.mouse.move(*corners[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+        for t in (0.25, 0.5, 0.75, 1.0):
+            page.mouse.move(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, steps=2)
+    page.mouse.up()

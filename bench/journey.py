@@ -34,22 +34,6 @@ def _settled(page) -> None:
     _app.settled(page, SETTLE_MS)
 
 
-def _lasso(page, reach: float) -> None:
-    """A square lasso around the middle of the first map, `reach` of its size from the centre."""
-    drag = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first
-    drag.wait_for(timeout=SETTLE_MS)
-    box = drag.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    rx, ry = box["width"] * reach, box["height"] * reach
-    corners = [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]
-    page.mouse.move(*corners[0])
-    page.mouse.down()
-    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
-        for t in (0.25, 0.5, 0.75, 1.0):
-            page.mouse.move(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, steps=2)
-    page.mouse.up()
-
-
 def _selection_seconds(page, reaches=(0.2, 0.3, 0.4)) -> list[float]:
     """Mouse-up to a complete selection panel, for lassos of growing size."""
     from playwright.sync_api import expect
@@ -57,7 +41,7 @@ def _selection_seconds(page, reaches=(0.2, 0.3, 0.4)) -> list[float]:
     heading = page.get_by_role("heading", name=re.compile(r"^\d+ samples selected"))
     times, previous = [], None
     for reach in reaches:
-        _lasso(page, reach)
+        _app.lasso(page, reach, SETTLE_MS)
         start = time.perf_counter()
         if previous is None:
             expect(heading).to_be_visible(timeout=SETTLE_MS)

@@ -89,26 +89,12 @@ def _open(page, url: str, title: str) -> None:
 
 
 def _lasso(page, reach: float) -> None:
-    """Draw a lasso (the map's default drag mode) around the middle of the first map: a square
-    reaching `reach` of the plot's width and height from its centre."""
-    drag = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first  # takes the lasso/box drags
-    expect(drag).to_be_visible(timeout=60_000)
-    box = drag.bounding_box()
-    assert box is not None
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    rx, ry = box["width"] * reach, box["height"] * reach
-    polygon = [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]
-    page.mouse.move(*polygon[0])
-    page.mouse.down()
-    for (x0, y0), (x1, y1) in zip(polygon, polygon[1:]):
-        for t in (0.25, 0.5, 0.75, 1.0):
-            page.mouse.move(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, steps=2)
-    page.mouse.up()
+    _app.lasso(page, reach)
 
 
 def _settled(page) -> None:
-    """Wait until the script has finished (the running indicator is gone)."""
-    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=120_000)
+    """Wait until the script has finished."""
+    _app.settled(page, 120_000)
 
 
 def test_train_from_the_models_page(app, page):
