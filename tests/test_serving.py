@@ -3,6 +3,7 @@ settings it gets from .streamlit/config.toml are the safe, fast ones."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tomllib
 
@@ -12,8 +13,10 @@ CONFIG = _app.ROOT / ".streamlit" / "config.toml"
 
 
 def test_make_run_serves_the_command_the_browser_tests_use():
-    dry = subprocess.run(["make", "-n", "run"], cwd=_app.ROOT, capture_output=True, text=True, check=True).stdout
-    served = dry.strip().splitlines()[-1].split()
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # under make test
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "run"], cwd=_app.ROOT, capture_output=True, text=True,
+                         check=True, env=env).stdout
+    served = [line for line in dry.splitlines() if " streamlit " in line][-1].split()
     assert served[0].endswith("python") and served[1:] == _app.RUN_ARGS, dry
     assert _app.command(8502)[1:] == [*_app.RUN_ARGS, "--server.port", "8502"]  # only the port is added
 
