@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-# `make run` runs `$(BIN)/python -m streamlit run app.py`; tests/test_browser.py checks they agree.
+# `make run` runs `$(BIN)/python -m streamlit run app.py`; tests/test_serving.py checks they agree.
 RUN_ARGS = ["-m", "streamlit", "run", "app.py"]
 
 

@@ -5,24 +5,17 @@ is drawn and the script has finished, for a first and a repeated visit."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench import _app
 from explorer import data, training
 from explorer.evaluation import embeddings
 from explorer.pipeline import checkpoints, embed
 from explorer.store.workspace import Workspace
-
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
-
 
 def _umap_seconds(feats: np.ndarray) -> float:
     start = time.perf_counter()
@@ -55,36 +48,22 @@ def _workspace_with_map(ws_path: Path, spec: data.DatasetSpec, arch: str) -> Non
 
 
 def _page_seconds(ws_path: Path) -> list[float]:
-    """Seconds to a drawn map on the Explore page, for two visits in fresh browser contexts."""
-    from playwright.sync_api import expect, sync_playwright
+    """Seconds to a drawn map on the Explore page, for two visits in fresh browser contexts, on
+    the app served as `make run` serves it."""
+    from playwright.sync_api import expect
 
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "EXPLORER_WORKSPACE": str(ws_path), "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     times = []
-    try:
-        time.sleep(4)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            for _ in range(2):
-                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-                start = time.perf_counter()
-                page.goto(f"http://localhost:{port}/explore", timeout=120_000)
-                expect(page.locator(".js-plotly-plot .scatterlayer, .js-plotly-plot canvas").first).to_be_attached(
-                    timeout=300_000)
-                expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=300_000)
-                times.append(time.perf_counter() - start)
-                page.context.close()
-            browser.close()
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as logs, _app.served(ws_path, Path(logs) / "app.log") as server, \
+            _app.browser() as browser:
+        for _ in range(2):
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            start = time.perf_counter()
+            page.goto(f"{server.url}/explore", timeout=120_000)
+            expect(page.locator(".js-plotly-plot .scatterlayer, .js-plotly-plot canvas").first).to_be_attached(
+                timeout=300_000)
+            _app.settled(page, 300_000)
+            times.append(time.perf_counter() - start)
+            page.context.close()
     return times
 
 
@@ -98,8 +77,8 @@ def run() -> dict:
     centres = rng.normal(0, 6, size=(10, 64))
     blobs = (centres[rng.integers(0, 10, 50_000)] + rng.normal(size=(50_000, 64))).astype(np.float32)
     out["umap_synthetic_50000_seconds"] = round(_umap_seconds(blobs), 1)
-    if not Path(CHROMIUM).exists():
-        out["explore_page_seconds"] = f"skipped: no Chromium at {CHROMIUM}"
+    if not _app.CHROMIUM.exists():
+        out["explore_page_seconds"] = f"skipped: no Chromium at {_app.CHROMIUM}"
         return out
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

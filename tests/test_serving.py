@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tomllib
 
 from bench import _app
@@ -33,5 +34,5 @@ def test_streamlit_reads_the_configuration_from_the_checkout():
     """What Streamlit itself resolves from the file (not just what the file says)."""
     code = ("from streamlit import config; config.get_config_options(force_reparse=True); "
             "print(config.get_option('server.fileWatcherType'), config.get_option('server.address'))")
-    out = subprocess.run([_app.sys.executable, "-c", code], cwd=_app.ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=_app.ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split()[-2:] == ["none", "localhost"]
