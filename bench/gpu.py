@@ -53,7 +53,7 @@ def run() -> dict:
         k, epochs, n = sizes[arch]
         ds = ds or cifar_shaped(n)
         name = f"{arch}_{'digits' if arch == 'cnn' else f'cifar_shaped_n{n}'}_K{k}_{epochs}ep"
-        engines = ["batched", "sequential"] if arch in ensembles.BATCHABLE else ["sequential"]
+        engines = ["sequential"] if ensembles.not_batchable(arch) else list(ensembles.ENGINES)
         # Warm-up, one model for one epoch: imports, the CUDA context and cuDNN plans (bf16 ones too on a
         # GPU; on a CPU an amp warm-up would cost as much as the measurement).
         for engine in engines:

@@ -340,8 +340,8 @@ def memorize_(
     ratio: Annotated[float, typer.Option(help="Fraction r of the training set in each subset.")] = ExactConfig.ratio,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per model [default: the model's own recipe].")] = None,
     seed: int = 0,
-    engine: Annotated[str, typer.Option(help="auto, batched (K models at once) or sequential.")] = "auto",
-    chunk: Annotated[Optional[int], typer.Option(help="Models per saved chunk [default: 32 batched, 8 sequential].")] = None,
+    engine: Annotated[str, typer.Option(help="auto (the fastest of a few timed steps of each), batched (K models as one computation, each with its own batches), fused (K models on shared batches, one wide matmul per layer) or sequential.")] = "auto",
+    chunk: Annotated[Optional[int], typer.Option(help="Models per saved chunk [default: 32 batched or fused, 8 sequential].")] = None,
     backend: Annotated[str, typer.Option(help="local (this machine) or ray (chunks as tasks on a Ray cluster).")] = "local",
     address: Annotated[Optional[str], typer.Option(help="The Ray cluster to use with --backend ray, e.g. auto or "
                                                         "ray://head:10001 [default: RAY_ADDRESS, else a local Ray].")] = None,

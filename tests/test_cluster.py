@@ -31,7 +31,7 @@ pytestmark = pytest.mark.xdist_group("ray")
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip install '.[ray]')")
 
 # Chunks of 4 MLPs × 20 epochs take about a second each: long enough to be caught running.
-CFG = ExactConfig(models=16, chunk=4, epochs=20, seed=3)
+CFG = ExactConfig(models=16, chunk=4, epochs=20, seed=3, engine="batched")  # auto measures locally only
 
 
 @pytest.fixture(scope="module")

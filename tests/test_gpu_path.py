@@ -112,6 +112,7 @@ JOBS = {
     "fit_amp": _fit(amp=True),
     "fit_mnemonic": _fit(mnemonic_tmix=0.2),
     "ensembles_batched": _correctness("batched"),
+    "ensembles_fused": _correctness("fused"),
     "ensembles_sequential": _correctness("sequential"),
     "finetune": _unlearn("finetune"),
     "neggrad_plus": _unlearn("neggrad_plus"),  # a cycled forget set: its order restarts mid-epoch
@@ -182,20 +183,8 @@ def test_amp_off_is_the_plain_float32_loop(digits):
     assert training.state_bytes(model) == training.state_bytes(plain)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_the_batched_engines_cast_is_what_autocast_computes(digits, arch):
-    model = training.init_model(arch, digits, 0)
-    x = digits.x_train[:16]
-    with torch.no_grad():
-        expected = precision.wrap(model, CPU, True)(x)
-        params = dict(model.named_parameters())
-        forward = precision.functional(lambda p, b, xb: torch.func.functional_call(model, (p, b), (xb,)), CPU, True)
-        got = forward(params, dict(model.named_buffers()), x)
-    assert got.dtype == torch.float32 and torch.equal(got, expected)
-
-
-@pytest.mark.parametrize("engine", ["batched", "sequential"])
-def test_both_engines_train_with_amp(digits, engine):
+@pytest.mark.parametrize("engine", ["batched", "fused", "sequential"])
+def test_every_engine_trains_with_amp(digits, engine):
     subsets = _subsets(digits.n_train)
     _, test_c = ensembles.train_correctness("mlp", digits, subsets, [0, 1], Recipe(epochs=5, amp=True), CPU,
                                                   engine)
@@ -233,8 +222,6 @@ def test_a_cuda_gpu_without_bf16_is_refused_in_one_line(monkeypatch):
     try:
         with pytest.raises(RecipeError, match="Old GPU lacks; train without amp"):
             precision.autocast(torch.device("cuda"), True)
-        with pytest.raises(RecipeError):
-            precision.functional(lambda p, b, x: x, torch.device("cuda"), True)
         assert precision.wrap(torch.nn.Linear(1, 1), torch.device("cuda"), False)  # amp off: nothing to check
     finally:
         precision.check.cache_clear()

@@ -1,4 +1,5 @@
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ def test_exact_finds_flipped_labels_memorized(noisy_model):
 def test_interrupted_run_resumes_to_the_same_estimate(noisy_model, monkeypatch, tmp_path):
     ws, rec = noisy_model
     pristine = Workspace(shutil.copytree(ws.path, tmp_path / "pristine"))  # for an uninterrupted run
-    cfg = ExactConfig(models=8, epochs=3, chunk=2, seed=7)
+    cfg = ExactConfig(models=8, epochs=3, chunk=2, seed=7, engine="batched")  # auto measures per workspace
     real = ensembles.train_correctness
     calls = []
 
@@ -125,7 +126,7 @@ def test_same_run_twice_is_not_duplicated_and_concurrent_start_is_refused(noisy_
     assert again["id"] == first["id"]
 
     other = ExactConfig(models=4, epochs=2, seed=22)
-    key = memorize._run_key(rec, memorize.resolve(other, rec, CPU))
+    key = memorize._run_key(rec, memorize.resolve(other, rec, CPU, ws))
     folder = ws.path / "partial" / f"exact-{rec['id']}-{key}"
     folder.mkdir(parents=True)
     monkeypatch.setattr(memorize, "LOCK_WAIT_SECONDS", 0.5)
@@ -168,20 +169,105 @@ def test_batched_engine_refuses_batch_norm_models():
                                     [0, 1], training.Recipe(epochs=1), CPU, "batched")
 
 
-@pytest.mark.parametrize("extra, named", [({"mnemonic_tmix": 0.1, "codes_seed": 0}, "mnemonic codes"),
-                                          ({"sd_lambda": 0.1}, "SD loss"), ({"blocks": 4}, "blocks")])
-def test_subset_models_train_with_the_models_own_recipe(extra, named):
-    """The batched engine is plain SGD: a recipe with codes, the SD loss or blocks trains one model
-    at a time (so the estimate is of the model's own training algorithm), and batched is refused."""
-    rec = {"arch": "mlp", "recipe": {**training.Recipe(epochs=2).as_meta(), **extra}}
+RECIPES = {"plain": {}, "codes": {"mnemonic_tmix": 0.2, "codes_seed": 3}, "sd": {"sd_lambda": 0.5},
+           "cosine_codes_sd": {"cosine": True, "mnemonic_tmix": 0.1, "sd_lambda": 0.3}}
+
+
+@pytest.mark.parametrize("arch, extra", [("mlp", extra) for extra in RECIPES.values()]
+                         + [("cnn", RECIPES["cosine_codes_sd"])], ids=[*RECIPES, "cnn"])
+def test_the_batched_engine_trains_each_model_as_fit_trains_it(arch, extra):
+    """Same seed, batches, code swaps and update as `fit` alone: the same weights, with codes,
+    the SD loss and a schedule too. In float64, so that float rounding (which SGD amplifies over
+    steps) cannot hide a different algorithm."""
+    from explorer import data
+    from explorer.training import fused
+
+    ds = data.load(DatasetSpec())
+    x = ds.x_train.double()
+    subs = torch.as_tensor(estimator.subsets(400, 0.7, 3, seed=0))  # of the first 400 samples
+    recipe = training.Recipe(epochs=2, **extra)
+    init = lambda seed: training.init_model(arch, ds, seed).double()  # noqa: E731
+    ens = fused.train([init(s) for s in (5, 6, 7)], x, ds.y_train, subs, recipe, CPU, [5, 6, 7], "own")
+    for k, seed in enumerate((5, 6, 7)):
+        alone = init(seed)
+        training.fit(alone, x[subs[k]], ds.y_train[subs[k]], replace(recipe, seed=seed), CPU, record_dynamics=False)
+        together = ens.module(k, init(0))
+        for (name, p), q in zip(alone.named_parameters(), together.parameters()):
+            assert torch.allclose(p, q, atol=1e-10, rtol=1e-8), (name, (p - q).abs().max())
+
+
+@pytest.mark.parametrize("order", ["shared", "own"])
+@pytest.mark.parametrize("extra", [{}, RECIPES["cosine_codes_sd"]], ids=["plain", "codes_sd"])
+def test_a_sample_outside_a_models_subset_never_changes_its_weights(order, extra):
+    from explorer import data
+    from explorer.training import fused
+
+    ds = data.load(DatasetSpec())
+    n = 300  # the first 300 samples
+    subs = torch.as_tensor(estimator.subsets(n, 0.7, 4, seed=1))
+    outside = np.setdiff1d(np.arange(n), subs[0].numpy())[:20]
+    x, y = ds.x_train[:n].clone(), ds.y_train[:n].clone()
+    x[outside] = torch.randn_like(x[outside]) * 5  # other images, other labels
+    y[outside] = (y[outside] + 1) % ds.num_classes
+    recipe = training.Recipe(epochs=2, **extra)
+    weights = []
+    for xs, ys in ((ds.x_train[:n], ds.y_train[:n]), (x, y)):
+        nets = [training.init_model("cnn", ds, s) for s in range(4)]
+        ens = fused.train(nets, xs, ys, subs, recipe, CPU, [0, 1, 2, 3], order)
+        weights.append([p.detach().clone() for p in ens.params])
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(*weights))  # model 0: bit for bit
+    assert not all(torch.equal(a[1:], b[1:]) for a, b in zip(*weights))  # models that hold them changed
+
+
+def test_fused_and_independently_ordered_models_estimate_the_same_memorization():
+    """Shared batches are a common random factor across models; the estimate must still agree
+    with independently ordered models' within their standard errors."""
+    from explorer import data
+
+    ds = data.load(DatasetSpec(label_noise=0.05))
+    n, k = ds.n_train, 32
+    subs = estimator.subsets(n, 0.7, 2 * k, seed=2)
+    recipe = training.Recipe(epochs=30, lr=0.1, weight_decay=0.0)  # fits most flipped labels
+    est = {}
+    for engine, rows in (("fused", slice(0, k)), ("batched", slice(k, 2 * k))):
+        correct, _ = ensembles.train_correctness("mlp", ds, torch.as_tensor(subs[rows]), list(range(k)), recipe, CPU,
+                                                 engine)
+        est[engine] = estimator.estimate(estimator.masks_of(subs[rows], n), correct.numpy())
+    a, b = est["fused"], est["batched"]
+    ok = np.isfinite(a["values"]) & np.isfinite(b["values"]) & (a["stderr"] + b["stderr"] > 0)
+    z = (a["values"] - b["values"])[ok] / np.sqrt(a["stderr"] ** 2 + b["stderr"] ** 2)[ok]
+    assert np.mean(np.abs(z) < 2) > 0.9  # ~95% for estimates of the same quantity
+    assert abs(np.nanmean(a["values"]) - np.nanmean(b["values"])) < 0.01
+    flipped = np.zeros(n, bool)
+    flipped[ds.flipped] = True
+    assert np.nanmean(a["values"][flipped]) > 0.3 and np.nanmean(b["values"][flipped]) > 0.3
+
+
+def test_auto_measures_once_and_a_resume_picks_the_same_engine(tmp_path, monkeypatch):
+    from explorer.pipeline import checkpoints
+
+    ws = Workspace(tmp_path / "ws")
+    rec = checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=1), CPU)
+    calls = []
+    real = ensembles.calibrate
+    monkeypatch.setattr(ensembles, "calibrate", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    first = memorize.resolve(ExactConfig(), rec, CPU, ws)
+    assert first.engine in ensembles.ENGINES and len(calls) == 1
+    assert memorize.resolve(ExactConfig(), rec, CPU, ws) == first and len(calls) == 1  # read back, not re-measured
+    engine, why = memorize.pick_engine(ExactConfig(), rec, CPU, ws)
+    assert engine == first.engine and "measured" in why and "sequential" in why
+
+
+def test_blocks_train_one_model_at_a_time():
+    rec = {"arch": "mlp", "recipe": {**training.Recipe(epochs=2).as_meta(), "blocks": 4}}
     assert memorize.resolve(ExactConfig(), rec, CPU).engine == "sequential"
-    assert memorize.resolve(ExactConfig(), {**rec, "recipe": training.Recipe().as_meta()}, CPU).engine == "batched"
     from explorer import data
     from explorer.models import ArchError
 
-    with pytest.raises(ArchError, match=named):
-        ensembles.train_correctness("mlp", data.load(DatasetSpec()), torch.zeros(2, 5, dtype=torch.long), [0, 1],
-                                    training.Recipe(**rec["recipe"]), CPU, "batched")
+    for engine in ("batched", "fused"):
+        with pytest.raises(ArchError, match="blocks"):
+            ensembles.train_correctness("mlp", data.load(DatasetSpec()), torch.zeros(2, 5, dtype=torch.long), [0, 1],
+                                        training.Recipe(**rec["recipe"]), CPU, engine)
 
 
 def test_killed_job_resumes_to_the_same_estimate(noisy_model, tmp_path):

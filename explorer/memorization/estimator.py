@@ -23,8 +23,8 @@ class ExactConfig:
     ratio: float = 0.7
     epochs: int | None = None  # None: the model's own recipe
     seed: int = 0
-    chunk: int | None = None  # models per saved chunk; None: 32 batched, 8 one at a time
-    engine: str = "auto"  # auto, batched or sequential
+    chunk: int | None = None  # models per saved chunk; None: 32 batched or fused, 8 one at a time
+    engine: str = "auto"  # auto (calibrated), batched, fused or sequential
 
     def check(self) -> None:
         if self.models < 2:
@@ -35,8 +35,8 @@ class ExactConfig:
             raise UserError("--epochs must be at least 1")
         if self.chunk is not None and self.chunk < 1:
             raise UserError("--chunk must be at least 1")
-        if self.engine not in ("auto", "batched", "sequential"):
-            raise UserError(f"unknown engine {self.engine!r}; choose auto, batched or sequential")
+        if self.engine not in ("auto", "batched", "fused", "sequential"):
+            raise UserError(f"unknown engine {self.engine!r}; choose auto, batched, fused or sequential")
 
 
 def sample_passes(models: int, ratio: float, epochs: int, n: int) -> int:

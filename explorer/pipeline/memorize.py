@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..memorization import proxies
 from ..memorization.estimator import ExactConfig, estimate, masks_of, subsets
 from ..models import ArchError
+from ..runtime import devices
 from ..runtime.progress import Progress, clock, no_progress
 from ..store import artifacts
 from ..store.workspace import Workspace, npz_bytes, write_atomic
@@ -41,14 +42,49 @@ def check_backend(backend: str, address: str | None) -> None:
         raise UserError("--address names a Ray cluster; use it with --backend ray")
 
 
-def resolve(cfg: ExactConfig, model_rec: dict, device: torch.device) -> ExactConfig:
+def calibrated_engine(ws: Workspace, model_rec: dict, device: torch.device, k: int) -> dict:
+    """The engine `auto` picks for this model on `device`: the fastest in a short measured
+    calibration (ensembles.calibrate), measured once per kind of model, recipe, device and chunk
+    size and kept in the workspace, so that a resumed run picks what its start picked."""
+    recipe = artifacts.recipe_of(model_rec) or Recipe()
+    threads = torch.get_num_threads() if device.type == "cpu" else 0
+    key = json.dumps([model_rec["arch"], model_rec["dataset_id"], recipe.batch_size, recipe.amp,
+                      bool(recipe.mnemonic_tmix), bool(recipe.sd_lambda), bool(recipe.blocks),
+                      devices.describe(device), threads, k], sort_keys=True, default=str)
+    path = ws.path / "calibration.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if key not in known:
+        known[key] = ensembles.calibrate(model_rec["arch"], artifacts.dataset_of(ws, model_rec), recipe, device, k)
+        write_atomic(path, json.dumps(known, indent=1).encode())
+    return known[key]
+
+
+def default_chunk(engine: str) -> int:
+    return 32 if engine in ("batched", "fused") else 8
+
+
+def pick_engine(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Workspace | None = None,
+                measure: bool = True) -> tuple[str, str]:
+    """(engine, why) for this configuration: the one asked for, else the calibrated one
+    (`calibrated_engine`); without `measure` (a Ray cluster's workers, not measurable from here)
+    the batched one whenever the model can train batched."""
+    if cfg.engine != "auto":
+        return cfg.engine, "asked for"
+    if why_not := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe")):
+        return "sequential", why_not
+    if not measure or ws is None:
+        return "batched", "not measured (a Ray cluster's workers, or no workspace to keep the measurement)"
+    picked = calibrated_engine(ws, model_rec, device, cfg.chunk or default_chunk("batched"))
+    return picked["engine"], picked["why"]
+
+
+def resolve(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Workspace | None = None,
+            measure: bool = True) -> ExactConfig:
     """The configuration with every default made concrete (epochs, engine, chunk size): what
     identifies a run, so a resume from the CLI, the app or another device finds its chunks."""
-    engine = cfg.engine
-    if engine == "auto":
-        engine = ensembles.engine_for(model_rec["arch"], device, model_rec.get("recipe"))
+    engine, _ = pick_engine(cfg, model_rec, device, ws, measure)
     epochs = cfg.epochs or (artifacts.recipe_of(model_rec) or Recipe()).epochs
-    return replace(cfg, epochs=epochs, engine=engine, chunk=cfg.chunk or (32 if engine == "batched" else 8))
+    return replace(cfg, epochs=epochs, engine=engine, chunk=cfg.chunk or default_chunk(engine))
 
 
 def _recipe(model_rec: dict, cfg: ExactConfig) -> Recipe:
@@ -152,12 +188,14 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
     if backend == "ray":
         pool = RayPool(address)
         device = pool.device  # the workers' device decides the engine, hence the run
-    cfg = resolve(cfg, model_rec, device)
-    if cfg.engine == "batched" and (why := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe"))):
+    engine, engine_why = pick_engine(cfg, model_rec, device, ws, measure=pool is None)
+    cfg = resolve(cfg, model_rec, device, ws, measure=pool is None)
+    if cfg.engine != "sequential" and (why := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe"))):
         raise ArchError(f"{why}; use --engine sequential")
     recipe, key = _recipe(model_rec, cfg), _run_key(model_rec, cfg)
     folder = ws.path / "partial" / f"exact-{model_rec['id']}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
+    progress(0.0, f"engine: {engine} ({engine_why})")
     with _exclusive(folder):
         done = [r for r in ws.find("scores", model_id=model_rec["id"], name="exact") if r["params"].get("run_key") == key]
         if done:  # published before; only the clean-up was missed
@@ -206,7 +244,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
             params={**asdict(cfg), "run_key": key},
             arrays={k: est[k] for k in ("stderr", "cscore", "n_in", "n_out")}
             | {"masks": masks, "correct": correct, "test_correct": np.concatenate([c["test"] for c in chunks])},
-            models=cfg.models, never_held_out=never, backend=backend,
+            models=cfg.models, never_held_out=never, backend=backend, engine_why=engine_why,
             wall_seconds=round(time.perf_counter() - start, 3),
         )
         shutil.rmtree(folder, ignore_errors=True)

@@ -1,9 +1,9 @@
 """Mixed precision (`Recipe.amp`): the one place that says how a forward pass runs in bf16.
 
-Training forward passes (training.fit, hence block training and the sequential ensemble engine;
-the shared unlearning loop) run under bfloat16 autocast (`wrap`), the vmapped batched engine on
-explicitly cast weights (`functional`); either way the outputs come back as float32, so losses,
-softmax statistics and everything after the model are float32 on every device (CPU autocast,
+Training forward passes (training.fit, hence block training and every ensemble engine; the
+shared unlearning loop) run under bfloat16 autocast (`wrap`, `autocast`); the outputs come back
+as float32, so losses, softmax statistics and everything after the model are float32 on every
+device (CPU autocast,
 unlike CUDA's, would leave e.g. log_softmax in bf16). Weights, gradients and the optimizer stay
 float32. bf16 has float32's range, so no loss scaling is needed; a CUDA GPU without bf16 (before
 Ampere) is refused rather than given a float16 path with a GradScaler, which our hand-written
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -74,23 +73,3 @@ class Autocast(nn.Module):
 def wrap(model: nn.Module, device: torch.device, enabled: bool) -> nn.Module:
     """`model` itself when amp is off (bit for bit the float32 computation), else `Autocast(model)`."""
     return Autocast(model, device) if enabled else model
-
-
-def functional(forward: Callable, device: torch.device, enabled: bool) -> Callable:
-    """`forward(params, buffers, x)`, a model as a function of its weights (for vmap), in bf16
-    when `enabled`: the weights and the input are cast explicitly, since vmap's batching rules run
-    below autocast (a vmapped convolution is not autocast at all, a linear layer's bias add goes
-    back to float32). For convolutions, linear layers, ReLU and pooling, the layers of the
-    architectures trained batched, this computes bit for bit what autocast does (tested); the
-    output comes back float32. `forward` itself when amp is off."""
-    if not enabled:
-        return forward
-    check(device)
-
-    def cast(t: torch.Tensor) -> torch.Tensor:
-        return t.to(DTYPE) if t.is_floating_point() else t
-
-    def run(params, buffers, x):
-        return forward({k: cast(v) for k, v in params.items()}, buffers, cast(x)).float()
-
-    return run

@@ -1,55 +1,49 @@
-"""Training many small models on different subsets, as one batched computation where it pays.
+"""Training many small models on different subsets: the engines of exact memorization.
 
-The batched engine stacks the K models' parameters and runs them through `torch.func.vmap`:
-each model draws its own mini-batches from its own subset, with the same initial weights, batch
-order and update as `fit` would give it alone, so the engine is a speed choice, not a different
-estimator. Models with batch-norm (running statistics updated in place) train one at
-a time.
+- `sequential`: one model after another through `fit`, exactly as the model itself trains.
+- `batched`: the K models as one computation, each with its own batches from its own subset,
+  drawn as `fit` would draw them (fused.py, `order="own"`): the same algorithm, computed together.
+- `fused`: the K models on shared batches with membership-weighted losses (fused.py,
+  `order="shared"`): one wide matmul per layer; the models share the batch order.
+
+Every engine trains with the model's whole recipe (codes, SD loss, amp). `calibrate` times a few
+steps of each engine that can train the architecture and says which is fastest here: what
+`auto` picks. Models with batch-norm, and recipes with blocks (a different training algorithm,
+blocks.py), train one at a time.
 """
 
 from __future__ import annotations
 
-import copy
 import math
+import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call, stack_module_state, vmap
 
 from .. import models
-from ..runtime import devices, optim, precision
+from ..runtime import devices
 from ..runtime.progress import Progress, no_progress
+from . import fused
 from . import fit  # the package's: in one piece, or by blocks when the recipe says so
 from .loop import init_model
 from .recipe import Recipe
 
-BATCHABLE = {"mlp", "cnn"}
+ENGINES = ("sequential", "batched", "fused")
+_UNFUSABLE: dict[str, str | None] = {}
 
 
 def not_batchable(arch: str, recipe: dict | None = None) -> str | None:
-    """Why these models cannot train batched, or None. The batched engine is plain SGD on the
-    cross-entropy: a recipe with mnemonic codes, the SD loss or blocks trains one model at a time,
-    as `fit` trains the model itself, so the estimate is of that model's own algorithm."""
-    if arch not in BATCHABLE:
-        return f"{arch} cannot be trained batched (it has batch-norm)"
-    extras = [name for key, name in (("mnemonic_tmix", "mnemonic codes"), ("sd_lambda", "the SD loss"),
-                                     ("blocks", "blocks")) if (recipe or {}).get(key)]
-    if extras:
-        return f"a recipe with {' and '.join(extras)} cannot be trained batched"
-    return None
-
-
-def engine_for(arch: str, device: torch.device, recipe: dict | None = None) -> str:
-    """Measured on a 2-core CPU (bench/memorization.py): batching a 64-128-10 MLP is several
-    times faster than one model at a time, while vmapped (grouped) convolutions are slower than
-    plain ones on CPU; on a GPU batching pays for both."""
-    if not_batchable(arch, recipe):
-        return "sequential"
-    if device.type == "cpu" and arch != "mlp":
-        return "sequential"
-    return "batched"
+    """Why these models cannot train batched or fused, or None."""
+    if arch not in _UNFUSABLE:
+        try:
+            net = models.build(arch, 1, 2, 32)  # the layer types do not depend on the data's shape
+        except models.ArchError:
+            net = None
+        _UNFUSABLE[arch] = fused.unfusable(net) if net is not None else f"{arch} is not in the registry"
+    if (recipe or {}).get("blocks"):
+        return "a recipe with blocks trains block by block, one model at a time"
+    return _UNFUSABLE[arch]
 
 
 def _predict_correct(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -78,51 +72,66 @@ def _sequential(arch, ds, subsets, seeds, recipe, device, progress):
     return torch.stack(train_c), torch.stack(test_c)
 
 
-def _batched(arch, ds, subsets, seeds, recipe, device, progress):
-    nets = [init_model(arch, ds, seed).to(device) for seed in seeds]
-    params, buffers = stack_module_state(nets)
-    skeleton = copy.deepcopy(nets[0]).to("meta")
+def _together(order):
+    def run(arch, ds, subsets, seeds, recipe, device, progress):
+        nets = [init_model(arch, ds, seed) for seed in seeds]
+        ens = fused.train(nets, ds.x_train, ds.y_train, subsets, recipe, device, seeds, order, progress)
+        return (fused.correctness(ens, ds.x_train, ds.y_train, device),
+                fused.correctness(ens, ds.x_test, ds.y_test, device))
+    return run
 
-    def forward(p, b, x):
-        return functional_call(skeleton, (p, b), (x,))
 
-    per_model = vmap(precision.functional(forward, device, recipe.amp))  # each model its own inputs: (K, B, …)
-    shared = vmap(forward, in_dims=(0, 0, None))  # every model the same inputs: (B, …); float32 predictions
+_RUN = {"sequential": _sequential, "batched": _together("own"), "fused": _together("shared")}
 
-    K, m = subsets.shape
-    subsets = torch.as_tensor(subsets).to(device)
-    x, y = ds.x_train.to(device), ds.y_train.to(device)
-    opt = optim.SGD(list(params.values()), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    orders = [torch.Generator().manual_seed(seed) for seed in seeds]  # as the loop seeds its batch order
-    total_steps = recipe.epochs * math.ceil(m / recipe.batch_size)
-    step = 0
-    for epoch in range(recipe.epochs):
-        perms = devices.to_device(torch.stack([torch.randperm(m, generator=g) for g in orders]), device)
-        order = subsets.gather(1, perms)
-        for i in range(0, m, recipe.batch_size):
-            ids = order[:, i : i + recipe.batch_size]
-            logits = per_model(params, buffers, x[ids])  # float32, also with amp
-            losses = F.cross_entropy(logits.flatten(0, 1), y[ids].flatten(), reduction="none")
-            if recipe.cosine:
-                opt.lr = optim.cosine_lr(recipe.lr, step, total_steps)
-            opt.zero_grad()
-            losses.view(K, -1).mean(1).sum().backward()  # sum of per-model means: independent gradients
-            opt.step()
-            step += 1
-        progress((epoch + 1) / recipe.epochs, f"epoch {epoch + 1}/{recipe.epochs} of {K} models at once")
-    predict = lambda xb: shared(params, buffers, xb)  # noqa: E731
-    train_c = _predict_correct(predict, ds.x_train, ds.y_train, device)
-    return train_c, _predict_correct(predict, ds.x_test, ds.y_test, device)
+
+def calibrate(arch: str, ds, recipe: Recipe, device: torch.device, k: int, steps: int = 4) -> dict:
+    """Time `steps` optimizer steps of every engine that can train this architecture with this
+    recipe, the batched ones with `k` models at once, after one warm-up step each. Returns
+    {"engine": the fastest, "why": one line, "seconds_per_model_step": {engine: seconds}}."""
+    candidates = ["sequential"] if not_batchable(arch, recipe.as_meta()) else list(ENGINES)
+    m = steps * recipe.batch_size  # a subset of `steps` batches
+    n = min(ds.n_train, math.ceil(m / 0.7))
+    rng = torch.Generator().manual_seed(0)
+    timed = {}
+    for engine in candidates:
+        kk = 1 if engine == "sequential" else k
+        subsets = torch.stack([torch.randperm(n, generator=rng)[:m] for _ in range(kk)])
+        run = _RUN[engine]
+        for rounds in (1, steps):  # the first is a warm-up: allocations, kernel choice
+            cut = replace(recipe, epochs=1, cosine=False)
+            start = time.perf_counter()
+            _train_only(run, arch, ds, subsets[:, : rounds * recipe.batch_size], list(range(kk)), cut, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+        timed[engine] = seconds / (steps * kk)
+    best = min(timed, key=timed.get)
+    rates = ", ".join(f"{e} {1 / t:,.0f}" for e, t in timed.items())
+    why = (f"fastest of {len(timed)} measured here (model-steps per second: {rates})" if len(timed) > 1
+           else not_batchable(arch, recipe.as_meta()))
+    return {"engine": best, "why": why, "seconds_per_model_step": timed}
+
+
+def _train_only(run, arch, ds, subsets, seeds, recipe, device):
+    """Training alone, without the evaluation passes, for timing."""
+    if run is _sequential:
+        model = init_model(arch, ds, seeds[0])
+        fit(model, ds.x_train[subsets[0]], ds.y_train[subsets[0]], recipe, device, record_dynamics=False)
+    else:
+        nets = [init_model(arch, ds, seed) for seed in seeds]
+        fused.train(nets, ds.x_train[: subsets.max() + 1], ds.y_train[: subsets.max() + 1], subsets, recipe, device,
+                    seeds, "shared" if run is _RUN["fused"] else "own")
 
 
 def train_correctness(arch: str, ds, subsets: torch.Tensor, seeds: list[int], recipe: Recipe, device: torch.device,
                       engine: str = "auto", progress: Progress = no_progress) -> tuple[torch.Tensor, torch.Tensor]:
     """Train one model per row of `subsets` (sample ids, equal lengths), model k from seed
     `seeds[k]`, and return whether each got each training and each test sample right:
-    bool tensors (K, n_train) and (K, n_test)."""
+    bool tensors (K, n_train) and (K, n_test). `auto` calibrates first (see `calibrate`)."""
     if engine == "auto":
-        engine = engine_for(arch, device, recipe.as_meta())
-    if engine == "batched" and (why := not_batchable(arch, recipe.as_meta())):
+        engine = calibrate(arch, ds, recipe, device, len(seeds))["engine"]
+    if engine not in _RUN:
+        raise ValueError(f"unknown engine {engine!r}")
+    if engine != "sequential" and (why := not_batchable(arch, recipe.as_meta())):
         raise models.ArchError(f"{why}; use the sequential engine")  # else: silently another algorithm
-    run = _batched if engine == "batched" else _sequential
-    return run(arch, ds, torch.as_tensor(subsets), list(seeds), recipe, device, progress)
+    return _RUN[engine](arch, ds, torch.as_tensor(subsets), list(seeds), recipe, device, progress)

@@ -1,0 +1,238 @@
+"""K subset models trained as one wide computation: the batched and fused ensemble engines.
+
+Feldman & Zhang's K models are independent trainings, so any schedule that trains model k on
+exactly its subset I_k with the recipe's SGD estimates the same thing. `Ensemble` holds the K
+models' weights stacked, parameter p of model k being `p[k]`, and runs a layer of all K models as
+one operation: a batched matmul, or one convolution with groups = K. Two batch orders:
+
+- `order="own"` (the batched engine): each model draws its own batches from its own subset, with
+  the seed, batch order and batch size `fit` would give it alone: the same algorithm as training
+  the models one by one, only computed together.
+- `order="shared"` (the fused engine): every model sees the same shuffled batches of the whole
+  training set and weights its per-sample losses by membership, 1[i ∈ I_k], normalised by how
+  many of its samples the batch holds. The first layer is then one matmul on a shared input,
+  x[B, d] @ W[d, K·h] (or one convolution with K·C_out filters), near the machine's matmul rate
+  even for small models, at the price of computing the 1 − r of each batch a model does not
+  train on. What changes against training alone (docs/memorization.md): the models share the
+  batch order, and a model's batch size varies around the recipe's (binomially, e.g. 64 ± 4 at
+  r = 0.7), while its step count per epoch is the recipe's. A sample outside I_k contributes an
+  exact zero to model k's gradient, so it never changes model k's weights.
+
+Both honour the whole recipe: momentum, weight decay and the cosine schedule (elementwise on the
+stacked weights, hence K independent optimizers), mnemonic codes (each model draws its own
+swaps; the classes' codes ride along as C extra rows of each batch and a swapped sample's loss is
+its class code's, as in codes.py), the SD loss on the real samples' logits, and bf16 autocast
+with amp. The models are plain `nn.Sequential`s of linear, convolution, ReLU, pooling and
+flatten layers (the registry's mlp and cnn); anything else, batch-norm included, trains one
+model at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..runtime import devices, optim, precision
+from ..runtime.progress import Progress, no_progress
+from .codes import make_codes
+from .recipe import Recipe
+
+_PER_CHANNEL = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)  # indifferent to whose channels
+
+
+def unfusable(net: nn.Module) -> str | None:
+    """Why this model cannot join an ensemble, or None."""
+    if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in net.modules()):
+        return "a model with batch-norm cannot be trained batched (its running statistics are per batch)"
+    if not isinstance(net, nn.Sequential):
+        return "only a plain sequence of layers can be trained batched"
+    for mod in net:
+        if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or mod.padding_mode != "zeros"):
+            return "a grouped or non-zero-padded convolution cannot be trained batched"
+        if isinstance(mod, nn.Flatten) and (mod.start_dim, mod.end_dim) != (1, -1):
+            return "only a full flatten can be trained batched"
+        if not isinstance(mod, (nn.Linear, nn.Conv2d, nn.Flatten, *_PER_CHANNEL)):
+            return f"a {type(mod).__name__} layer cannot be trained batched"
+    return None
+
+
+class Ensemble:
+    """K copies of one `nn.Sequential` architecture with their weights stacked."""
+
+    def __init__(self, nets: list[nn.Sequential], device: torch.device):
+        if why := unfusable(nets[0]):
+            raise ValueError(why)
+        self.k = len(nets)
+        self.layers = list(nets[0])
+        self.weights: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for i, mod in enumerate(self.layers):
+            if isinstance(mod, (nn.Linear, nn.Conv2d)):
+                w = torch.stack([net[i].weight.detach() for net in nets]).to(device).requires_grad_()
+                b = None if mod.bias is None else torch.stack([net[i].bias.detach() for net in nets]).to(device)
+                self.weights[i] = (w, None if b is None else b.requires_grad_())
+        self.params = [t for pair in self.weights.values() for t in pair if t is not None]
+
+    def forward(self, x: torch.Tensor, own: bool = False) -> torch.Tensor:
+        """Logits (B, K, classes) of all K models: on shared inputs x (B, …), or with `own` on
+        each model's own inputs x (K, B, …)."""
+        K = self.k
+        B = x.shape[1] if own else x.shape[0]
+        # Layouts: "shared" (B, …) · "own" (K, B, …) · "wide" (B, K·C, H, W), model k's channels
+        # one block · "flat" (B, K, F).
+        h, layout = x, "own" if own else "shared"
+        for i, mod in enumerate(self.layers):
+            if isinstance(mod, nn.Conv2d):
+                w, b = self.weights[i]
+                if layout == "own":  # each model's own images side by side as channel blocks
+                    h = h.transpose(0, 1).reshape(B, K * h.shape[2], *h.shape[3:])
+                h = F.conv2d(h, w.flatten(0, 1), None if b is None else b.flatten(), mod.stride, mod.padding,
+                             mod.dilation, groups=1 if layout == "shared" else K)
+                layout = "wide"
+            elif isinstance(mod, nn.Linear):
+                w, b = self.weights[i]
+                if layout == "shared":  # one wide matmul: (B, d) @ (d, K·h)
+                    wt = w.flatten(0, 1).t()
+                    h = (h @ wt if b is None else torch.addmm(b.flatten(), h, wt)).view(B, K, -1)
+                else:  # one batched matmul over the models: (K, B, d) @ (K, d, h)
+                    hk = h if layout == "own" else h.transpose(0, 1)
+                    wt = w.transpose(1, 2)
+                    h = (hk @ wt if b is None else torch.baddbmm(b.unsqueeze(1), hk, wt)).transpose(0, 1)
+                layout = "flat"
+            elif isinstance(mod, nn.Flatten):
+                h = {"shared": lambda: h.flatten(1), "own": lambda: h.flatten(2),
+                     "wide": lambda: h.reshape(B, K, -1), "flat": lambda: h}[layout]()
+            elif layout == "own" and h.dim() == 5:  # pooling takes (N, C, H, W)
+                h = mod(h.flatten(0, 1)).unflatten(0, (K, B))
+            else:
+                h = mod(h)
+        if layout == "flat":
+            return h
+        return h.transpose(0, 1) if layout == "own" else h.unsqueeze(1).expand(B, K, *h.shape[1:])
+
+    def module(self, k: int, template: nn.Sequential) -> nn.Sequential:
+        """`template` (the architecture) given model k's weights."""
+        with torch.no_grad():
+            for i, (w, b) in self.weights.items():
+                template[i].weight.copy_(w[k])
+                if b is not None:
+                    template[i].bias.copy_(b[k])
+        return template
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, sd_lambda: float = 0.0) -> torch.Tensor:
+    """Σ_i weight[i, k] · loss_k(i) per model k, from logits (B, K, C) and labels (B, K): the
+    cross-entropy, plus λ·std(z)/C per sample with the SD loss."""
+    B, K, C = logits.shape
+    losses = F.cross_entropy(logits.reshape(B * K, C), y.reshape(B * K), reduction="none").view(B, K)
+    if sd_lambda:
+        losses = losses + sd_lambda * logits.std(dim=2) / C
+    return (losses * weight).sum(0)
+
+
+class _Batches:
+    """The epoch's batches of one order: ids, per-model sample weights (B, K), labels (B, K)."""
+
+    def __init__(self, subsets: torch.Tensor, n: int, seeds: list[int], batch_size: int, shared: bool, device):
+        self.shared, self.device = shared, device
+        K, self.m = subsets.shape
+        self.steps = math.ceil(self.m / batch_size)  # the recipe's step count over one subset
+        if shared:  # n samples in that many shared batches: ~B of each model's per batch
+            self.batch = math.ceil(n / self.steps)
+            members = torch.zeros(K, n).scatter_(1, subsets, 1.0)
+            self.weight_of = members.t().contiguous().to(device)  # (n, K)
+            self.orders = [torch.Generator().manual_seed(seeds[0])]
+        else:
+            self.batch = batch_size
+            self.subsets = devices.to_device(subsets, device)
+            self.orders = [torch.Generator().manual_seed(s) for s in seeds]  # as fit seeds each model's order
+
+    def epoch(self):
+        """Yields (ids, weight, position): ids (B,) shared or (K, B) own; position of the batch's
+        first sample in the epoch's order (for the swaps)."""
+        if self.shared:
+            perm = devices.to_device(torch.randperm(len(self.weight_of), generator=self.orders[0]), self.device)
+        else:
+            perm = devices.to_device(torch.stack([torch.randperm(self.m, generator=g) for g in self.orders]),
+                                     self.device)
+            perm = self.subsets.gather(1, perm)
+        for s in range(self.steps):
+            lo = s * self.batch
+            if self.shared:
+                ids = perm[lo : lo + self.batch]
+                yield ids, self.weight_of[ids], lo
+            else:
+                ids = perm[:, lo : lo + self.batch]
+                yield ids, torch.ones(ids.shape[1], ids.shape[0], device=self.device), lo
+
+
+def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: torch.Tensor, recipe: Recipe,
+          device: torch.device, seeds: list[int], order: str = "own", progress: Progress = no_progress) -> Ensemble:
+    """Train K models (`nets`: their initial weights) at once on (x, y), model k on the samples
+    `subsets[k]` (a (K, m) tensor of sample ids), with `recipe`.
+    `order` "own": model k's batches and swaps drawn from `seeds[k]`, as `fit` draws them;
+    "shared": one order for all, from `seeds[0]`. Returns the trained ensemble."""
+    if order not in ("own", "shared"):
+        raise ValueError(f"unknown order {order!r}")
+    ens = Ensemble(nets, device)
+    K, n = len(subsets), len(y)
+    shared = order == "shared"
+    batches = _Batches(torch.as_tensor(subsets), n, seeds, recipe.batch_size, shared, device)
+    x, y = x.to(device), y.to(device)
+    codes = None
+    if recipe.mnemonic_tmix:
+        num_classes = nets[0][-1].out_features
+        codes = make_codes(num_classes, tuple(x.shape[1:]), recipe.codes_seed).to(device)
+        code_y = torch.arange(num_classes, device=device)[:, None].expand(num_classes, K)
+        onehot = torch.eye(num_classes, device=device)
+        # Each model's swaps from its own stream, apart from its shuffling, as codes.py draws them.
+        swap_streams = [torch.Generator().manual_seed(s + 7919) for s in (seeds if not shared else seeds[:1])]
+    opt = optim.SGD(ens.params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    total = recipe.epochs * batches.steps
+    step = 0
+    for epoch in range(recipe.epochs):
+        if codes is not None:  # by position in this epoch's order: (positions, K)
+            swaps = (torch.rand(n, K, generator=swap_streams[0]) if shared
+                     else torch.stack([torch.rand(batches.m, generator=g) for g in swap_streams], 1))
+            swaps = devices.to_device(swaps < recipe.mnemonic_tmix, device)
+        for ids, w, lo in batches.epoch():
+            yb = y[ids][:, None].expand(-1, K) if shared else y[ids].t()
+            xb = x[ids]
+            if codes is not None:  # the classes' codes as extra rows of the batch
+                xb = torch.cat([xb, codes]) if shared else torch.cat([xb, codes.expand(K, *codes.shape)], 1)
+            with precision.autocast(device, recipe.amp):
+                logits = ens.forward(xb, own=not shared)
+            if recipe.amp:  # float32 losses from bf16 passes
+                logits = logits.float()
+            count = w.sum(0).clamp_min(1)  # a model's batch size; an empty batch only decays its weights
+            B = len(w)
+            if codes is None:
+                loss = member_losses(logits, yb, w, recipe.sd_lambda)
+            else:
+                real = logits[:B]
+                sw = swaps[lo : lo + B].float() * w  # members swapped for their class's code in the loss
+                loss = member_losses(real, yb, w - sw)
+                if recipe.sd_lambda:  # on the real samples' logits, as the loop's
+                    loss = loss + recipe.sd_lambda * (real.std(dim=2) * w).sum(0) / real.shape[2]
+                # Σ over swapped samples of their class code's loss = Σ_c (swaps of class c) · loss(code c).
+                code_weight = torch.einsum("bkc,bk->ck", onehot[yb], sw)
+                loss = loss + member_losses(logits[B:], code_y, code_weight)
+            if recipe.cosine:
+                opt.lr = optim.cosine_lr(recipe.lr, step, total)
+            opt.zero_grad()
+            (loss / count).sum().backward()  # each model's mean over its own samples: independent gradients
+            opt.step()
+            step += 1
+        progress((epoch + 1) / recipe.epochs, f"epoch {epoch + 1}/{recipe.epochs} of {K} models at once")
+    return ens
+
+
+@torch.no_grad()
+def correctness(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int = 512) -> torch.Tensor:
+    """(K, n) bool on the CPU: whether model k gets sample i right (a float32 evaluation)."""
+    out = []
+    for i, xb in zip(range(0, len(y), batch), devices.batches(x, device, batch)):
+        out.append(ens.forward(xb).argmax(-1) == devices.to_device(y[i : i + batch], device)[:, None])
+    return torch.cat(out).t().cpu()
