@@ -98,13 +98,14 @@ def test_fresh_retrain_reproduces_training_on_the_retain_set(trained):
 RICH = training.Recipe(epochs=3, lr=0.05, batch_size=48, seed=3, cosine=True, sd_lambda=0.5, mnemonic_tmix=0.2)
 
 
-def test_the_faithful_retrain_with_an_empty_forget_set_is_the_original_run_bit_for_bit():
+@pytest.mark.parametrize("recipe", [RICH, dataclasses.replace(RICH, blocks=3)], ids=["one piece", "blocks"])
+def test_the_faithful_retrain_with_an_empty_forget_set_is_the_original_run_bit_for_bit(recipe):
     ds = data.load(data.DatasetSpec())
-    original = training.init_model("mlp", ds, RICH.seed)
+    original = training.init_model("mlp", ds, recipe.seed)
     init = copy.deepcopy(original.state_dict())
-    training.fit(original, ds.x_train, ds.y_train, RICH, CPU, record_dynamics=False)
+    training.fit(original, ds.x_train, ds.y_train, recipe, CPU, record_dynamics=False)
     method = unlearning.make("retrain")
-    method.bind(recipe=RICH)  # the whole recipe, not only its lr and epochs
+    method.bind(recipe=recipe)  # the whole recipe, not only its lr and epochs
     assert method.params["rule"] == "replay"
     retrained = training.init_model("mlp", ds, 0)
     retrained.load_state_dict(init)
@@ -112,7 +113,7 @@ def test_the_faithful_retrain_with_an_empty_forget_set_is_the_original_run_bit_f
     assert training.state_bytes(retrained) == training.state_bytes(original)
     fresh = training.init_model("mlp", ds, 0)
     fresh.load_state_dict(init)
-    training.fit(fresh, ds.x_train, ds.y_train, dataclasses.replace(RICH, seed=RICH.seed + 1), CPU,
+    training.fit(fresh, ds.x_train, ds.y_train, dataclasses.replace(recipe, seed=recipe.seed + 1), CPU,
                  record_dynamics=False)
     assert metrics.verification_error(fresh, original) > 0.1  # another order lands elsewhere
 
