@@ -278,7 +278,7 @@ def unlearn(
     sweep: Annotated[bool, typer.Option("--sweep", help="Try a small grid of settings per method and keep the best of each.")] = False,
     score: Annotated[str, typer.Option(help="The memorization score RUM refines by in a sweep (a name or a score-set id).")] = "exact",
     beam: Annotated[Optional[int], typer.Option(help=f"With --sweep: partial sequences RUM and shuffle keep per group; wider finds better sequences at proportional cost [default: {sweeps.BEAM}].")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Settings for parameters not given: paper (published defaults) or digits [default: the model's dataset's preset if there is one, else paper].")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Settings for parameters not given: paper-cifar10, paper-cifar100, paper-svhn, paper-mnist (the papers' code for that dataset, batch 256), paper (= paper-cifar10) or digits (calibrated, batch 64) [default: the model's dataset's preset if there is one, else paper].")] = None,
     oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Retrain the oracle to measure against (skip it for large models: ToW and speed-up are then missing).")] = True,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,

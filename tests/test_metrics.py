@@ -164,3 +164,17 @@ def test_t_interval_hand_value():
     mean, half = metrics.t_interval([5.0])
     assert mean == 5.0 and np.isnan(half)
     assert metrics.t_interval([2, 2, 2]) == (2.0, 0.0)
+
+
+def test_entanglement_takes_the_centre_as_the_rum_code_does():
+    # R: four points at x = ±1 (μ_R = 0); S: two at 9 and 11 (μ_S = 10). Within = 1 + 1 = 2.
+    g = np.array([[-1.0, 0], [1, 0], [-1, 0], [1, 0], [9, 0], [11, 0]])
+    # The code: μ = ½(μ_R + μ_S) = 5, between = ½(5² + 5²) = 25.
+    assert metrics.entanglement(g, [4, 5]) == pytest.approx(2 / 25)
+    # Pooled over R ∪ S: μ = 20/6, between = ½((10/3)² + (20/3)²) = 250/9.
+    assert metrics.entanglement(g, [4, 5], centre="pooled") == pytest.approx(2 / (250 / 9))
+    # The code's score does not change when R is repeated (more of the same retain set).
+    assert metrics.entanglement(np.r_[g[:4], g[:4], g[4:]], [8, 9]) == pytest.approx(2 / 25)
+    with pytest.raises(ValueError, match="centre"):
+        metrics.entanglement(g, [4, 5], centre="median")
+

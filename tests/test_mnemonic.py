@@ -66,7 +66,8 @@ def _accuracies(model, ds, cls):
 
 
 def _unlearn(model, ds, cls, codes, **params):
-    method = unlearning.make("mnemonic", params)
+    """On the digits preset (the λ grid under the strict rule), as a digits model gets it."""
+    method = unlearning.make("mnemonic", params, "digits")
     method.codes = codes
     retain, forget = _class_split(ds, cls)
     model = copy.deepcopy(model)
@@ -234,7 +235,7 @@ def test_the_rules_judge_the_codes_by_recognition_confident_forgetting_or_probab
     logits = torch.tensor([[2.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.5]])
     probs = logits.softmax(1)
     model = _fixed_logits(logits)
-    assert mnemonic.RULES == ("strict", "hard", "soft") and mnemonic.DEFAULT_RULE == "strict"
+    assert mnemonic.RULES == ("hard", "strict", "soft") and mnemonic.DEFAULT_RULE == "hard"
     assert mnemonic.measure(model, logits, None, [2], "hard") == pytest.approx((0.5, 1.0))  # the paper's
     assert mnemonic.measure(model, logits, None, [2], "strict") == pytest.approx((0.5, 0.0))  # p = 0.26 ≥ 1%
     assert mnemonic.measure(model, logits, None, [2], "soft") == pytest.approx(
@@ -347,6 +348,20 @@ def test_fixed_lambdas_without_the_grid(coded, digits):
     assert training.state_bytes(model) != training.state_bytes(coded.model)
 
 
+@pytest.mark.parametrize("preset, lam", [("paper-mnist", (1e-3, 10.0)), ("paper-cifar10", (1e-5, 1e4))])
+def test_the_paper_presets_take_the_published_lambdas_and_the_accuracy_rule(coded, digits, preset, lam):
+    method = unlearning.make("mnemonic", {}, preset)
+    method.codes = coded.codes
+    retain, forget = _class_split(digits, 6)
+    model = copy.deepcopy(coded.model)
+    method.unlearn(model, _LabelsOnly(digits), retain, forget, CPU)
+    r = method.report
+    assert r["grid"] is None and (r["lam1"], r["lam2"]) == lam and r["rule"] == "hard"
+    eta = mnemonic.amplitudes(coded.model, coded.codes, None, [6])
+    state, _ = mnemonic.forget(coded.model, coded.codes, [6], *lam, eta=eta, rule="hard")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
 def test_partial_classes_are_refused_with_the_way_to_a_class_forget_set(coded, digits):
     y = digits.y_train.numpy()
     forget = np.r_[np.flatnonzero(y == 3)[:10], np.flatnonzero(y == 5)[:10]]
@@ -375,17 +390,17 @@ def test_with_data_forgets_a_model_trained_without_codes(plain, digits):
 
 
 def test_method_parameters_are_checked():
-    method = unlearning.make("mnemonic")
+    method = unlearning.REGISTRY["mnemonic"]()  # the published MNIST setting: fixed λ, the accuracy rule
     assert method.knob is None and method.summary and method.codes is None
-    assert (method.params["lam1"], method.params["lam2"], method.params["grid"]) == (1e-3, 10.0, 1)
-    assert method.params["rule"] == "strict" and method.rules == mnemonic.RULES
+    assert (method.params["lam1"], method.params["lam2"], method.params["grid"]) == (1e-3, 10.0, 0)
+    assert method.params["rule"] == "hard" and method.rules == mnemonic.RULES
     assert "rule" not in method.defaults  # the defaults stay numbers, as the shared checks expect
-    assert unlearning.make("mnemonic", {"rule": "hard"}).params["rule"] == "hard"
+    assert unlearning.make("mnemonic", {"rule": "strict"}).params["rule"] == "strict"
     for bad in ({"lam1": 0}, {"lam2": -1}, {"grid": 2}, {"with_data": 0.5}, {"samples_per_class": 0}, {"nope": 1},
                 {"rule": "fuzzy"}, {"rule": 1}):
         with pytest.raises(ParamError):
             unlearning.make("mnemonic", bad)
-    with pytest.raises(ParamError, match="rule must be one of strict, hard, soft, got 'fuzzy'"):
+    with pytest.raises(ParamError, match="rule must be one of hard, strict, soft, got 'fuzzy'"):
         unlearning.make("mnemonic", {"rule": "fuzzy"})
     with pytest.raises(ParamError, match="no parameter 'nope'.*samples_per_class, seed, rule"):
         unlearning.make("mnemonic", {"nope": 1})

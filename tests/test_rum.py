@@ -33,7 +33,7 @@ class TinyData:
 
 
 def recording_rum(calls, steps=("a", "b", "c"), **kw):
-    rum = unlearning.Rum(steps=list(steps), make=lambda name, params: Recorder(name, calls), **kw)
+    rum = unlearning.Rum(steps=list(steps), make=lambda name, params, *_: Recorder(name, calls), **kw)
     return rum
 
 
@@ -89,7 +89,7 @@ def test_empty_group_is_skipped_and_said_so():
 
 def test_shuffle_splits_at_random_into_equal_parts():
     calls = []
-    shuffle = unlearning.Shuffle(steps="x", parts=3, seed=1, make=lambda n, p: Recorder(n, calls))
+    shuffle = unlearning.Shuffle(steps="x", parts=3, seed=1, make=lambda n, p, *_: Recorder(n, calls))
     shuffle.unlearn(None, TinyData, None, np.arange(6), CPU)
     parts = [c[2] for c in calls]
     assert sorted(sum(parts, [])) == list(range(6)) and [len(p) for p in parts] == [2, 2, 2]

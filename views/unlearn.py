@@ -34,7 +34,9 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("samples", fs["size"])
 c2.metric("classes", len(fs["classes"]), help=" · ".join(f"{ds.classes[int(c)]}: {n}" for c, n in fs["class_counts"].items()))
 c3.metric("entanglement (ES)", f"{fs['es']:.1f}", help="How mixed the forget set is with the rest in the model's "
-          "feature space (RUM). Higher = harder to unlearn.")
+          "feature space (RUM). Higher = harder to unlearn." + ("" if fs.get("es_centre") else
+          " This set was saved before the score followed the RUM code (centre over all samples, not halfway "
+          "between R and S): it reads lower than the published scale."))
 if "exact" in available:
     mem = available["exact"][fs["ids"]]
     c4.metric("mean memorization", f"{np.nanmean(mem):.3f}",
@@ -42,21 +44,27 @@ if "exact" in available:
                   ("low (< 1/3)", "mid", "high (≥ 2/3)"), np.histogram(mem, [-np.inf, 1 / 3, 2 / 3, np.inf])[0])))
 
 preset = st.selectbox("Preset", list(presets.PRESETS), index=list(presets.PRESETS).index(runs.preset_of(rec)),
-                      help="paper: the published defaults (tuned for CIFAR at batch 256). digits: calibrated on the "
-                           "embedded dataset by a sweep. A sweep below tunes them for your forget set.")
+                      help="paper-*: the settings of the papers' code for that dataset (paper: CIFAR-10's), batch "
+                           "256. digits: calibrated on the embedded dataset by a sweep, batch 64. A sweep below tunes "
+                           "them for your forget set.")
+st.caption(f"Preset **{preset}**: {presets.SOURCES[preset]}.")
 chosen = st.multiselect("Methods", unlearning.NAMES, default=["finetune"],
                         format_func=lambda n: f"{n} (the oracle itself)" if n == "retrain" else n)
 
 
 def base_params(name: str, key: str) -> dict:
-    """Number inputs for a base method's parameters, at the preset's values."""
+    """Number inputs for a base method's parameters, at the preset's values, and its rule."""
     cls = unlearning.REGISTRY[name]
     values = {**cls.defaults, **presets.settings(preset, name)}
+    out = {}
+    if cls.rules:  # the one string parameter, at the preset's choice
+        chosen_rule = values.pop("rule", cls.rules[0])
+        out["rule"] = st.radio(cls.rule_label, list(cls.rules), index=list(cls.rules).index(chosen_rule),
+                               horizontal=True, key=f"{key}-rule", help=cls.rule_help)
     shown = [k for k in values if k not in cls.hidden]  # rarely changed, or unused by this method
     if not shown:
         st.caption("No settings to choose: it follows the model's own training recipe.")
-        return {}
-    out = {}
+        return out
     for col, k in zip(st.columns(len(shown)), shown):
         v = values[k]
         out[k] = (col.number_input(k, 0, 10_000, int(v), key=f"{key}-{k}") if isinstance(v, int)
@@ -112,18 +120,14 @@ for name in chosen:
             if not rec.get("has_codes"):
                 st.info("This model was trained without mnemonic codes: set with_data to 1 to probe a few real "
                         "samples per class instead, or train with the mnemonic option on the Models page.")
-            cls = unlearning.REGISTRY[name]
-            rule = st.radio(cls.rule_label, list(cls.rules), horizontal=True, key="mnemonic-rule", help=cls.rule_help)
-            settings[name] = {**base_params(name, "p-mnemonic"), "rule": rule}
+            settings[name] = base_params(name, "p-mnemonic")
         elif name == "deepobliviate":
             st.caption(unlearning.REGISTRY[name].summary)
             if not rec.get("blocks"):
                 st.warning("DeepObliviate needs a model trained block by block: train one with **Blocks** on the "
                            "Models page (or `train --blocks 20`).")
                 continue
-            cls = unlearning.REGISTRY[name]
-            rule = st.radio(cls.rule_label, list(cls.rules), horizontal=True, key="do-rule", help=cls.rule_help)
-            settings[name] = {**base_params(name, "p-deepobliviate"), "rule": rule}
+            settings[name] = base_params(name, "p-deepobliviate")
         elif name == "shuffle":
             st.caption(unlearning.Shuffle.summary)
             step = st.selectbox("Method for every part", list(unlearning.REGISTRY), index=1, key="shuffle-step")

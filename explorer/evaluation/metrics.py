@@ -61,12 +61,25 @@ def tow(unlearned: dict, oracle: dict, first: str = "acc_forget") -> float:
     return float(np.prod([1 - abs(unlearned[k] - oracle[k]) for k in factors]))
 
 
-def entanglement(features: torch.Tensor, forget_ids) -> float:
-    """RUM's entanglement score of S within D from penultimate features; higher = harder."""
+ES_CENTRES = ("halves", "pooled")  # how μ, the centre of D, is taken (entanglement)
+
+
+def entanglement(features: torch.Tensor, forget_ids, centre: str = "halves") -> float:
+    """RUM's entanglement score of S within D from penultimate features g; higher = harder:
+
+        ES = [mean_R ‖g − μ_R‖² + mean_S ‖g − μ_S‖²] / [½(‖μ_R − μ‖² + ‖μ_S − μ‖²)]
+
+    `centre` "halves" (default) takes μ = ½(μ_R + μ_S), as the RUM code does, so the published
+    ES values are comparable and a set's score does not depend on its size relative to D;
+    "pooled" takes μ as the mean over all of R ∪ S (our score before following the code: with a
+    small S, μ sits near μ_R and the score comes out smaller, 0.56× at |S|/|D| = 0.06)."""
+    if centre not in ES_CENTRES:
+        raise ValueError(f"centre must be one of {', '.join(ES_CENTRES)}, got {centre!r}")
     g = torch.as_tensor(features).double()
     retain, forget = split_ids(len(g), forget_ids)
     g_r, g_s = g[retain], g[forget]
-    mu, mu_r, mu_s = g.mean(0), g_r.mean(0), g_s.mean(0)
+    mu_r, mu_s = g_r.mean(0), g_s.mean(0)
+    mu = 0.5 * (mu_r + mu_s) if centre == "halves" else g.mean(0)
     within = ((g_r - mu_r) ** 2).sum(1).mean() + ((g_s - mu_s) ** 2).sum(1).mean()
     between = 0.5 * (((mu_r - mu) ** 2).sum() + ((mu_s - mu) ** 2).sum())
     return float(within / between)

@@ -63,8 +63,11 @@ def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((p * (p / q).log()).sum(1) + (q * (q / p).log()).sum(1))
 
 
+HOLDOUT_BATCH = 256  # the RUM code's --batch_size (the digits preset keeps 64)
+
+
 def holdout_retraining(model: nn.Module, ds, device: torch.device, lr: float = 0.1, max_epochs: int = 30,
-                       patience: int = 4, batch_size: int = 64, seed: int = 0,
+                       patience: int = 4, batch_size: int = HOLDOUT_BATCH, seed: int = 0,
                        progress: Progress = no_progress) -> np.ndarray:
     """Fine-tune a copy on held-out data (the test split) until its summed training loss stops
     falling for `patience` epochs; score each training sample by the symmetric KL between the

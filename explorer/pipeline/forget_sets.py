@@ -58,6 +58,7 @@ def create(ws: Workspace, model_rec: dict, strategy: str, name: str | None = Non
         "classes": sorted(counts),
         "class_counts": {str(k): v for k, v in sorted(counts.items())},
         "es": es,
+        "es_centre": "halves",  # metrics.entanglement's centre; sets made before it followed the RUM code: pooled
         **memorization_summary(ws, model_rec, ids),
     }
     return ws.put("forget_set", meta)

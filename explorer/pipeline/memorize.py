@@ -28,6 +28,7 @@ from ..runtime.progress import Progress, clock, no_progress
 from ..store import artifacts
 from ..store.workspace import Workspace, npz_bytes, write_atomic
 from ..training import Recipe, ensembles
+from ..unlearning import presets
 from . import score_sets
 from .cluster import RayPool  # imports Ray only when a pool is made
 
@@ -287,9 +288,11 @@ def compute_proxies(ws: Workspace, model_rec: dict, only: list[str] | None, devi
 
         step(0.0, f"{name}…")
         start = time.perf_counter()
-        if name == "ho_ret":
-            values = proxies.holdout_retraining(model, ds, device, progress=step)
-            params = {"lr": 0.1, "max_epochs": 30, "patience": 4, "holdout": "test split"}
+        if name == "ho_ret":  # at the batch size of the dataset's preset (the published 256; digits 64)
+            batch = presets.settings(presets.default_for(model_rec.get("dataset", "")), "ho_ret").get(
+                "batch_size", proxies.HOLDOUT_BATCH)
+            values = proxies.holdout_retraining(model, ds, device, batch_size=batch, progress=step)
+            params = {"lr": 0.1, "max_epochs": 30, "patience": 4, "holdout": "test split", "batch_size": batch}
         else:
             values = proxies.curvature(model, ds, device)
             params = {"h": 0.01, "variant": "final model"}

@@ -25,7 +25,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, devi
         record_dynamics: bool = True, **kwargs) -> TrainResult:
     """Train `model` in place on (x, y) with `recipe`; returns the epoch log and dynamics. The other
     keywords are `loop.run`'s (x_test, y_test, progress, opt: a given optimizer is continued, its
-    momentum carries over). With `recipe.blocks` the training is by blocks, and `opt` is not used."""
+    momentum carries over; drop: positions replayed out of the run, the faithful retrain). With
+    `recipe.blocks` the training is by blocks, and `opt` is not used."""
     if recipe.blocks:  # DeepObliviate's block training: no dynamics, a checkpoint after each block
         kwargs.pop("opt", None)
         # Without dynamics (the estimator's subset models) nobody reads the block snapshots either.

@@ -73,14 +73,15 @@ def restore(model: nn.Module, opt: optim.SGD, state: dict, momentum: dict | None
 
 
 def train_block(model: nn.Module, opt: optim.SGD, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray,
-                recipe: Recipe, k: int, device: torch.device, **kwargs) -> TrainResult:
+                recipe: Recipe, k: int, device: torch.device, drop=None, **kwargs) -> TrainResult:
     """Train block k (its positions `ids` in x, y) in place, continuing `opt`; an empty block is
-    a no-op."""
+    a no-op. `drop`: positions in x, y replayed out of the block's run (loop.py)."""
     if len(ids) == 0:
         return TrainResult()
     index = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    local = None if drop is None else np.flatnonzero(np.isin(ids, np.asarray(drop, dtype=np.int64)))
     return run(model, x[index], y[index], block_recipe(recipe, k), device, record_dynamics=False, opt=opt,
-               **kwargs)
+               drop=local, **kwargs)
 
 
 @dataclass
@@ -92,10 +93,11 @@ class BlockResult(TrainResult):
 
 def fit_blocks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, device: torch.device,
                *, x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
-               progress: Progress = no_progress, snapshots: bool = True) -> BlockResult:
+               progress: Progress = no_progress, snapshots: bool = True, drop=None) -> BlockResult:
     """Train `model` in place block by block (module docstring); returns the log (one row per
     block: its last epoch's loss and accuracy, then the test accuracy, at epoch k·E) and, with
-    `snapshots`, M_0 … M_B with their momenta."""
+    `snapshots`, M_0 … M_B with their momenta. `drop`: positions in x, y replayed out of the run
+    (loop.py): the blocks are the original's, each trained without them."""
     start = time.perf_counter()
     B = recipe.blocks
     result = BlockResult(block_ids=stratified_blocks(y.cpu().numpy(), B, recipe.seed))
@@ -108,7 +110,7 @@ def fit_blocks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recip
 
     keep_snapshot()
     for k, ids in enumerate(result.block_ids, start=1):
-        sub = train_block(model, opt, x, y, ids, recipe, k, device,
+        sub = train_block(model, opt, x, y, ids, recipe, k, device, drop=drop,
                           progress=lambda f, msg, k=k: progress((k - 1 + f) / B, f"block {k}/{B} · {msg}"))
         row = {**sub.log[-1], "epoch": k * recipe.epochs, "block": k}  # one row per block: its last epoch
         if x_test is not None:  # after the block, not after each of its (many, small) epochs

@@ -37,14 +37,19 @@ class CodeMixer:
         self.swaps = torch.Generator().manual_seed(recipe.seed + 7919)  # a stream apart from shuffling
         self.device = device
 
-    def draw(self, perm: torch.Tensor, batch_size: int) -> None:
+    def draw(self, perm: torch.Tensor, bounds: list[int], kept: torch.Tensor | None = None) -> None:
+        """This epoch's swaps for the order `perm`; `bounds` are the batch starts (then the end) in
+        the order once the positions `kept` marks False are taken out (a replay, loop.py): the
+        swaps are drawn for every position, so the ones left are the original run's."""
         swapped = torch.rand(len(perm), generator=self.swaps) < self.tmix  # by position in this epoch
-        self.rate = swapped.float().mean().item()
+        if kept is not None:
+            swapped, perm = swapped[kept], perm[kept]
+        self.rate = swapped.float().mean().item() if len(swapped) else 0.0
         self.keep = (~swapped).float().to(self.device)
         self.swapped_ids = perm[swapped].to(self.device)
-        # Where each batch's swapped ids start: swaps before positions 0, B, 2B, …, n (one numpy pass).
+        # Where each batch's swapped ids start: swaps before each batch start (one numpy pass).
         before = np.concatenate([[0], np.cumsum(swapped.numpy())])
-        self.offsets = before[[*range(0, len(perm), batch_size), len(perm)]].tolist()
+        self.offsets = before[bounds].tolist()
 
     def forward(self, model: nn.Module, x, y, ids, b: int, i: int):
         sid = self.swapped_ids[self.offsets[b] : self.offsets[b + 1]]

@@ -10,6 +10,13 @@ its class's mnemonic code in the loss; the recorder still sees every real sample
 
 With `amp` the forward passes run in bfloat16 (explorer/runtime/precision.py); losses, the recorded
 dynamics and the weights stay float32.
+
+With `drop` the run *replays* the one it would have made on all of (x, y), with those samples taken
+out of their mini-batches: the same permutations, code swaps and learning-rate schedule, each batch
+the original's minus the dropped samples (its mean over the ones left), a batch left empty skipped.
+This is the retrain that Thudi et al.'s verification error compares against; a fresh shuffle of
+the retain set would add SGD-order noise to θ_u − θ_r. With nothing dropped it is the original
+run, bit for bit.
 """
 
 from __future__ import annotations
@@ -89,14 +96,21 @@ def run(
     record_dynamics: bool = True,
     progress: Progress = no_progress,
     opt: optim.SGD | None = None,
+    drop=None,
 ) -> TrainResult:
     """Train `model` in place on (x, y) with `recipe`, in one piece (its `blocks` are not looked at:
     `explorer.training.fit` is what honours them); returns the epoch log and dynamics. A given
-    `opt` is continued (its momentum carries over)."""
+    `opt` is continued (its momentum carries over). `drop`: positions in (x, y) replayed out of
+    the run (module docstring)."""
     start = time.perf_counter()
     model.to(device)
     x, y = x.to(device), y.to(device)
     n = len(y)
+    dropped = None
+    if drop is not None:  # even empty: a replay without drops must retrace the original exactly
+        dropped = torch.zeros(n, dtype=torch.bool)
+        dropped[torch.as_tensor(np.asarray(drop, dtype=np.int64))] = True
+    seen = n - (int(dropped.sum()) if dropped is not None else 0)  # samples each epoch trains on
     if opt is None:
         opt = optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     total_steps = recipe.epochs * math.ceil(n / recipe.batch_size)
@@ -109,13 +123,19 @@ def run(
     for epoch in range(recipe.epochs):
         model.train()
         perm = torch.randperm(n, generator=order)
+        kept, bounds = batch_bounds(perm, recipe.batch_size, dropped)
         if mix is not None:
-            mix.draw(perm, recipe.batch_size)
+            mix.draw(perm, bounds, kept)  # drawn over every position: a replay swaps as the original did
+        if kept is not None:
+            perm = perm[kept]
         perm = devices.to_device(perm, device)  # without a host sync on a GPU
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        for b, i in enumerate(range(0, n, recipe.batch_size)):
-            ids = perm[i : i + recipe.batch_size]
+        for b, (i, j) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if i == j:  # every sample of this batch was dropped: no step, but the schedule moves on
+                step += 1
+                continue
+            ids = perm[i:j]
             if mix is None:
                 logits = net(x[ids])
                 losses = F.cross_entropy(logits, y[ids], reduction="none")
@@ -134,7 +154,7 @@ def run(
             step += 1
             loss_sum += losses.detach().sum()
             correct += (logits.detach().argmax(1) == y[ids]).sum()
-        row = {"epoch": epoch + 1, "loss": loss_sum.item() / n, "train_acc": correct.item() / n}
+        row = {"epoch": epoch + 1, "loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1)}
         if mix is not None:
             row["code_rate"] = mix.rate
         if x_test is not None:
@@ -151,6 +171,19 @@ def run(
         result.codes = mix.codes.cpu()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def batch_bounds(perm: torch.Tensor, batch_size: int, dropped: torch.Tensor | None
+                 ) -> tuple[torch.Tensor | None, list[int]]:
+    """(kept, bounds): which positions of `perm` stay (None: all), and where each batch starts in
+    the kept order, then its end. Batch b is the original's b-th batch minus the dropped samples."""
+    n = len(perm)
+    starts = [*range(0, n, batch_size), n]
+    if dropped is None:
+        return None, starts
+    kept = ~dropped[perm]
+    before = np.concatenate([[0], np.cumsum(kept.numpy())])  # kept positions before each start
+    return kept, before[starts].tolist()
 
 
 def init_model(arch: str, data, seed: int) -> nn.Module:

@@ -31,7 +31,8 @@ NAMES = [*REGISTRY, *SEQUENCES]
 
 def make(name: str, params: dict | None = None, preset: str = "paper") -> Method | Sequence:
     """A method ready to run, its parameters checked; ParamError (one line) otherwise. Parameters
-    not given come from the preset, then from the method's defaults."""
+    not given come from the preset, then from the method's defaults; a step of a sequence gets
+    the preset's settings for a step of its method (`presets.step_settings`)."""
     params = params or {}
     if preset not in presets.PRESETS:
         raise ParamError(f"unknown preset {preset!r}; choose one of {', '.join(presets.PRESETS)}")
@@ -40,10 +41,15 @@ def make(name: str, params: dict | None = None, preset: str = "paper") -> Method
         unknown = sorted(set(params) - set(accepted))
         if unknown:
             raise ParamError(f"{name} has no parameter {unknown[0]!r}; it takes {', '.join(accepted)}")
-        return SEQUENCES[name](**params, make=lambda step, p: make(step, p, preset))
+        return SEQUENCES[name](**params, make=lambda step, p, group, groups: _base(
+            step, p, presets.step_settings(preset, step, group, groups)))
+    return _base(name, params, presets.settings(preset, name))
+
+
+def _base(name: str, params: dict, preset_params: dict) -> Method:
     if name not in REGISTRY:
         raise ParamError(f"unknown method {name!r}; choose one of {', '.join(NAMES)}")
-    method = REGISTRY[name](**{**presets.settings(preset, name), **params})
+    method = REGISTRY[name](**{**preset_params, **params})
     method.given = frozenset(params)  # what the user asked for, above the preset
     return method
 

@@ -1,8 +1,10 @@
 """The one loop every unlearning method shares; a method supplies its per-batch loss.
 
 A few small hooks cover what a loss alone cannot say: `prepare` (before the loop: a teacher, a
-saliency mask, relabeled data), `mask` (gradients multiplied by it before each step), `phases`
-(which set drives each pass of an epoch) and `cycle` (a second set fed alongside the driver).
+saliency mask, relabeled data), `epoch_sets` (at the start of each epoch: labels drawn afresh),
+`mask` (gradients multiplied by it before each step; with `frozen_mask` the weights it masks out
+are also put back after each step and their momentum zeroed), `phases` (which set drives each
+pass of an epoch), `cycle` (a second set fed alongside the driver) and `batch_size` (per set).
 
 What a method needs beyond the model and the data it declares in `needs` (the names in NEEDS);
 explorer.pipeline loads them from the model's record and hands them to `bind`. No method sees a
@@ -86,9 +88,10 @@ class Method:
     rules: ClassVar[tuple[str, ...]] = ()  # choices of a string `rule` parameter, the first the default
     rule_label: ClassVar[str] = "rule"  # what a form calls the rule, and what it says about the choices
     rule_help: ClassVar[str] = ""
-    defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64}
+    defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256}
 
     mask: list[torch.Tensor] | None = None  # per trainable parameter, set by `prepare`
+    frozen_mask: bool = False  # the weights `mask` zeroes stay exactly where they started (SalUn)
     amp: bool = False  # mixed precision, as the model was trained (the pipeline sets it from its recipe)
 
     def __init__(self, **params):
@@ -141,9 +144,18 @@ class Method:
         """Runs once before the loop; returns the sets the loop draws batches from."""
         return sets
 
+    def epoch_sets(self, epoch: int, sets: dict[str, Batch], num_classes: int,
+                   generator: torch.Generator) -> dict[str, Batch]:
+        """Runs at the start of each epoch; returns the sets this epoch draws batches from."""
+        return sets
+
     def phases(self, epoch: int) -> tuple[str, ...]:
         """The sets driving this epoch's passes, in order; usually just `drive`."""
         return (self.drive,)
+
+    def batch_size(self, name: str) -> int:
+        """The mini-batch size of the set `name` ("retain" or "forget")."""
+        return self.params["batch_size"]
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -162,27 +174,34 @@ class Method:
         params = [q for q in model.parameters() if q.requires_grad]
         net = precision.wrap(model, device, self.amp)  # the model itself unless amp: float32 outputs of bf16 passes
         opt = optim.SGD(params, lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
-        bs, epochs = p["batch_size"], p["epochs"]
+        epochs = p["epochs"]
         cycled = {"perm": None, "at": 0}  # the cycled set's order persists across epochs
+        # Weight decay and momentum would still move weights whose gradient is masked to 0: a frozen
+        # mask puts them back after every step (exactly: `where`, not arithmetic) and clears their momentum.
+        frozen = None
+        if self.mask is not None and self.frozen_mask:
+            frozen = ([m.bool() for m in self.mask], [q.detach().clone() for q in params])
 
         def batches(drive: str):
             for name in filter(None, (drive, self.cycle)):
                 if len(sets[name]) == 0:
                     raise ParamError(f"{self.name} needs a non-empty {name} set")
             # Orders are drawn on the CPU (seeded) and sent without a host sync: a cycled set restarts mid-epoch.
+            bs = self.batch_size(drive)
             perm = devices.to_device(torch.randperm(len(sets[drive]), generator=g), device)
             for i in range(0, len(perm), bs):
                 out = {drive: sets[drive][perm[i : i + bs]]}
                 if self.cycle and self.cycle != drive:
-                    m = len(sets[self.cycle])
+                    m, cs = len(sets[self.cycle]), self.batch_size(self.cycle)
                     if cycled["perm"] is None or cycled["at"] >= m:
                         cycled["perm"], cycled["at"] = devices.to_device(torch.randperm(m, generator=g), device), 0
-                    out[self.cycle] = sets[self.cycle][cycled["perm"][cycled["at"] : cycled["at"] + bs]]
-                    cycled["at"] += bs
+                    out[self.cycle] = sets[self.cycle][cycled["perm"][cycled["at"] : cycled["at"] + cs]]
+                    cycled["at"] += cs
                 yield out
 
         for epoch in range(epochs):
             step = Step(epoch, epochs, ds.num_classes)
+            sets = self.epoch_sets(epoch, sets, ds.num_classes, g)
             loss_sum = torch.zeros((), device=device)  # checked once per epoch: no host sync per batch
             for drive in self.phases(epoch):
                 for b in batches(drive):
@@ -191,6 +210,8 @@ class Method:
                     loss.backward()
                     opt.step(None if self.mask is None else
                              [q.grad if q.grad is None else q.grad * m for q, m in zip(params, self.mask)])
+                    if frozen is not None:
+                        _restore_frozen(params, opt, *frozen)
                     loss_sum += loss.detach()
             # A non-finite loss or weight cannot turn finite again in a sum, so one check suffices.
             weights = torch.stack(torch._foreach_norm(params)).sum() if params else loss_sum
@@ -199,3 +220,13 @@ class Method:
                                  f"infinite); use a lower lr than {p['lr']:g}")
             progress((epoch + 1) / epochs, f"{self.name}: epoch {epoch + 1}/{epochs}")
         return model
+
+
+@torch.no_grad()
+def _restore_frozen(params: list[torch.Tensor], opt: optim.SGD, keep: list[torch.Tensor],
+                    start: list[torch.Tensor]) -> None:
+    """Weights outside `keep` back to their `start` values, bit for bit, and their momentum to 0."""
+    for i, (q, k, w0) in enumerate(zip(params, keep, start)):
+        q.copy_(torch.where(k, q, w0))
+        if opt.buffers[i] is not None:
+            opt.buffers[i].mul_(k)

@@ -26,13 +26,21 @@ class Scrub(Method):
     knob = "alpha"
     knob_values = (0.001, 0.01, 0.1)
     fractions = ("alpha", "gamma")
+    hidden = (*Method.hidden, "forget_batch_size")
+    # forget_batch_size 0: the max steps use the same batch size as the min steps. SCRUB's code
+    # takes its forget batches smaller (32 against 128 at large scale: the `paper` presets).
     defaults = {**Method.defaults, "epochs": 5, "lr": 5e-3, "msteps": 4, "gamma": 0.99, "alpha": 0.001,
-                "temperature": 4.0}
+                "temperature": 4.0, "forget_batch_size": 0}
 
     def __init__(self, **params):
         super().__init__(**params)
         if self.params["temperature"] <= 0:
             raise ParamError(f"{self.name}: temperature must be above 0")
+
+    def batch_size(self, name):
+        if name == "forget" and self.params["forget_batch_size"]:
+            return self.params["forget_batch_size"]
+        return self.params["batch_size"]
 
     def prepare(self, model, sets, num_classes, generator):
         teacher = copy.deepcopy(model).eval().requires_grad_(False)

@@ -57,20 +57,21 @@ def retain_sets(n: int, groups: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _step_methods(steps, k: int, make) -> list[Method | None]:
-    """Steps as a list of names or {"method", "params"} per group; one name or dict = RUM^F."""
+    """Steps as a list of names or {"method", "params"} per group; one name or dict = RUM^F.
+    `make(name, params, group, groups)` makes a group's method."""
     if isinstance(steps, (str, dict)):
         steps = [steps] * k
     if not isinstance(steps, list) or len(steps) != k:
         raise ParamError(f"give one step per group: {k} groups, {len(steps) if isinstance(steps, list) else 1} steps")
     out = []
-    for step in steps:
+    for group, step in enumerate(steps):
         name, params = (step, {}) if isinstance(step, str) else (step.get("method"), step.get("params", {}))
         if name in (None, "none"):
             out.append(None)
         elif name in ("rum", "shuffle"):
             raise ParamError("a RUM step must be a base method, not another sequence")
         else:
-            out.append(make(name, params))
+            out.append(make(name, params, group, k))  # the preset may set each group's step apart
     return out
 
 
