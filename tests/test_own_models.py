@@ -498,3 +498,28 @@ def test_registry_models_keep_their_records(ws, tmp_path):
     assert models.arch_of(rec) == "mlp" and not any(k in rec for k in models.ARCH_FIELDS)
     assert rec["layout"] == "explorer" and rec["mapped"] == []
 
+
+
+def test_every_method_without_training_dynamics_runs_on_a_user_model(ws, tmp_path, user_module):
+    """The methods that need only the weights and the data unlearn a user's model with its own input
+    convention; those that need the training run (θ_0, blocks) are refused in one line."""
+    from explorer import unlearning
+    from explorer.pipeline import forget_sets, memorize, runs
+
+    ds = data.load(DIGITS)
+    torch.save(trained_user_net(user_module, ds).state_dict(), tmp_path / "mlp.pt")
+    model = checkpoints.import_model(ws, tmp_path / "mlp.pt", "usernets:Net", DIGITS, normalize="none",
+                                     recipe=checkpoints.parse_recipe('{"epochs": 1}'))
+    memorize.compute_proxies(ws, model, ["curvature"], torch.device("cpu"))
+    fs = forget_sets.create(ws, model, "class", classes=[3])  # a whole class, as mnemonic forgets
+    for name in unlearning.NAMES:
+        params = {"score": "curvature"} if name == "rum" else {"with_data": 1} if name == "mnemonic" else {}
+        if "epochs" in unlearning.make(name, {}).params:
+            params["epochs"] = 1
+        if name in ("sgd_unroll", "deepobliviate"):
+            with pytest.raises(unlearning.ParamError, match="needs"):
+                runs.unlearn(ws, model, fs, name, params, torch.device("cpu"), with_oracle=False)
+            continue
+        run = runs.unlearn(ws, model, fs, name, params, torch.device("cpu"), with_oracle=False)
+        assert 0 <= run["metrics"]["acc_forget"] <= 1, name
+        assert artifacts.unlearned_model(ws, run).explorer_input_scale is not None  # its input convention kept
