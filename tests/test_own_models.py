@@ -523,3 +523,35 @@ def test_every_method_without_training_dynamics_runs_on_a_user_model(ws, tmp_pat
         run = runs.unlearn(ws, model, fs, name, params, torch.device("cpu"), with_oracle=False)
         assert 0 <= run["metrics"]["acc_forget"] <= 1, name
         assert artifacts.unlearned_model(ws, run).explorer_input_scale is not None  # its input convention kept
+
+
+def test_models_page_imports_a_user_model_and_shows_its_accuracy(monkeypatch, ws, tmp_path, user_module):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    from explorer.store import jobs
+
+    ds = data.load(DIGITS)
+    torch.save(trained_user_net(user_module, ds).state_dict(), tmp_path / "mine.pt")
+    monkeypatch.chdir(tmp_path / "code")  # the job imports usernets from where the app was started
+    monkeypatch.setenv("EXPLORER_WORKSPACE", str(ws.path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("views/models.py")
+    at.run()
+    at.text_input(key="imp_path").set_value(str(tmp_path / "mine.pt"))
+    at.text_input(key="imp_own").set_value("usernets:Net")
+    at.text_input(key="imp_kwargs").set_value('{"hidden": 32}')
+    at.selectbox(key="imp_norm").set_value("none")
+    at.text_input(key="imp_recipe").set_value('{"epochs": 3}')
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception
+    [job] = jobs.list_jobs(ws)
+    done = jobs.wait(ws, job["id"], timeout=180)
+    assert done["state"] == "succeeded", jobs.log_tail(done)
+    rec = ws.get(done["result_id"], "model")
+    assert (rec["arch"], rec["arch_kwargs"], rec["recipe"]["epochs"]) == ("usernets:Net", {"hidden": 32}, 3)
+    assert rec["normalize"] == {"mean": [0.0], "std": [1.0]} and rec["train_acc"] > 0.8
+
+    at.session_state["last_job"] = done  # what the page's job poller leaves when the job ends
+    at.run()
+    assert any(f"test accuracy {rec['test_acc']:.3f}" in i.value for i in at.info)
