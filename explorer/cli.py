@@ -222,9 +222,9 @@ def import_model(
                                            recipe=parsed_recipe, layout=fitted.layout, mapped=fitted.mapped)
 
     def summary(r):
-        layout = f" ({r['layout']} layout: {', '.join(r['mapped'])})" if r.get("mapped") else ""
-        return (f"imported {r['id']}: {r['dataset']} {r['arch']}{layout}, train acc {r['train_acc']:.3f}, "
-                f"test acc {r['test_acc']:.3f}")
+        mapped = f"\nlayout {r['layout']}: {'; '.join(r['mapped'])}" if r.get("mapped") else ""
+        return (f"imported {r['id']}: {r['dataset']} {r['arch']}, train acc {r['train_acc']:.3f}, "
+                f"test acc {r['test_acc']:.3f}{mapped}")
 
     record = execute(workspace, job, as_json, work, summary, prepare=prepare, creates=True)
     if record.get("warning"):
