@@ -16,6 +16,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -272,8 +273,6 @@ def module_root(module_name: str) -> str | None:
     file = getattr(module, "__file__", None)
     if not file:
         return None
-    from pathlib import Path
-
     levels = module_name.partition(":")[0].count(".") + (2 if Path(file).name == "__init__.py" else 1)
     root = Path(file).resolve().parents[levels - 1]
     return None if "site-packages" in root.parts else str(root)
