@@ -178,11 +178,23 @@ def train(
             prepare=prepare, creates=True)
 
 
+ARCH_HELP = ("The architecture the weights belong to: a registry name (mlp, cnn, resnet18, resnet50, vgg16_bn; the "
+             "layouts of torchvision, RUM/SalUn and pytorch-cifar are recognised and mapped); MODULE:CALLABLE, your "
+             "own architecture (e.g. mymodels:Net): this imports MODULE and calls CALLABLE(**--arch-kwargs), running "
+             "that code as `python` would, now and whenever the model is loaded; or timm:NAME (needs timm; never "
+             "downloads pretrained weights). Either way the weights themselves load only through safetensors or "
+             "torch.load(weights_only=True).")
+
+
 @app.command("import-model")
 def import_model(
     file: Annotated[Path, typer.Argument(help="A .safetensors file, or a torch file of weights (loaded with weights_only=True).")],
-    arch: Annotated[str, typer.Option(help="The architecture the weights belong to.")],
+    arch: Annotated[str, typer.Option(help=ARCH_HELP)],
     dataset: Annotated[str, typer.Option(help="The dataset the model was trained on.")],
+    arch_kwargs: Annotated[Optional[str], typer.Option(help='Keyword arguments for MODULE:CALLABLE or timm:NAME, as a JSON object, e.g. \'{"hidden": 64}\'.')] = None,
+    normalize: Annotated[Optional[str], typer.Option(help="The input the model expects: dataset (the explorer's standardized pixels, what its own models get), none ([0, 1] pixels), or MEAN/STD (per channel on [0, 1] pixels, comma-separated, e.g. 0.4914,0.4822,0.4465/0.2470,0.2435,0.2616). Kept with the model and applied wherever it is evaluated, trained or unlearned (default: the file's own normalize.mean/std if it has them, as RUM and SalUn save them; else dataset).")] = None,
+    head: Annotated[Optional[str], typer.Option(help="The layer whose input is the penultimate features (maps, entanglement), e.g. fc2 (default: the input of the last nn.Linear).")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help='The recipe its oracle and from-scratch methods retrain with, as JSON, e.g. \'{"epochs": 30, "lr": 0.05, "batch_size": 64}\' (default: the default recipe).')] = None,
     data_root: str = "data",
     split_seed: int = 0,
     name: Optional[str] = None,
@@ -190,16 +202,33 @@ def import_model(
     as_json: JsonOpt = False,
     job: JobOpt = None,
 ):
-    """Register a model trained elsewhere (no training dynamics)."""
+    """Register a model trained elsewhere (no training dynamics); prints its train and test accuracy."""
 
     spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed)
 
-    def work(ws, progress, model):
-        return checkpoints.register_import(ws, model, arch, spec, name or file.name)
+    def prepare():
+        kwargs = None
+        if arch_kwargs is not None:
+            try:
+                kwargs = json.loads(arch_kwargs)
+            except json.JSONDecodeError as err:
+                raise checkpoints.CheckpointError(f"--arch-kwargs is not valid JSON: {err}") from None
+        parsed_recipe = checkpoints.parse_recipe(recipe)  # before any user code runs
+        return checkpoints.fit(file, arch, spec, arch_kwargs=kwargs, normalize=normalize, head=head), parsed_recipe
 
-    execute(workspace, job, as_json, work,
-            lambda r: f"imported {r['id']}: {r['dataset']} {r['arch']}, test acc {r['test_acc']:.3f}",
-            prepare=lambda: checkpoints.fit_weights(file, arch, spec), creates=True)
+    def work(ws, progress, prepared):
+        fitted, parsed_recipe = prepared
+        return checkpoints.register_import(ws, fitted.model, fitted.arch, spec, name or file.name,
+                                           recipe=parsed_recipe, layout=fitted.layout, mapped=fitted.mapped)
+
+    def summary(r):
+        mapped = f"\nlayout {r['layout']}: {'; '.join(r['mapped'])}" if r.get("mapped") else ""
+        return (f"imported {r['id']}: {r['dataset']} {r['arch']}, train acc {r['train_acc']:.3f}, "
+                f"test acc {r['test_acc']:.3f}{mapped}")
+
+    record = execute(workspace, job, as_json, work, summary, prepare=prepare, creates=True)
+    if record.get("warning"):
+        typer.echo(f"warning: {record['warning']}", err=True)
 
 
 @forget_set_app.command("create")

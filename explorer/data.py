@@ -48,6 +48,10 @@ class Dataset:
     thumbs_train: np.ndarray  # uint8 (n, H, W) or (n, H, W, 3) for display
     thumbs_test: np.ndarray
     flipped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # The per-channel mean and std of the training pixels on [0, 1] that x_train and x_test were
+    # standardized with (a model that expects other input undoes them: models.Arch).
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    std: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
     @property
     def num_classes(self) -> int:
@@ -258,4 +262,6 @@ def load(spec: DatasetSpec) -> Dataset:
         thumbs_train=xtr[..., 0] if xtr.shape[-1] == 1 else xtr,
         thumbs_test=xte[..., 0] if xte.shape[-1] == 1 else xte,
         flipped=flipped,
+        mean=mean,
+        std=std,
     )

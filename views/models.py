@@ -1,4 +1,5 @@
 import secrets
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -12,7 +13,16 @@ st.title("Models")
 st.caption("Train a classifier here, recording how every sample is learned epoch by epoch (the cheap memorization "
            "proxies come from that record), or import one. Flip a few labels to see memorization at work: a "
            "mislabeled sample can only be fit by memorizing it ([Feldman & Zhang 2020](https://arxiv.org/abs/2008.03703)).")
+finished = st.session_state.get("last_job") or {}
 ui.last_job_message()
+if finished.get("title", "").startswith("import ") and finished.get("result_id"):
+    # Right after an import: how the model does here, the first check that it was read right.
+    imported = ws.get(finished["result_id"], "model")
+    mapped = f" Mapped from the {imported['layout']} layout: {'; '.join(imported['mapped'])}." if imported.get("mapped") else ""
+    st.info(f"{imported['name']}: train accuracy {imported['train_acc']:.3f}, test accuracy "
+            f"{imported['test_acc']:.3f}.{mapped}")
+    if imported.get("warning"):
+        st.warning(imported["warning"])
 
 train_tab, import_tab = st.tabs(["Train", "Import"])
 with train_tab:
@@ -46,22 +56,69 @@ with train_tab:
             ui.launch(ws, argv, f"train {dataset} {arch}", "train_job")
     ui.job_status(ws, "train_job")
 
+NORMALIZE_CHOICES = {
+    "auto": "the file's own normalize.mean/std if it has them (RUM, SalUn), else dataset",
+    "dataset": "the explorer's standardized pixels, what its own models get",
+    "none": "[0, 1] pixels",
+    "MEAN/STD": "(p − mean) / std of [0, 1] pixels p, per channel: give them below",
+}
+
 with import_tab:
     with st.form("import"):
-        upload = st.file_uploader("Weights", type=["safetensors", "pt", "pth", "bin"],
-                                  help="safetensors, or a torch file of tensors (loaded with weights_only=True).")
-        c1, c2 = st.columns(2)
-        imp_arch = c1.selectbox("Architecture", list(models.ARCHS), key="imp_arch")
-        imp_dataset = c2.selectbox("Dataset it was trained on", list(data.SOURCES), key="imp_ds")
-        imp_root = c1.text_input("Data root", "data", key="imp_root")
-        if st.form_submit_button("Import") and upload is not None:
-            suffix = ".safetensors" if upload.name.endswith(".safetensors") else ".pt"
-            path = ws.path / "uploads" / f"{secrets.token_hex(8)}{suffix}"  # never the user's file name
-            path.parent.mkdir(exist_ok=True)
-            path.write_bytes(upload.getvalue())
-            argv = ["import-model", str(path), "--arch", imp_arch, "--dataset", imp_dataset, "--data-root", imp_root,
-                    "--name", upload.name]
-            ui.launch(ws, argv, f"import {upload.name}", "import_job")
+        upload = st.file_uploader("Weights", type=["safetensors", "pt", "pth", "tar", "bin"],
+                                  help="safetensors, or a torch file of tensors (loaded with weights_only=True): a plain "
+                                       "state dict, or one under 'state_dict' (RUM, SalUn) or 'net' (pytorch-cifar).")
+        imp_path = st.text_input("…or a weights file on this machine", key="imp_path",
+                                 help="For checkpoints too large to upload: a path the app's machine can read.")
+        c1, c2, c3 = st.columns(3)
+        imp_arch = c1.selectbox("Architecture", list(models.ARCHS), key="imp_arch",
+                                help="torchvision's, RUM/SalUn's and pytorch-cifar's names for these are recognised "
+                                     "and mapped.")
+        imp_own = c2.text_input("…or your own architecture", key="imp_own", placeholder="mymodels:Net or timm:resnet18",
+                                help="MODULE:CALLABLE imports MODULE (from the folder the app was started in, or an "
+                                     "installed package) and calls CALLABLE(**keyword arguments): that runs the "
+                                     "module's code, as `python` would, now and whenever the model is loaded. "
+                                     "timm:NAME builds timm's architecture (timm installed; no pretrained download). "
+                                     "The weights still load only through safetensors or weights_only=True.")
+        imp_kwargs = c3.text_input("Keyword arguments (JSON)", key="imp_kwargs", placeholder='{"hidden": 64}',
+                                   help="For your own architecture's callable.")
+        imp_dataset = c1.selectbox("Dataset it was trained on", list(data.SOURCES), key="imp_ds")
+        imp_root = c2.text_input("Data root", "data", key="imp_root")
+        imp_split = c3.number_input("Split seed", 0, 2**31 - 1, 0, key="imp_split",
+                                    help="The train/test split of the datasets without one of their own (digits, "
+                                         "mnist5k, image folders): it must be the one the model was trained on.")
+        imp_norm = c1.selectbox("Input it expects", list(NORMALIZE_CHOICES), key="imp_norm",
+                                format_func=lambda k: f"{k}: {NORMALIZE_CHOICES[k]}")
+        imp_stats = c2.text_input("Mean/std", key="imp_stats", placeholder="0.4914,0.4822,0.4465/0.2470,0.2435,0.2616",
+                                  help="Per channel, comma-separated, on [0, 1] pixels; for MEAN/STD.")
+        imp_head = c3.text_input("Penultimate layer", key="imp_head", placeholder="the last nn.Linear",
+                                 help="The layer whose input the maps and entanglement scores use, e.g. fc2.")
+        imp_recipe = st.text_input("Recipe its oracle retrains with (JSON)", key="imp_recipe",
+                                   placeholder='{"epochs": 30, "lr": 0.05, "batch_size": 64}',
+                                   help="Imported models come without one; the oracle and from-scratch methods "
+                                        "use the default recipe unless you give it here.")
+        if st.form_submit_button("Import") and (upload is not None or imp_path.strip()):
+            if upload is not None:
+                suffix = ".safetensors" if upload.name.endswith(".safetensors") else ".pt"
+                path = ws.path / "uploads" / f"{secrets.token_hex(8)}{suffix}"  # never the user's file name
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(upload.getvalue())
+                shown = upload.name
+            else:
+                path = Path(imp_path.strip()).expanduser()
+                shown = path.name
+            arch_name = imp_own.strip() or imp_arch
+            argv = ["import-model", str(path), "--arch", arch_name, "--dataset", imp_dataset, "--data-root", imp_root,
+                    "--split-seed", str(int(imp_split)), "--name", shown]
+            if imp_kwargs.strip():
+                argv += ["--arch-kwargs", imp_kwargs.strip()]
+            if imp_norm != "auto":
+                argv += ["--normalize", imp_stats.strip() if imp_norm == "MEAN/STD" else imp_norm]
+            if imp_head.strip():
+                argv += ["--head", imp_head.strip()]
+            if imp_recipe.strip():
+                argv += ["--recipe", imp_recipe.strip()]
+            ui.launch(ws, argv, f"import {shown}", "import_job")  # the command checks it all, in one line
     ui.job_status(ws, "import_job")
 
 recs = ws.find("model")

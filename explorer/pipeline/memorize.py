@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import models
 from ..errors import UserError
 from ..memorization import proxies
 from ..memorization.estimator import ExactConfig, estimate, masks_of, subsets
@@ -219,9 +220,9 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
             progress((stored + done_here) / cfg.models, f"models {stored + int(done_here)}/{cfg.models}{note}{eta}")
 
         if pool is None:
-            finished = _local_chunks(model_rec["arch"], ds, recipe, device, cfg.engine, todo, report)
+            finished = _local_chunks(models.arch_of(model_rec), ds, recipe, device, cfg.engine, todo, report)
         else:
-            finished = pool.run(ds, model_rec["arch"], recipe.as_meta(), cfg.engine, todo,
+            finished = pool.run(ds, models.arch_of(model_rec), recipe.as_meta(), cfg.engine, todo,
                                 lambda running: report(0, f" · {running} chunks queued or running on "
                                                           f"{pool.describe()}"))
         with closing(finished):  # leaving early (a cancel, an error) stops the cluster's pending tasks at once

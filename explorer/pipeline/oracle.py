@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import training
+from .. import models, training
 from ..evaluation import metrics
 from ..runtime.progress import Progress, no_progress
 from ..store import artifacts
@@ -30,15 +30,24 @@ def oracle(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device,
         return found[0]
     ds = artifacts.dataset_of(ws, model_rec)
     _, forget = metrics.split_ids(ds.n_train, fs_rec["ids"])
-    recipe = artifacts.recipe_of(model_rec)
-    if recipe is not None:
+    recipe, recipe_from = recipe_for(model_rec)
+    if artifacts.has(model_rec, artifacts.INIT):
         model = artifacts.load_model(ws, model_rec, which="init")
-    else:  # an imported model: no recipe or initial weights are known, so use the defaults
-        recipe = training.Recipe()
-        model = training.init_model(model_rec["arch"], ds, recipe.seed)
+    else:  # an imported model: its initial weights are unknown, so a fresh draw of its architecture
+        model = training.init_model(models.arch_of(model_rec), ds, recipe.seed)
     result = training.fit(model, ds.x_train, ds.y_train, recipe, device, record_dynamics=False, drop=forget,
                           progress=progress)
     return checkpoints.publish(ws, model, ds, model_rec["dataset_id"],
                                name=f"oracle of {model_rec['id']} without {fs_rec['id']}", source="oracle",
-                               arch=model_rec["arch"], recipe=recipe, result=result, device=device,
-                               base_model_id=model_rec["id"], forget_set_id=fs_rec["id"], order=ORDER)
+                               arch=models.arch_of(model_rec), recipe=recipe, result=result, device=device,
+                               base_model_id=model_rec["id"], forget_set_id=fs_rec["id"], order=ORDER,
+                               recipe_from=recipe_from)
+
+
+def recipe_for(model_rec: dict) -> tuple[training.Recipe, str]:
+    """The recipe a model's oracle retrains with, and where it comes from: "trained" (the model's
+    own), "imported" (given with --recipe at import) or "default" (an import without one)."""
+    recipe = artifacts.recipe_of(model_rec)
+    if recipe is None:
+        return training.Recipe(), "default"
+    return recipe, "imported" if model_rec.get("source") == "imported" else "trained"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import training, unlearning
+from .. import models, training, unlearning
 from ..evaluation import metrics, unlearning_error
 from ..memorization import scores
 from ..runtime.progress import Progress, no_progress, stage
@@ -154,10 +154,11 @@ def bind(ws: Workspace, model_rec: dict, method_name: str, params: dict | None, 
 def starting_model(ws: Workspace, s: Setup, method) -> nn.Module:
     if not method.from_init:
         return copy.deepcopy(s.original)
-    if s.model_rec.get("recipe"):
+    if artifacts.has(s.model_rec, artifacts.INIT):
         return artifacts.load_model(ws, s.model_rec, which="init")
     # an imported model: its initial weights are unknown, so start where the oracle starts
-    return training.init_model(s.model_rec["arch"], s.ds, training.Recipe().seed)
+    return training.init_model(models.arch_of(s.model_rec), s.ds, (artifacts.recipe_of(s.model_rec)
+                                                                   or training.Recipe()).seed)
 
 
 def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progress = no_progress

@@ -40,7 +40,8 @@ REFERENCE_METRICS = ("acc_retain", "acc_forget", "acc_test", "mia_efficacy", "mi
 def rows(ws: Workspace, runs: list[dict]) -> list[dict]:
     """One row per run, then one per reference model (original, oracle) of each (model, forget
     set) pair the runs cover; references carry the metrics a model has on its own."""
-    names = {r["id"]: r.get("name", r["id"]) for r in [*ws.find("model"), *ws.find("forget_set")]}
+    model_recs = {m["id"]: m for m in ws.find("model")}
+    names = {r["id"]: r.get("name", r["id"]) for r in [*model_recs.values(), *ws.find("forget_set")]}
     out, refs = [], {}
     for r in runs:
         out.append({"run": r["id"], "method": r["method"], "model": names.get(r["model_id"], r["model_id"]),
@@ -53,8 +54,21 @@ def rows(ws: Workspace, runs: list[dict]) -> list[dict]:
                 out.append({"run": f"({who})", "method": who, "model": names.get(model_id, model_id),
                             "forget set": names.get(fs_id, fs_id), "device": r.get("device"),
                             **{k: r[who].get(k) for k in REFERENCE_METRICS},
-                            "seconds": r["metrics"].get("retrain_seconds") if who == "oracle" else None})
+                            "seconds": r["metrics"].get("retrain_seconds") if who == "oracle" else None,
+                            **({"settings": oracle_recipe(model_recs.get(r.get("oracle_id")))} if who == "oracle" else {})})
     return out
+
+
+RECIPE_FROM = {"trained": "its training recipe", "imported": "--recipe given at import",
+               "default": "default recipe: imported without --recipe"}
+
+
+def oracle_recipe(oracle_rec: dict | None) -> str | None:
+    """Which recipe an oracle retrained with, and where it came from."""
+    if not oracle_rec or not oracle_rec.get("recipe"):
+        return None
+    where = RECIPE_FROM.get(oracle_rec.get("recipe_from", "trained"), "")
+    return f"retrained with {json.dumps(oracle_rec['recipe'])} ({where})"
 
 
 def settings_text(params: dict) -> str:

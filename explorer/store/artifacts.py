@@ -63,7 +63,7 @@ def load_model(ws: Workspace, rec: dict, which: str = "weights", device: torch.d
     """The model record's architecture with its weights (or, `which="init"`, its initial weights)."""
     ds_rec = ws.get(rec["dataset_id"], "dataset")
     channels, size, _ = ds_rec["shape"]
-    model = models.build(rec["arch"], channels, len(ds_rec["classes"]), size)
+    model = models.build(models.arch_of(rec), channels, len(ds_rec["classes"]), size)
     model.load_state_dict(load_file(ws.read(rec, STATES[which])))
     return model.to(device)
 
