@@ -22,7 +22,7 @@ from . import data, models, training, unlearning
 from .data import DatasetSpec
 from .errors import UserError
 from .evaluation import choice, embeddings
-from .memorization import proxies
+from .memorization import proxies, regime
 from .memorization.estimator import ExactConfig
 from .pipeline import checkpoints, demo as demo_mod, embed, forget_sets, memorize, runs, score_sets, sweeps
 from .present import comparison
@@ -131,10 +131,10 @@ def emit(record, as_json: bool, text: str) -> None:
 def train(
     dataset: Annotated[str, typer.Option(help="digits, mnist5k, mnist, fashion_mnist, cifar10, cifar100, svhn or imagefolder.")] = "digits",
     arch: Annotated[str, typer.Option(help="mlp, cnn, resnet18, resnet50 or vgg16_bn.")] = "cnn",
-    epochs: int = training.Recipe.epochs,
-    lr: float = training.Recipe.lr,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: the recipe that reaches the memorization regime for this architecture and dataset where there is one (digits, mnist5k), else 30].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate [default: as --epochs says, else 0.05].")] = None,
     momentum: float = training.Recipe.momentum,
-    weight_decay: float = training.Recipe.weight_decay,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay [default: as --epochs says, else 5e-4].")] = None,
     batch_size: int = training.Recipe.batch_size,
     seed: int = training.Recipe.seed,
     cosine: Annotated[bool, typer.Option(help="Cosine learning-rate schedule.")] = False,
@@ -155,7 +155,10 @@ def train(
     """Train a model from scratch, recording per-sample dynamics, and register it."""
 
     def prepare():
-        recipe = training.Recipe(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        base = training.default_for(arch, dataset)
+        recipe = training.Recipe(epochs=base.epochs if epochs is None else epochs, lr=base.lr if lr is None else lr,
+                                 momentum=momentum,
+                                 weight_decay=base.weight_decay if weight_decay is None else weight_decay,
                                  batch_size=batch_size, seed=seed, cosine=cosine, mnemonic_tmix=mnemonic_tmix,
                                  codes_seed=codes_seed, sd_lambda=sd_lambda, blocks=blocks, amp=amp)
         spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise)
@@ -172,10 +175,15 @@ def train(
         spec, recipe, dev = prepared
         return checkpoints.train(ws, spec, arch, recipe, dev, progress, name=name)
 
-    execute(workspace, job, as_json, work,
-            lambda r: f"trained {r['id']}: {r['dataset']} {r['arch']}, test acc {r['test_acc']:.3f}, "
-                      f"train acc {r['train_acc']:.3f} ({r['seconds']:.1f} s on {r['device']})",
-            prepare=prepare, creates=True)
+    record = execute(workspace, job, as_json, work,
+                     lambda r: f"trained {r['id']}: {r['dataset']} {r['arch']}, test acc {r['test_acc']:.3f}, "
+                               f"train acc {r['train_acc']:.3f}"
+                               + (f", flipped labels fitted {r['flipped_fit']:.3f}"
+                                  if r.get("flipped_fit") is not None else "")
+                               + f" ({r['seconds']:.1f} s on {r['device']})",
+                     prepare=prepare, creates=True)
+    if record and (line := regime.warning(record)):
+        typer.echo(f"warning: {line}", err=True)
 
 
 ARCH_HELP = ("The architecture the weights belong to: a registry name (mlp, cnn, resnet18, resnet50, vgg16_bn; the "
@@ -545,7 +553,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 COLUMNS = {
-    "models": ["id", "name", "source", "arch", "dataset", "epochs", "train_acc", "test_acc"],
+    "models": ["id", "name", "source", "arch", "dataset", "epochs", "train_acc", "flipped_fit", "test_acc"],
     "scores": ["id", "model_id", "name", "seconds", "device"],
     "forget-sets": ["id", "name", "model_id", "made", "size", "classes", "mean_memorization", "es"],
     "maps": ["id", "model_id", "method", "seed", "seconds"],

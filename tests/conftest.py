@@ -34,7 +34,7 @@ def populated(tmp_path_factory) -> dict:
     as a forget set (the model memorized them; a model that never saw them cannot fit them), and
     a finetune run on it."""
     ws = Workspace(tmp_path_factory.mktemp("populated") / "ws")
-    model = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", training.Recipe(epochs=60), CPU)
+    model = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", training.default_for("mlp", "digits"), CPU)
     flipped = ws.get(model["dataset_id"], "dataset")["flipped"]
     fs = forget_sets.create(ws, model, "ids", ids=flipped, name="flipped labels")
     run = runs.unlearn(ws, model, fs, "finetune", {"epochs": 2}, CPU)

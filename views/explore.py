@@ -24,6 +24,7 @@ ui.last_job_message()
 rec = ui.pick_model(ws, "explore_pick")
 if rec is None:
     st.stop()
+ui.regime_warning(rec)
 ds = ui.dataset(ws, rec)
 n_train = ds.n_train
 labels = np.r_[ds.y_train.numpy(), ds.y_test.numpy()]

@@ -25,6 +25,7 @@ ui.last_job_message()
 rec = ui.pick_model(ws, "mem_pick")
 if rec is None:
     st.stop()
+ui.regime_warning(rec)
 ds = ui.dataset(ws, rec)
 labels, ids = ds.y_train.numpy(), np.arange(ds.n_train)
 flipped = np.zeros(ds.n_train, bool)

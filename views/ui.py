@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from explorer.evaluation import embeddings
-from explorer.memorization import proxies, scores
+from explorer.memorization import proxies, regime, scores
 from explorer.pipeline import memorize
 from explorer.runtime import devices
 from explorer.store import artifacts, jobs
@@ -125,6 +125,12 @@ def stored_map(ws_path: str, map_id: str) -> embeddings.SampleMap:
 def model_label(rec: dict) -> str:
     acc = f" · test acc {rec['test_acc']:.3f}" if rec.get("test_acc") is not None else ""
     return f"{rec['name']} · {rec['id']}{acc}"
+
+
+def regime_warning(rec: dict) -> None:
+    """Says so, where memorization scores are shown, when the model does not fit its training set."""
+    if line := regime.warning(rec):
+        st.warning(line, icon="⚠️")
 
 
 def pick_model(ws: Workspace, key: str, dynamics_only: bool = False, include_oracles: bool = False) -> dict | None:

@@ -51,7 +51,8 @@ def dataset_record(ws: Workspace, spec: data_mod.DatasetSpec, ds: data_mod.Datas
 
 
 def evaluate(model: nn.Module, ds: data_mod.Dataset) -> dict:
-    """Train and test accuracy, and test accuracy per class: one pass over each split."""
+    """Train and test accuracy, test accuracy per class, and the share of flipped training labels
+    the model predicts as labelled (None without label noise): one pass over each split."""
     def right(x, y):
         return models.predict_proba(model, x).argmax(1) == y.cpu() if len(y) else torch.zeros(0, dtype=torch.bool)
 
@@ -62,6 +63,7 @@ def evaluate(model: nn.Module, ds: data_mod.Dataset) -> dict:
         "test_acc": test_right.float().mean().item() if len(test_right) else float("nan"),
         "per_class_acc": [test_right[y_test == c].float().mean().item() if (y_test == c).any() else float("nan")
                           for c in range(ds.num_classes)],
+        "flipped_fit": train_right[torch.as_tensor(ds.flipped)].float().mean().item() if len(ds.flipped) else None,
     }
 
 

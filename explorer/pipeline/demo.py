@@ -13,6 +13,7 @@ for the MLP (batched) but ~12 min for the CNN here; with a GPU it is the CNN.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
@@ -35,8 +36,8 @@ def arch_for(device: torch.device) -> str:
 
 
 def recipe_for(arch: str) -> training.Recipe:
-    # 60 epochs: long enough to memorize the flipped labels (30 fits few of them).
-    return training.Recipe(epochs=60 if arch == "mlp" else 40, mnemonic_tmix=0.1)
+    """The regime recipe (it fits the flipped labels, so there is memorization to see), with codes."""
+    return replace(training.default_for(arch, "digits"), mnemonic_tmix=0.1)
 
 
 def run(ws: Workspace, device: torch.device, progress: Progress = no_progress, models: int = 128,
