@@ -1,59 +1,183 @@
-"""Exact memorization on the embedded digits: batched vs one-model-at-a-time training, the cost
-of exact against the proxies, and how closely each proxy tracks exact (Spearman, oriented)."""
+"""Exact memorization: how fast each ensemble engine trains the K subset models, against a plain
+one-model-at-a-time PyTorch loop (the peer a researcher would write), and the machine's matmul
+peak; whether the engines agree; whether the default recipes reach the memorization regime;
+the demo's exact step; and how closely each proxy tracks exact (Spearman, precision@5%).
 
+Everything is measured in this one run, side by side. `BENCH_QUICK=1` shrinks it (for a smoke test)."""
+
+import os
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
+from torch import nn
 
-from explorer import data, training
+from explorer import data, models, training
 from explorer.evaluation import metrics
 from explorer.memorization import estimator, proxies
-from explorer.pipeline import checkpoints, memorize
-from explorer.store import artifacts
-from explorer.training import ensembles
+from explorer.pipeline import checkpoints, demo, memorize
 from explorer.runtime import devices
+from explorer.store import artifacts
 from explorer.store.workspace import Workspace
+from explorer.training import ensembles
+
+QUICK = bool(os.environ.get("BENCH_QUICK"))
 
 
-def _ms_per_model(arch: str, engine: str, ds, device, k: int, epochs: int) -> float:
-    subs = torch.as_tensor(estimator.subsets(ds.n_train, 0.7, k, seed=0))
+def matmul_peak(device) -> float:
+    """GFLOP/s of a large float32 matmul: what "fraction of peak" divides by."""
+    n = 1024 if QUICK else 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    reps = 3 if QUICK else 10
     start = time.perf_counter()
-    ensembles.train_correctness(arch, ds, subs, list(range(k)), training.Recipe(epochs=epochs), device, engine)
-    return 1000 * (time.perf_counter() - start) / k
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-def run() -> dict:
-    device = devices.resolve("auto")
+def plain_loop(arch, ds, subset, recipe, device):
+    """The peer: what one writes without this tool: a DataLoader, torch.optim.SGD, one model."""
+    torch.manual_seed(0)
+    model = models.for_dataset(arch, ds).to(device)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ds.x_train[subset], ds.y_train[subset]),
+                                         batch_size=recipe.batch_size, shuffle=True)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(recipe.epochs):
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            opt.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():  # the correctness every model of the estimator reports
+        (model(ds.x_train.to(device)).argmax(1) == ds.y_train.to(device)).cpu()
+
+
+def _mlp_flops_per_sample(ds, hidden: int = 128) -> float:
+    """Training FLOPs of one sample through the 2-layer MLP: forward, weight gradients, and the
+    hidden layer's input gradient (the first layer needs none)."""
+    d, c = int(np.prod(ds.shape)), ds.num_classes
+    return 2 * d * hidden * 2 + 2 * hidden * c * 3
+
+
+def speed(out: dict, device, peak: float) -> None:
+    digits = data.load(data.DatasetSpec(label_noise=0.05))
+    mnist5k = data.load(data.DatasetSpec(name="mnist5k", label_noise=0.05))
+    cases = [("mlp", "mnist5k", mnist5k, 32, 2 if QUICK else 4), ("mlp", "digits", digits, 32, 4 if QUICK else 10),
+             ("cnn", "digits", digits, 16, 1 if QUICK else 2)]
+    for arch, name, ds, k, epochs in cases:
+        recipe = replace(training.default_for(arch, name), epochs=epochs)
+        subs = torch.as_tensor(estimator.subsets(ds.n_train, 0.7, k, seed=0))
+        tag = f"{arch}_{name}[{device.type}]"
+        rates = {}
+        start = time.perf_counter()
+        for j in range(2):
+            plain_loop(arch, ds, subs[j], recipe, device)
+        rates["plain_loop"] = 2 / (time.perf_counter() - start)
+        for engine in ensembles.ENGINES:
+            kk = 2 if engine == "sequential" else k
+            start = time.perf_counter()
+            ensembles.train_correctness(arch, ds, subs[:kk], list(range(kk)), recipe, device, engine)
+            rates[engine] = kk / (time.perf_counter() - start)
+        for engine, rate in rates.items():
+            out[f"{tag}_{epochs}ep_models_per_s {engine}"] = round(rate, 2)
+            if engine != "plain_loop":
+                out[f"{tag}_speedup_over_plain_loop {engine}"] = round(rate / rates["plain_loop"], 2)
+            if arch == "mlp":
+                gflops = rate * epochs * subs.shape[1] * _mlp_flops_per_sample(ds) / 1e9
+                out[f"{tag}_fraction_of_matmul_peak {engine}"] = round(gflops / peak, 3)
+        cal = ensembles.calibrate(arch, ds, training.default_for(arch, name), device, k)
+        out[f"{tag}_auto_picks"] = cal["engine"]
+
+
+def agreement(out: dict, device) -> None:
+    """Fused (shared batches) against batched (each model its own order, as fit draws it) on the
+    digits MLP with the regime recipe: do they estimate the same memorization?"""
     ds = data.load(data.DatasetSpec(label_noise=0.05))
-    out = {}
-    ensembles.train_correctness("cnn", ds, torch.as_tensor(estimator.subsets(ds.n_train, 0.7, 2, 0)), [0, 1],
-                                training.Recipe(epochs=1), device, "sequential")  # warm-up
-    for arch, k in (("mlp", 32), ("cnn", 8)):
-        seq = _ms_per_model(arch, "sequential", ds, device, k, 10)
-        bat = _ms_per_model(arch, "batched", ds, device, k, 10)
-        out[f"{arch}_10_epochs_ms_per_model[{device.type}] sequential"] = round(seq, 1)
-        out[f"{arch}_10_epochs_ms_per_model[{device.type}] batched"] = round(bat, 1)
-        out[f"{arch}_batched_speedup[{device.type}]"] = round(seq / bat, 2)
+    k = 16 if QUICK else 64
+    recipe = training.default_for("mlp", "digits")
+    subs = estimator.subsets(ds.n_train, 0.7, 2 * k, seed=5)
+    est = {}
+    for engine, rows in (("fused", slice(0, k)), ("batched", slice(k, 2 * k))):
+        correct, _ = ensembles.train_correctness("mlp", ds, torch.as_tensor(subs[rows]), list(range(k)), recipe,
+                                                 device, engine)
+        est[engine] = estimator.estimate(estimator.masks_of(subs[rows], ds.n_train), correct.numpy())
+    a, b = est["fused"], est["batched"]
+    ok = np.isfinite(a["values"]) & np.isfinite(b["values"]) & (a["stderr"] + b["stderr"] > 0)
+    z = (a["values"] - b["values"])[ok] / np.sqrt(a["stderr"] ** 2 + b["stderr"] ** 2)[ok]
+    flipped = np.zeros(ds.n_train, bool)
+    flipped[ds.flipped] = True
+    out[f"engines_agree_K{k}_share_within_2_stderr (fused vs batched; 0.95 if identical in law)"] = round(
+        float(np.mean(np.abs(z) < 2)), 3)
+    out[f"engines_agree_K{k}_mean_memorization fused"] = round(float(np.nanmean(a["values"])), 4)
+    out[f"engines_agree_K{k}_mean_memorization batched"] = round(float(np.nanmean(b["values"])), 4)
+    both = np.isfinite(a["values"]) & np.isfinite(b["values"])
+    out[f"engines_agree_K{k}_spearman"] = round(metrics.rank_agreement(a["values"], b["values"], k=50)["spearman"], 3)
+    for engine, e in est.items():
+        out[f"flipped_auroc_of_exact_K{k} {engine}"] = round(metrics.auroc(flipped[both], e["values"][both]), 3)
 
+
+def regime(out: dict, device) -> None:
+    """Training accuracy and fitted flipped labels of each default recipe, at 5% and 10% noise."""
+    for (arch, name) in training.REGIME:
+        for noise in (0.05,) if QUICK else (0.05, 0.1):
+            ds = data.load(data.DatasetSpec(name=name, label_noise=noise))
+            model = training.init_model(arch, ds, 0)
+            start = time.perf_counter()
+            training.fit(model, ds.x_train, ds.y_train, training.default_for(arch, name), device, record_dynamics=False)
+            seconds = time.perf_counter() - start
+            ev = checkpoints.evaluate(model, ds)
+            tag = f"regime_{arch}_{name}_noise{noise}"
+            out[f"{tag}_train_acc (target >= 0.99)"] = round(ev["train_acc"], 4)
+            out[f"{tag}_flipped_fit (target >= 0.9)"] = round(ev["flipped_fit"], 3)
+            out[f"{tag}_test_acc"] = round(ev["test_acc"], 3)
+            out[f"{tag}_train_seconds"] = round(seconds, 1)
+
+
+def demo_exact_and_proxies(out: dict, device) -> None:
+    """The demo's exact step (its model, K = 128, auto engine), then every proxy against it."""
+    ds = data.load(data.DatasetSpec(label_noise=0.05))
+    k = 32 if QUICK else 128
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(tmp)
-        model = checkpoints.train(ws, ds.spec, "mlp", training.Recipe(epochs=60), device)
-        exact_rec = memorize.exact(ws, model, estimator.ExactConfig(models=128), device)
+        arch = demo.arch_for(device)
+        model = checkpoints.train(ws, ds.spec, arch, demo.recipe_for(arch), device)
+        start = time.perf_counter()
+        exact_rec = memorize.exact(ws, model, estimator.ExactConfig(models=k), device)
+        out[f"demo_exact_step_K{k}_seconds (target <= 15 for K=128)"] = round(time.perf_counter() - start, 1)
+        out["demo_exact_step_engine"] = f"{exact_rec['params']['engine']}: {exact_rec.get('engine_why', '')}"
         exact = artifacts.load_scores(ws, exact_rec).values
+        flipped = np.zeros(ds.n_train, bool)
+        flipped[ds.flipped] = True
+        ok = np.isfinite(exact)
+        out[f"demo_flipped_auroc_of_exact_K{k}"] = round(metrics.auroc(flipped[ok], exact[ok]), 3)
         records, _ = memorize.compute_proxies(ws, model, None, device)
-        out["exact_mlp_128_models_seconds"] = round(exact_rec["seconds"], 1)
         for rec in records:
             proxy = artifacts.load_scores(ws, rec)
             agree = metrics.rank_agreement(exact, proxy.oriented, k=ds.n_train // 20)
             out[f"proxy_{rec['name']}_spearman_vs_exact"] = round(agree["spearman"], 3)
             out[f"proxy_{rec['name']}_precision_at_5pct_vs_exact"] = round(agree["precision_at_k"], 3)
-        # One read of the recorded dynamics serves all learning-event proxies: one cost for them.
         cost = {"learning_events": sum(r["seconds"] for r in records if r["name"] in proxies.FROM_DYNAMICS)}
         cost |= {r["name"]: r["seconds"] for r in records if r["name"] in proxies.FROM_MODEL}
         for name, seconds in cost.items():
             out[f"cost_ratio_exact_over_{name}"] = round(exact_rec["seconds"] / max(seconds, 1e-9))
         out["exact_never_held_out"] = exact_rec["never_held_out"]
         out["exact_mean_stderr"] = round(float(np.nanmean(artifacts.load_scores(ws, exact_rec).arrays["stderr"])), 4)
+
+
+def run() -> dict:
+    device = devices.resolve("auto")
+    out = {"torch_threads": torch.get_num_threads()}
+    peak = matmul_peak(device)
+    out[f"matmul_peak_gflops[{device.type}]"] = round(peak, 1)
+    speed(out, device, peak)
+    agreement(out, device)
+    demo_exact_and_proxies(out, device)
+    regime(out, device)
     return out

@@ -102,7 +102,7 @@ def test_train_from_the_models_page(app, page):
     _open(page, start(), "Models")
     expect(page.get_by_text("No models yet")).to_be_visible(timeout=60_000)
 
-    epochs = page.get_by_label("Epochs")
+    epochs = page.get_by_role("spinbutton", name="Epochs")
     epochs.fill("3")
     epochs.press("Tab")
     page.get_by_role("button", name="Train", exact=True).click()

@@ -295,3 +295,24 @@ def test_killed_job_resumes_to_the_same_estimate(noisy_model, tmp_path):
     resumed = artifacts.load_scores(ws, memorize.exact(ws, rec, cfg, CPU))
     fresh = artifacts.load_scores(pristine, memorize.exact(pristine, rec, cfg, CPU))
     assert np.array_equal(resumed.arrays["correct"], fresh.arrays["correct"])
+
+
+def test_auto_resumes_an_unfinished_run_with_the_engine_it_began_with(noisy_model, monkeypatch, tmp_path):
+    ws, rec = noisy_model
+    ws = Workspace(shutil.copytree(ws.path, tmp_path / "copy"))
+    cfg = ExactConfig(models=4, epochs=2, chunk=2, seed=31)
+    real = ensembles.train_correctness
+    calls = []
+
+    def dies_on_second_chunk(*args, **kwargs):
+        calls.append(args[6])  # the engine
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ensembles, "train_correctness", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        memorize.exact(ws, rec, replace(cfg, engine="fused"), CPU)  # begun with fused, as a Ray run might be
+    monkeypatch.setattr(ensembles, "calibrate", lambda *a, **k: pytest.fail("a begun run is not re-measured"))
+    engine, why = memorize.pick_engine(cfg, rec, CPU, ws)
+    assert (engine, why) == ("fused", "the engine this run began with (resuming it)")

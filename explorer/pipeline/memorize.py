@@ -65,6 +65,20 @@ def default_chunk(engine: str) -> int:
     return 32 if engine in ("batched", "fused") else 8
 
 
+def _begun_engine(ws: Workspace, cfg: ExactConfig, model_rec: dict) -> str | None:
+    """The engine of an unfinished run of this configuration (begun here or on a Ray cluster), so
+    that `auto` resumes it rather than starting over with another engine."""
+    for manifest in sorted((ws.path / "partial").glob(f"exact-{model_rec['id']}-*/manifest.json")):
+        try:
+            begun = ExactConfig(**json.loads(manifest.read_text())["cfg"])
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        same = replace(cfg, engine=begun.engine, epochs=cfg.epochs or begun.epochs, chunk=cfg.chunk or begun.chunk)
+        if same == begun and any(manifest.parent.glob("chunk-*.npz")):
+            return begun.engine
+    return None
+
+
 def pick_engine(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Workspace | None = None,
                 measure: bool = True) -> tuple[str, str]:
     """(engine, why) for this configuration: the one asked for, else the calibrated one
@@ -74,6 +88,8 @@ def pick_engine(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Wor
         return cfg.engine, "asked for"
     if why_not := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe")):
         return "sequential", why_not
+    if ws is not None and (begun := _begun_engine(ws, cfg, model_rec)):
+        return begun, "the engine this run began with (resuming it)"
     if not measure or ws is None:
         return "batched", "not measured (a Ray cluster's workers, or no workspace to keep the measurement)"
     picked = calibrated_engine(ws, model_rec, device, cfg.chunk or default_chunk("batched"))
