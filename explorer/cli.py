@@ -24,7 +24,7 @@ from .errors import UserError
 from .evaluation import choice, embeddings
 from .memorization import proxies, regime
 from .memorization.estimator import ExactConfig
-from .pipeline import checkpoints, demo as demo_mod, embed, forget_sets, memorize, runs, score_sets, sweeps
+from .pipeline import checkpoints, demo as demo_mod, embed, forget_sets, membership, memorize, runs, score_sets, sweeps
 from .present import comparison
 from .runtime import devices, precision
 from .store import jobs
@@ -409,7 +409,9 @@ def memorize_(
     execute(workspace, job, as_json, work,
             lambda r: f"exact memorization {r['id']}: {r['models']} models, {r['seconds']:.1f} s on {r['device']} "
                       f"({r['params']['engine']}{', on Ray' if r.get('backend') == 'ray' else ''}); "
-                      f"{r['never_held_out']} samples never held out",
+                      f"{r['never_held_out']} samples never held out"
+                      + (f"; LiRA of the model, train vs test: AUC {r['lira_auc']:.3f}, TPR "
+                         f"{r['lira_tpr_at_0.1fpr']:.3f} at 0.1% FPR" if r.get("lira_auc") is not None else ""),
             prepare=prepare)
 
 
@@ -465,20 +467,37 @@ class ExportFormat(str, Enum):
     json = "json"
 
 
+class ExportTable(str, Enum):
+    values = "values"
+    lira = "lira"
+    influence = "influence"
+
+
 @app.command()
 def export(
     record_id: Annotated[str, typer.Argument(help="A score set (per-sample values) or a run (metrics).")],
     format_: Annotated[ExportFormat, typer.Option("--format", help="csv or json.")] = ExportFormat.csv,
     out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
+    table: Annotated[ExportTable, typer.Option(help="Of an exact score set: values (one row per training sample), lira (the original model's per-sample LiRA scores against the subset models, one row per training and test sample) or influence (the test samples each training sample helps and hurts most, one row per pair).")] = ExportTable.values,
+    top: Annotated[int, typer.Option(help="With --table influence: test samples per training sample and direction.")] = 5,
     workspace: WorkspaceOpt = None,
 ):
-    """Export a score set's per-sample values, or a run's metrics."""
+    """Export a score set's per-sample values (or an exact one's LiRA scores or influence pairs), or a run's metrics."""
     import csv
     import io
 
+    if top < 1:
+        fail(f"--top must be at least 1, got {top}")
+
     def fetch(ws):
         rec = ws.get(record_id)
+        if table is not ExportTable.values and rec["kind"] != "scores":
+            raise UserError(f"--table {table.value} takes an exact score set; {record_id} is a {rec['kind']}")
         if rec["kind"] == "scores":
+            if table is ExportTable.lira:
+                return membership.lira_rows(ws, rec)
+            if table is ExportTable.influence:
+                return membership.influence_rows(ws, rec, top)
             return score_sets.export_rows(ws, rec)
         if rec["kind"] == "run":
             return [{"id": rec["id"], "method": rec["method"], **rec["metrics"]}]

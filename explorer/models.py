@@ -402,3 +402,22 @@ def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> tor
 def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Eval-mode softmax over `x`, batched, on the CPU (one copy at the end)."""
     return torch.cat([torch.softmax(out, 1) for out in eval_outputs(model, x, batch_size)]).cpu()
+
+
+def logit_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """φ = log(p_y / (1 − p_y)) of the true-label softmax probability, from logits (…, C) and
+    labels (…), computed stably as z_y − logsumexp_{c ≠ y} z_c (LiRA's logit scaling; never ±inf
+    where p rounds to 1 or 0). Float32."""
+    z = logits.float()
+    idx = y.long().to(z.device).unsqueeze(-1).expand(*z.shape[:-1], 1)
+    true = z.gather(-1, idx).squeeze(-1)
+    rest = z.scatter(-1, idx, float("-inf")).logsumexp(-1)
+    return true - rest
+
+
+@torch.no_grad()
+def predict_logit_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Eval-mode φ (`logit_confidence`) of every sample of (x, y), on the CPU."""
+    y = torch.as_tensor(y)
+    return torch.cat([logit_confidence(out, y[i : i + batch_size])
+                      for i, out in zip(range(0, len(y), batch_size), eval_outputs(model, x, batch_size))]).cpu()

@@ -39,16 +39,17 @@ def _import_ray():
 
 
 def _train_chunk(arrays: dict, ds, arch: str, recipe_meta: dict, engine: str, subsets: np.ndarray,
-                 seeds: list[int], on_gpu: bool) -> tuple[np.ndarray, np.ndarray, float]:
-    """The body of one Ray task: a chunk's correctness on the training and the test set."""
+                 seeds: list[int], on_gpu: bool) -> tuple[dict[str, np.ndarray], float]:
+    """The body of one Ray task: a chunk's correctness and φ on the training and the test set
+    (named as memorize.CHUNK_ARRAYS), and the seconds it took."""
     with warnings.catch_warnings():  # read-only views of the object store: never written, only copied to the device
         warnings.filterwarnings("ignore", message=".*not writable.*")
         ds = dataclasses.replace(ds, **{k: torch.from_numpy(v) for k, v in arrays.items()})
     device = torch.device("cuda" if on_gpu else "cpu")  # Ray has set CUDA_VISIBLE_DEVICES to this task's GPU
     start = time.perf_counter()
-    train_c, test_c = ensembles.train_correctness(arch, ds, torch.tensor(subsets), seeds,
-                                                  Recipe.from_meta(recipe_meta), device, engine)
-    return train_c.numpy(), test_c.numpy(), time.perf_counter() - start
+    out = ensembles.train_correctness(arch, ds, torch.tensor(subsets), seeds, Recipe.from_meta(recipe_meta), device,
+                                      engine, phi=True)
+    return dict(zip(("train", "test", "train_phi", "test_phi"), (t.numpy() for t in out))), time.perf_counter() - start
 
 
 def _check_reachable(address: str | None, seconds: float = 5.0) -> None:
@@ -112,9 +113,9 @@ class RayPool:
         return f"{self.gpus} GPUs" if self.gpus else f"{self.cpus} CPUs"
 
     def run(self, ds, arch: str, recipe_meta: dict, engine: str, chunks: Iterable[tuple[int, np.ndarray, list[int]]],
-            waiting: Callable[[int], None]) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
-        """Train every (chunk index, subsets, seeds) as a task; yield (index, train correctness,
-        test correctness, seconds) in the order they finish. `waiting(running)` is called about
+            waiting: Callable[[int], None]) -> Iterator[tuple[int, dict[str, np.ndarray], float]]:
+        """Train every (chunk index, subsets, seeds) as a task; yield (index, the chunk's arrays:
+        train and test correctness and φ, seconds) in the order they finish. `waiting(running)` is called about
         once a second while none has finished. Leaving early cancels the tasks still pending."""
         ray = self.ray
         tensors = ("x_train", "y_train", "x_test", "y_test")
@@ -134,11 +135,11 @@ class RayPool:
                 for ref in ready:  # every finished chunk is handed over, even when one of them failed
                     c = pending.pop(ref)
                     try:
-                        train_c, test_c, seconds = ray.get(ref)
+                        out, seconds = ray.get(ref)
                     except ray.exceptions.RayError as err:
                         failed = failed or _failure(ray, err, c)
                         continue
-                    yield c, train_c, test_c, seconds
+                    yield c, out, seconds
                 if failed is not None:
                     raise failed
         finally:

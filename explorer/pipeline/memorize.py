@@ -30,7 +30,7 @@ from ..store import artifacts
 from ..store.workspace import Workspace, npz_bytes, write_atomic
 from ..training import Recipe, ensembles
 from ..unlearning import presets
-from . import score_sets
+from . import membership, score_sets
 from .cluster import RayPool  # imports Ray only when a pool is made
 
 BACKENDS = ("local", "ray")  # where the subset models train: this machine, or a Ray cluster (cluster.py)
@@ -177,13 +177,16 @@ def cli_args(model_id: str, cfg: ExactConfig, backend: str = "local", address: s
     return argv + (["--address", address] if address else [])
 
 
+CHUNK_ARRAYS = ("train", "test", "train_phi", "test_phi")  # a saved chunk's arrays, as train_correctness returns them
+
+
 def _local_chunks(arch, ds, recipe, device, engine, todo, report):
     """The local backend: train the missing chunks one after the other on `device`."""
     for c, subs, seeds in todo:
         start = time.perf_counter()
-        train_c, test_c = ensembles.train_correctness(arch, ds, subs, seeds, recipe, device, engine,
-                                                      lambda f, msg, n=len(seeds): report(f * n))
-        yield c, train_c.numpy(), test_c.numpy(), time.perf_counter() - start
+        out = ensembles.train_correctness(arch, ds, subs, seeds, recipe, device, engine,
+                                          lambda f, msg, n=len(seeds): report(f * n), phi=True)
+        yield c, dict(zip(CHUNK_ARRAYS, (t.numpy() for t in out))), time.perf_counter() - start
 
 
 def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device | None,
@@ -215,8 +218,10 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
     folder.mkdir(parents=True, exist_ok=True)
     progress(0.0, f"engine: {engine} ({engine_why})")
     with _exclusive(folder):
-        done = [r for r in ws.find("scores", model_id=model_rec["id"], name="exact") if r["params"].get("run_key") == key]
-        if done:  # published before; only the clean-up was missed
+        # Published before (only the clean-up was missed), unless before the subset models' φ were kept.
+        done = [r for r in ws.find("scores", model_id=model_rec["id"], name="exact")
+                if r["params"].get("run_key") == key and "lira_auc" in r]
+        if done:
             shutil.rmtree(folder, ignore_errors=True)
             return done[-1]
         write_atomic(folder / "manifest.json", json.dumps({"cfg": asdict(cfg), "n": n}).encode())
@@ -242,9 +247,9 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
                                 lambda running: report(0, f" · {running} chunks queued or running on "
                                                           f"{pool.describe()}"))
         with closing(finished):  # leaving early (a cancel, an error) stops the cluster's pending tasks at once
-            for c, train_c, test_c, seconds in finished:
-                write_atomic(chunk_path(c), npz_bytes(train=train_c, test=test_c, seconds=np.float64(seconds)))
-                trained_here += len(train_c)
+            for c, arrays, seconds in finished:
+                write_atomic(chunk_path(c), npz_bytes(**arrays, seconds=np.float64(seconds)))
+                trained_here += len(arrays["train"])
                 report(0)
 
         chunks = _load_chunks(folder)
@@ -254,6 +259,15 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
                                f"{len(bounds)} / {cfg.models}")
         masks = masks_of(subs, n)
         est = estimate(masks, correct)
+        test_correct = np.concatenate([c["test"] for c in chunks])
+        phis = {}  # the subset models' φ, for LiRA; absent from chunks saved before it was kept
+        if all("train_phi" in c for c in chunks):
+            phis = {"phi": np.concatenate([c["train_phi"] for c in chunks]),
+                    "test_phi": np.concatenate([c["test_phi"] for c in chunks])}
+        lira_meta, lira_arrays = {}, {}
+        if phis:  # the original model's LiRA against the subset models (on this machine's device)
+            lira_meta, lira_arrays = membership.original(ws, model_rec, masks, phis,
+                                                         device if pool is None else devices.resolve("auto"))
         never = int((est["n_out"] == 0).sum())
         progress(1.0, f"{cfg.models} models · {never} samples never held out")  # last report: then publish
         rec = score_sets.publish(
@@ -261,8 +275,8 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
             seconds=float(sum(c["seconds"] for c in chunks)), device=device.type,
             params={**asdict(cfg), "run_key": key},
             arrays={k: est[k] for k in ("stderr", "cscore", "n_in", "n_out")}
-            | {"masks": masks, "correct": correct, "test_correct": np.concatenate([c["test"] for c in chunks])},
-            models=cfg.models, never_held_out=never, backend=backend, engine_why=engine_why,
+            | {"masks": masks, "correct": correct, "test_correct": test_correct} | phis | lira_arrays,
+            models=cfg.models, never_held_out=never, backend=backend, engine_why=engine_why, **lira_meta,
             wall_seconds=round(time.perf_counter() - start, 3),
         )
         shutil.rmtree(folder, ignore_errors=True)

@@ -6,7 +6,9 @@
 - `fused`: the K models on shared batches with membership-weighted losses (fused.py,
   `order="shared"`): one wide matmul per layer; the models share the batch order.
 
-Every engine trains with the model's whole recipe (codes, SD loss, amp). `calibrate` times a few
+Every engine trains with the model's whole recipe (codes, SD loss, amp), and can report, from
+the same evaluation pass as the correctness, each model's logit-scaled true-label confidence φ
+(LiRA's input). `calibrate` times a few
 steps of each engine that can train the architecture and says which is fastest here: what
 `auto` picks. Models with batch-norm, and recipes with blocks (a different training algorithm,
 blocks.py), train one at a time.
@@ -47,19 +49,21 @@ def not_batchable(arch: str, recipe: dict | None = None) -> str | None:
 
 
 def _predict_correct(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                     device: torch.device, batch: int = 512) -> torch.Tensor:
-    """Correctness (…, n) of predictions `predict(x_batch) -> (…, b, classes)`, on the CPU: kept on
-    the device batch by batch and copied once."""
-    out = []
+                     device: torch.device, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correctness (n,) bool and φ (n,) float16 (models.logit_confidence) of predictions
+    `predict(x_batch) -> (b, classes)`, on the CPU: kept on the device batch by batch and copied once."""
+    right, conf = [], []
     y = devices.to_device(y, device)
     with torch.no_grad():
         for i, xb in zip(range(0, len(y), batch), devices.batches(x, device, batch)):
-            out.append(predict(xb).argmax(-1) == y[i : i + batch])
-    return torch.cat(out, -1).cpu()
+            logits = predict(xb)
+            right.append(logits.argmax(-1) == y[i : i + batch])
+            conf.append(models.logit_confidence(logits, y[i : i + batch]).half())
+    return torch.cat(right, -1).cpu(), torch.cat(conf, -1).cpu()
 
 
 def _sequential(arch, ds, subsets, seeds, recipe, device, progress):
-    train_c, test_c = [], []
+    out = []  # per model: (train correct, test correct, train φ, test φ)
     for k, (subset, seed) in enumerate(zip(subsets, seeds)):
         model = init_model(arch, ds, seed)
         sub = torch.as_tensor(subset)
@@ -67,17 +71,19 @@ def _sequential(arch, ds, subsets, seeds, recipe, device, progress):
         fit(model, ds.x_train[sub], ds.y_train[sub], replace(recipe, seed=seed), device, record_dynamics=False,
             progress=step)
         model.eval()
-        train_c.append(_predict_correct(model, ds.x_train, ds.y_train, device))
-        test_c.append(_predict_correct(model, ds.x_test, ds.y_test, device))
-    return torch.stack(train_c), torch.stack(test_c)
+        (tr, tr_phi), (te, te_phi) = (_predict_correct(model, ds.x_train, ds.y_train, device),
+                                      _predict_correct(model, ds.x_test, ds.y_test, device))
+        out.append((tr, te, tr_phi, te_phi))
+    return tuple(torch.stack(col) for col in zip(*out))
 
 
 def _together(order):
     def run(arch, ds, subsets, seeds, recipe, device, progress):
         nets = [init_model(arch, ds, seed) for seed in seeds]
         ens = fused.train(nets, ds.x_train, ds.y_train, subsets, recipe, device, seeds, order, progress)
-        return (fused.correctness(ens, ds.x_train, ds.y_train, device),
-                fused.correctness(ens, ds.x_test, ds.y_test, device))
+        (tr, tr_phi), (te, te_phi) = (fused.outputs(ens, ds.x_train, ds.y_train, device),
+                                      fused.outputs(ens, ds.x_test, ds.y_test, device))
+        return tr, te, tr_phi, te_phi
     return run
 
 
@@ -124,14 +130,18 @@ def _train_only(run, arch, ds, subsets, seeds, recipe, device):
 
 
 def train_correctness(arch: str, ds, subsets: torch.Tensor, seeds: list[int], recipe: Recipe, device: torch.device,
-                      engine: str = "auto", progress: Progress = no_progress) -> tuple[torch.Tensor, torch.Tensor]:
+                      engine: str = "auto", progress: Progress = no_progress, phi: bool = False) -> tuple[torch.Tensor, ...]:
     """Train one model per row of `subsets` (sample ids, equal lengths), model k from seed
     `seeds[k]`, and return whether each got each training and each test sample right:
-    bool tensors (K, n_train) and (K, n_test). `auto` calibrates first (see `calibrate`)."""
+    bool tensors (K, n_train) and (K, n_test). With `phi`, also each model's logit-scaled
+    true-label confidence φ (models.logit_confidence, LiRA's input) of every training and test
+    sample, float16 (K, n_train) and (K, n_test), from the same evaluation pass: four tensors.
+    `auto` calibrates first (see `calibrate`)."""
     if engine == "auto":
         engine = calibrate(arch, ds, recipe, device, len(seeds))["engine"]
     if engine not in _RUN:
         raise ValueError(f"unknown engine {engine!r}")
     if engine != "sequential" and (why := not_batchable(arch, recipe.as_meta())):
         raise models.ArchError(f"{why}; use the sequential engine")  # else: silently another algorithm
-    return _RUN[engine](arch, ds, torch.as_tensor(subsets), list(seeds), recipe, device, progress)
+    out = _RUN[engine](arch, ds, torch.as_tensor(subsets), list(seeds), recipe, device, progress)
+    return out if phi else out[:2]

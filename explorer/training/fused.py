@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import models
 from ..runtime import devices, optim, precision
 from ..runtime.progress import Progress, no_progress
 from .codes import make_codes
@@ -232,7 +233,19 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
 @torch.no_grad()
 def correctness(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int = 512) -> torch.Tensor:
     """(K, n) bool on the CPU: whether model k gets sample i right (a float32 evaluation)."""
-    out = []
+    return outputs(ens, x, y, device, batch, phi=False)[0]
+
+
+@torch.no_grad()
+def outputs(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int = 512,
+            phi: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """From one float32 evaluation pass, on the CPU: (K, n) bool correctness and, with `phi`,
+    (K, n) float16 logit-scaled true-label confidence φ (models.logit_confidence; LiRA's input),
+    else None."""
+    right, conf = [], []
     for i, xb in zip(range(0, len(y), batch), devices.batches(x, device, batch)):
-        out.append(ens.forward(xb).argmax(-1) == devices.to_device(y[i : i + batch], device)[:, None])
-    return torch.cat(out).t().cpu()
+        logits, yb = ens.forward(xb), devices.to_device(y[i : i + batch], device)[:, None]
+        right.append(logits.argmax(-1) == yb)
+        if phi:
+            conf.append(models.logit_confidence(logits, yb.expand(-1, ens.k)).half())
+    return torch.cat(right).t().cpu(), torch.cat(conf).t().cpu() if phi else None
