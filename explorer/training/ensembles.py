@@ -51,7 +51,7 @@ def not_batchable(arch: str, recipe: dict | None = None) -> str | None:
 def _predict_correct(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                      device: torch.device, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Correctness (n,) bool and φ (n,) float16 (models.logit_confidence) of predictions
-    `predict(x_batch) -> (b, classes)`, on the CPU: kept on the device batch by batch and copied once."""
+    `predict(x_batch) -> (b, classes)`, left on the device (the caller copies all models' at once)."""
     right, conf = [], []
     y = devices.to_device(y, device)
     with torch.no_grad():
@@ -59,7 +59,7 @@ def _predict_correct(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.T
             logits = predict(xb)
             right.append(logits.argmax(-1) == y[i : i + batch])
             conf.append(models.logit_confidence(logits, y[i : i + batch]).half())
-    return torch.cat(right, -1).cpu(), torch.cat(conf, -1).cpu()
+    return torch.cat(right, -1), torch.cat(conf, -1)
 
 
 def _sequential(arch, ds, subsets, seeds, recipe, device, progress):
@@ -74,7 +74,7 @@ def _sequential(arch, ds, subsets, seeds, recipe, device, progress):
         (tr, tr_phi), (te, te_phi) = (_predict_correct(model, ds.x_train, ds.y_train, device),
                                       _predict_correct(model, ds.x_test, ds.y_test, device))
         out.append((tr, te, tr_phi, te_phi))
-    return tuple(torch.stack(col) for col in zip(*out))
+    return tuple(torch.stack(col).cpu() for col in zip(*out))  # one copy to the host per output
 
 
 def _together(order):
