@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.evaluation import choice, embeddings, metrics
+from explorer.evaluation import choice, embeddings
 from explorer.memorization import scores
 from explorer.pipeline import embed, forget_sets
 from explorer.present import plots, selection
@@ -105,10 +105,16 @@ def remember_selection():
     st.rerun(scope="selection")
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def entangler(ws_path: str, map_id: str) -> selection.Entanglement:
+    """The map's features summed once, so each selection's ES is quick."""
+    return selection.Entanglement(ui.stored_map(ws_path, map_id).train_features)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def entanglement(ws_path: str, map_id: str, ids: bytes) -> float:
     """ES of a selection (its int64 ids as bytes: a cheap cache key), from the map's stored features."""
-    return metrics.entanglement(ui.stored_map(ws_path, map_id).train_features, np.frombuffer(ids, np.int64))
+    return entangler(ws_path, map_id)(np.frombuffer(ids, np.int64))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
