@@ -77,6 +77,8 @@ def histogram(values: np.ndarray, labels: np.ndarray | None = None, xlabel: str 
                   yaxis=dict(title="samples", type="log" if log_y else "linear"))
 
 
+MAP_GRID = 60_000  # sample_map's positions: integers 0 … MAP_GRID (uint16)
+
 # Pale for unmemorized, dark red for memorized: the samples that matter stand out on white.
 MEMORIZATION_SCALE = [[0.0, "#9fb3c8"], [0.4, "#6baed6"], [0.7, "#f28e2b"], [1.0, "#9b1d20"]]
 
@@ -84,18 +86,28 @@ MEMORIZATION_SCALE = [[0.0, "#9fb3c8"], [0.4, "#6baed6"], [0.7, "#f28e2b"], [1.0
 def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.ndarray, colour_name: str,
                categories: Sequence[str] | None = None, size: float = 6, opacity: float = 0.8,
                highlight: np.ndarray | None = None, axes: tuple[str, str] = ("map 1", "map 2")) -> go.Figure:
-    """A scatter of the samples (WebGL beyond SVG_POINTS); every point carries its sample id in custom_data, so a
-    selection maps back to samples whatever the trace layout.
+    """A scatter of the samples (WebGL beyond SVG_POINTS); every point carries its sample id in
+    custom_data, so a selection maps back to samples whatever the trace layout.
 
     With `categories`, `colour` holds integer codes into them and each category is its own
     trace (the legend hides and shows them). Otherwise `colour` is a score, oriented so higher =
     more memorized: drawn highest last on a scale that darkens with it, so memorized samples
     are not buried; samples without a value are a grey trace underneath."""
-    # Compact arrays: float32 positions and colours, int32 ids and labels. Plotly ships them as
-    # typed binary arrays, so a 60,000-point map is ~1.2 MB on the wire instead of ~4.7 MB.
-    xy, colour = np.asarray(xy, np.float32), np.asarray(colour)
-    meta = np.c_[ids, labels].astype(np.int32)
-    hover = "id %{customdata[0]}<br>label %{customdata[1]}"
+    # What a lasso costs grows with what each point carries: the browser copies every array value
+    # of every selected point into the selection, turns each key to snake_case one by one, and
+    # sends it to the server, which parses it (50,000 points: megabytes). So each point holds one
+    # id (custom_data) and its label as text, and its position on a 0 … 60,000 grid, the same
+    # scale on both axes (the axes show no numbers; a grid step is far under a pixel): "x":31234,
+    # not "x":3.4323723316192627. Typed binary arrays (uint16 positions, float32 colours, int32
+    # ids) keep a 60,000-point map near 1 MB on the wire.
+    xy = np.asarray(xy, np.float64)
+    if len(xy):
+        lo = xy.min(0)
+        extent = float((xy.max(0) - lo).max()) or 1.0
+        xy = np.rint((xy - lo) * (MAP_GRID / extent)).astype(np.uint16)
+    colour, meta = np.asarray(colour), np.asarray(ids).astype(np.int32)
+    text = np.asarray(labels).astype(str)
+    hover = "id %{customdata}<br>label %{text}"
     marker = dict(size=size, opacity=opacity)
     trace = _scatter(len(xy))
     fig = go.Figure()
@@ -103,7 +115,7 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
         for code in np.unique(colour):
             mask = colour == code
             fig.add_trace(trace(
-                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(categories[code]), customdata=meta[mask],
+                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(categories[code]), customdata=meta[mask], text=text[mask],
                 marker=dict(**marker, color=CLASS_COLOURS[code % len(CLASS_COLOURS)]),
                 hovertemplate=f"{hover}<br>{colour_name} {categories[code]}<extra></extra>"))
     else:
@@ -111,14 +123,14 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
         if not finite.all():
             fig.add_trace(trace(
                 x=xy[~finite, 0], y=xy[~finite, 1], mode="markers", name="no value",
-                customdata=meta[~finite], marker=dict(**marker, color="#bbbbbb"),
+                customdata=meta[~finite], text=text[~finite], marker=dict(**marker, color="#bbbbbb"),
                 hovertemplate=f"{hover}<br>{colour_name}: none<extra></extra>"))
         order = np.flatnonzero(finite)[np.argsort(colour[finite], kind="stable")]
         fig.add_trace(trace(
             x=xy[order, 0], y=xy[order, 1], mode="markers", name=colour_name,
             marker=dict(**marker, color=colour[order].astype(np.float32), colorscale=MEMORIZATION_SCALE,
                         showscale=True, colorbar=dict(title=dict(text=colour_name, side="right"), thickness=14)),
-            customdata=meta[order],
+            customdata=meta[order], text=text[order],
             hovertemplate=f"{hover}<br>{colour_name} %{{marker.color:.3f}}<extra></extra>"))
     if highlight is not None and len(highlight):
         fig.add_trace(trace(x=xy[highlight, 0], y=xy[highlight, 1], mode="markers", name="forget set",
