@@ -21,6 +21,8 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-ui.warm_up()
-ui.sidebar(ui.workspace())
-page.run()
+ui.sidebar(ui.workspace(), light=page.title == "Home")
+try:
+    page.run()
+finally:  # after the first page is drawn, so its script does not share the CPU with the imports
+    ui.warm_up()

@@ -124,13 +124,28 @@ def inotify_watches(pid: int) -> int:
     return count
 
 
+# Waits poll inside the page (wait_for_function, once per animation frame) rather than through
+# expect(): each failed try of an expect() takes an ARIA snapshot of the whole page, which cost the
+# page's own main thread 0.2-0.5 s per wait on Explore (CDP profile) and so slowed what was timed.
+_SETTLED = """() => document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')
+                    === 'notRunning'"""
+_HEADING = """([selector, source, previous]) => [...document.querySelectorAll(selector)]
+    .map(h => h.checkVisibility() ? h.innerText.trim() : null)
+    .find(text => text !== null && new RegExp(source).test(text) && text !== previous) ?? null"""
+
+
 def settled(page, timeout_ms: float = 600_000) -> None:
     """Wait until the app's script has finished. Streamlit's running indicator shows only after a
     delay, so its absence proves nothing; the app root's script state is exact."""
-    from playwright.sync_api import expect
+    page.wait_for_function(_SETTLED, timeout=timeout_ms)
 
-    expect(page.locator("[data-testid=stApp]")).to_have_attribute("data-test-script-state", "notRunning",
-                                                                 timeout=timeout_ms)
+
+def heading(page, pattern: str, level: int | None = None, other_than: str | None = None,
+            timeout_ms: float = 600_000) -> str:
+    """Wait for a visible heading (h`level`, or any) whose text matches the regular expression
+    `pattern` and is not `other_than`; returns its text."""
+    selector = f"h{level}" if level else "h1, h2, h3, h4, h5, h6"
+    return page.wait_for_function(_HEADING, arg=[selector, pattern, other_than], timeout=timeout_ms).json_value()
 
 
 def lasso(page, reach: float, timeout_ms: float = 60_000) -> None:

@@ -36,30 +36,20 @@ def _settled(page) -> None:
 
 def _selection_seconds(page, reaches=(0.2, 0.3, 0.4)) -> list[float]:
     """Mouse-up to a complete selection panel, for lassos of growing size."""
-    from playwright.sync_api import expect
-
-    heading = page.get_by_role("heading", name=re.compile(r"^\d+ samples selected"))
     times, previous = [], None
     for reach in reaches:
         _app.lasso(page, reach, SETTLE_MS)
         start = time.perf_counter()
-        if previous is None:
-            expect(heading).to_be_visible(timeout=SETTLE_MS)
-        else:
-            expect(heading).not_to_have_text(previous, timeout=SETTLE_MS)
+        previous = _app.heading(page, r"^\d+ samples selected", other_than=previous, timeout_ms=SETTLE_MS)
         _settled(page)
         times.append(time.perf_counter() - start)
-        previous = heading.inner_text()
     return times
 
 
 def _open_from_sidebar(page, title: str) -> float:
-    from playwright.sync_api import expect
-
     start = time.perf_counter()
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-    name = re.compile("explorer") if title == "Home" else title
-    expect(page.get_by_role("heading", name=name, exact=title != "Home", level=1)).to_be_visible(timeout=SETTLE_MS)
+    _app.heading(page, "explorer" if title == "Home" else f"^{re.escape(title)}$", level=1, timeout_ms=SETTLE_MS)
     _settled(page)
     return time.perf_counter() - start
 

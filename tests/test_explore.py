@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from conftest import CPU, ROOT, last_json, run_cli, snapshot
@@ -69,6 +70,14 @@ def test_entanglement_by_hand():
 
 
 # -- maps ---------------------------------------------------------------------------------------
+
+def test_entanglement_of_a_selection_from_precomputed_sums():
+    rng = np.random.default_rng(1)
+    features = torch.as_tensor(rng.normal(size=(500, 12)) + rng.integers(0, 3, size=(500, 1)), dtype=torch.float32)
+    fast = selection.Entanglement(features)
+    for ids in (rng.choice(500, 7, replace=False), np.arange(40), rng.choice(500, 400, replace=False), [3, 3, 9]):
+        assert fast(ids) == pytest.approx(metrics.entanglement(features, ids), rel=1e-6)
+
 
 def test_a_map_is_computed_once_and_holds_train_then_test(explored):
     ws, model, rec = explored["ws"], explored["model"], explored["map"]

@@ -55,20 +55,42 @@ def scored(populated):
     return populated
 
 
+def charts_by_tab(at: AppTest, key: str, labels: list[str]) -> dict[str, set[str]]:
+    """The keys of the charts drawn with each tab of a lazy st.tabs open (only the open tab is)."""
+    shown = {}
+    for label in labels:
+        at.session_state[key] = label
+        at.run()
+        assert not at.exception
+        shown[label] = {el.key for el in at.get("plotly_chart")}
+    return shown
+
+
+MEMORIZATION_TABS = ["Exact vs proxies", "All scores", "Per class and per sample"]
+
+
 def test_memorization_page_before_any_score_set_uses_the_dynamics(monkeypatch, ws):
     checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=2), CPU)
     at = open_page(monkeypatch, ws, "memorization")
     assert not at.exception
-    assert {el.key for el in at.get("plotly_chart")} == {"corr", "histogram", "per_class"}  # no exact
+    # Without exact memorization the page opens on the per-class view: only that tab is drawn.
+    assert {el.key for el in at.get("plotly_chart")} == {"histogram", "per_class"}
     assert [len(g.proto.imgs) for g in at.get("image")] == [20, 20]  # most and least memorized galleries
+    shown = charts_by_tab(at, "mem_tab", MEMORIZATION_TABS)
+    assert shown["Exact vs proxies"] == set()  # it says to compute exact memorization first
+    assert shown["All scores"] == {"corr"}
 
 
 def test_memorization_page_compares_proxies_with_exact(monkeypatch, scored):
     at = open_page(monkeypatch, scored["ws"], "memorization")
     assert not at.exception
-    keys = {el.key for el in at.get("plotly_chart")}
-    assert {"final_conv", "scatter", "corr", "cost", "auroc", "histogram", "per_class"} <= keys
+    assert {el.key for el in at.get("plotly_chart")} == {"scatter"}  # the first tab; its expander is closed
     assert {m.label for m in at.metric} >= {"spearman", "pearson", "kendall", "precision at k"}
+    at.session_state["mem_convergence"] = True  # open the expander: its chart is drawn only then
+    shown = charts_by_tab(at, "mem_tab", MEMORIZATION_TABS)
+    assert shown["Exact vs proxies"] == {"final_conv", "scatter"}
+    assert {"corr", "cost", "auroc"} <= shown["All scores"]
+    assert shown["Per class and per sample"] == {"histogram", "per_class"}
     # The next run's time, predicted from the last one's measured pace.
     assert any("The last exact run of this model trained" in c.value for c in at.caption)
 
@@ -90,7 +112,8 @@ def test_compare_page_lists_runs(monkeypatch, populated):
     next(s for s in at.selectbox if s.label == "Model").set_value(populated["model"]["id"]).run()
     next(s for s in at.selectbox if s.label == "Forget set").set_value(populated["forget_set"]["id"]).run()
     assert populated["run"]["id"] in at.dataframe[0].value["run"].tolist()
-    assert not at.exception and len(at.get("plotly_chart")) >= 5
+    # The metrics as one panel figure, ToW against time, and the open tab of the run in detail.
+    assert not at.exception and {"bars", "tow_seconds", "before_after"} <= {el.key for el in at.get("plotly_chart")}
 
 
 def test_train_form_launches_a_job(monkeypatch, ws):

@@ -57,14 +57,17 @@ def test_sample_map_carries_ids_for_selection():
     # Samples without a value first (grey), then the highest scores drawn last, each point
     # still carrying its own id and coordinates.
     assert [t.name for t in by_score.data] == ["no value", "score", "forget set"]
-    assert [row[0] for row in by_score.data[0].customdata] == [105]
-    assert [row[0] for row in by_score.data[1].customdata] == [101, 103, 102, 104, 100]
-    np.testing.assert_allclose(by_score.data[1].x, xy[[1, 3, 2, 4, 0], 0], rtol=1e-6)  # float32 on the wire
+    assert list(by_score.data[0].customdata) == [105]
+    assert list(by_score.data[1].customdata) == [101, 103, 102, 104, 100]
+    assert list(by_score.data[1].text) == ["1", "2", "0", "1", "0"]  # the labels, for the hover
+    # Positions on a uint16 grid, one scale for both axes (a lasso's event carries short integers).
+    lo, extent = xy.min(0), (xy.max(0) - xy.min(0)).max()
+    np.testing.assert_array_equal(by_score.data[1].x, np.rint((xy[[1, 3, 2, 4, 0], 0] - lo[0]) * plots.MAP_GRID / extent))
     np.testing.assert_allclose(by_score.data[1].marker.color, [0, 1, 3, 4, 5])
     assert by_score.layout.dragmode == "lasso"
     by_class = plots.sample_map(xy, ids, labels, labels, "class", categories=["a", "b", "c"], size=3, opacity=0.5)
     assert [t.name for t in by_class.data] == ["a", "b", "c"]
-    assert sorted(row[0] for t in by_class.data for row in t.customdata) == list(ids)
+    assert sorted(i for t in by_class.data for i in t.customdata) == list(ids)
     assert by_class.data[0].marker.size == 3 and by_class.data[0].marker.opacity == 0.5
 
 

@@ -76,11 +76,9 @@ if repeated:
 runs_rows = [row for row in shown_rows if not row["run"].startswith("(")]
 ref = shown[0]
 st.subheader("Against the references")
-c1, c2 = st.columns(2)
-for i, key in enumerate(("acc_forget", "acc_retain", "acc_test", "mia_efficacy")):
-    (c1 if i % 2 == 0 else c2).plotly_chart(
-        plots.metric_bars(runs_rows, key, METRICS[key][0], ref["original"].get(key), (ref["oracle"] or {}).get(key)),
-        key=f"bars-{key}")
+st.plotly_chart(plots.metric_panels(runs_rows, {k: METRICS[k][0] for k in ("acc_forget", "acc_retain", "acc_test",
+                                                                          "mia_efficacy")},
+                                    ref["original"], ref["oracle"]), key="bars")
 if ref["oracle"] is not None:
     st.plotly_chart(plots.tow_vs_seconds(runs_rows), key="tow_seconds")
     st.caption("Up and to the left is better: as close to the oracle as possible, as fast as possible. "
@@ -92,62 +90,75 @@ if len({f"{row['unlearning_error']:.3g}" for row in every_row if row.get("unlear
     st.plotly_chart(plots.error_vs_verification(every_row), key="error_vs_verification")
 
 # -- one run in detail --------------------------------------------------------------------------
-st.subheader("One run in detail")
-run = st.selectbox("Run", shown, format_func=lambda r: f"{r['method']} · {r['id']} · {comparison.settings_text(r['params'])}")
-m = run["metrics"]
-if run["oracle"] is None:
-    st.info("This run skipped the oracle, so ToW, ToW-MIA, verification error and speed-up were not measured "
-            "(never guessed).")
-else:
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("ToW", f"{m['tow']:.3f}", help=METRICS["tow"][1])
-    c2.metric("ToW-MIA", f"{m['tow_mia']:.3f}", help=METRICS["tow_mia"][1])
-    if m.get("verification_error") is not None:
-        c3.metric("verification error", f"{m['verification_error']:.3f}", help=METRICS["verification_error"][1])
-    c4.metric("speed-up", f"{m['speedup']:.1f}×", help=f"{m['seconds']:.2f} s vs {m['retrain_seconds']:.2f} s to "
-              f"retrain, on {run['device']}")
-details = run.get("details") or {}
-if details.get("steps"):
-    st.markdown("**Steps**")
-    st.dataframe(pd.DataFrame([{k: v for k, v in step.items() if k != "ids"} for step in details["steps"]]),
-                 hide_index=True)
-if run["method"] == "deepobliviate" and details.get("residual") is not None:
-    st.markdown("**Residual memory per retrained block** (DeepObliviate, as understood)")
-    st.plotly_chart(plots.residual_curve_figure(details), key="residual")
-if details.get("grid"):
-    st.markdown("**λ grid on the codes** (data-free)")
-    st.dataframe(pd.DataFrame(details["grid"]), hide_index=True)
 
-samples = artifacts.run_samples(ws, run)
-model_rec = models_by_id.get(run["model_id"])
-if samples is None or model_rec is None:
-    st.caption("This run predates per-sample outputs: rerun it for the per-sample, MIA and class views.")
-    st.stop()
-ds = ui.dataset(ws, model_rec)
-forget = np.asarray(sets_by_id[run["forget_set_id"]]["ids"]) if run["forget_set_id"] in sets_by_id else np.array([], int)
-available = ui.available_scores(ws, model_rec)
-score_name = "exact" if "exact" in available else next(iter(available), None)
-memo = scores.oriented(score_name, available[score_name]) if score_name else None
 
-per_sample, mia, classes, maps = st.tabs(["Per sample", "Membership inference", "Classes", "Maps and layers"])
-with per_sample:
-    st.caption("Each point is a forget-set sample: its true-label confidence before (x) and after (y) unlearning. "
-               "Points left high on the diagonal were not forgotten." + (f" Colour: {scores.oriented_name(score_name)}."
-                                                                           if score_name else ""))
-    st.plotly_chart(plots.before_after_samples(
-        samples["original_train_confidence"][forget], samples["unlearned_train_confidence"][forget],
-        None if memo is None else memo[forget], forget, "" if memo is None else scores.oriented_name(score_name)),
-        key="forget_before_after")
+@st.fragment
+def run_detail() -> None:
+    """One run: its figures in tabs, only the open one drawn. A tab, the run or the attack threshold
+    reruns only this."""
+    st.subheader("One run in detail")
+    run = st.selectbox("Run", shown, format_func=lambda r: f"{r['method']} · {r['id']} · {comparison.settings_text(r['params'])}")
+    m = run["metrics"]
+    if run["oracle"] is None:
+        st.info("This run skipped the oracle, so ToW, ToW-MIA, verification error and speed-up were not measured "
+                "(never guessed).")
+    else:
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("ToW", f"{m['tow']:.3f}", help=METRICS["tow"][1])
+        c2.metric("ToW-MIA", f"{m['tow_mia']:.3f}", help=METRICS["tow_mia"][1])
+        if m.get("verification_error") is not None:
+            c3.metric("verification error", f"{m['verification_error']:.3f}", help=METRICS["verification_error"][1])
+        c4.metric("speed-up", f"{m['speedup']:.1f}×", help=f"{m['seconds']:.2f} s vs {m['retrain_seconds']:.2f} s to "
+                  f"retrain, on {run['device']}")
+    details = run.get("details") or {}
+    if details.get("steps"):
+        st.markdown("**Steps**")
+        st.dataframe(pd.DataFrame([{k: v for k, v in step.items() if k != "ids"} for step in details["steps"]]),
+                     hide_index=True)
+    if run["method"] == "deepobliviate" and details.get("residual") is not None:
+        st.markdown("**Residual memory per retrained block** (DeepObliviate, as understood)")
+        st.plotly_chart(plots.residual_curve_figure(details), key="residual")
+    if details.get("grid"):
+        st.markdown("**λ grid on the codes** (data-free)")
+        st.dataframe(pd.DataFrame(details["grid"]), hide_index=True)
+
+    samples = artifacts.run_samples(ws, run)
+    model_rec = models_by_id.get(run["model_id"])
+    if samples is None or model_rec is None:
+        st.caption("This run predates per-sample outputs: rerun it for the per-sample, MIA and class views.")
+        return
+    ds = ui.dataset(ws, model_rec)
+    forget = np.asarray(sets_by_id[run["forget_set_id"]]["ids"]) if run["forget_set_id"] in sets_by_id else np.array([], int)
+    available = ui.available_scores(ws, model_rec)
+    score_name = "exact" if "exact" in available else next(iter(available), None)
+    memo = scores.oriented(score_name, available[score_name]) if score_name else None
+
+    tabs = dict(zip(TABS, st.tabs(list(TABS), key="compare_tab", on_change="rerun")))
+    for name, tab in tabs.items():
+        if tab.open is not False:  # only the open tab is drawn: the others are a click (a rerun of this) away
+            with tab:
+                TABS[name](run, samples, ds, forget, score_name, memo)
+
+
+def per_sample_tab(run, samples, ds, forget, score_name, memo) -> None:
+    colour = "" if memo is None else scores.oriented_name(score_name)
+    panels = [{"title": "the forget set", "before": samples["original_train_confidence"][forget],
+               "after": samples["unlearned_train_confidence"][forget], "ids": forget,
+               "colour": None if memo is None else memo[forget]}]
+    text = ("Left: each forget-set sample's true-label confidence before (x) and after (y) unlearning; points left "
+            "high on the diagonal were not forgotten.")
     if memo is not None:
         retain = np.setdiff1d(np.arange(ds.n_train), forget)
         top = retain[np.argsort(-np.nan_to_num(memo[retain], nan=-np.inf))[:100]]
-        st.caption("The retain set's 100 most memorized samples: unlearning should leave them where they were "
-                   "(on the diagonal); collateral forgetting shows as points below it.")
-        st.plotly_chart(plots.before_after_samples(
-            samples["original_train_confidence"][top], samples["unlearned_train_confidence"][top], memo[top], top,
-            scores.oriented_name(score_name)), key="retain_before_after")
+        panels.append({"title": "the retain set's 100 most memorized", "before": samples["original_train_confidence"][top],
+                       "after": samples["unlearned_train_confidence"][top], "ids": top, "colour": memo[top]})
+        text += (" Right: the retain set's 100 most memorized samples: unlearning should leave them where they were "
+                 "(on the diagonal); collateral forgetting shows as points below it.")
+    st.caption(text + (f" Colour: {colour}." if colour else ""))
+    st.plotly_chart(plots.before_after_panels(panels, colour), key="before_after")
 
-with mia:
+
+def mia_tab(run, samples, ds, forget, score_name, memo) -> None:
     who = [w for w in ("original", "unlearned", "oracle") if f"{w}_train_loss" in samples]
     groups = {w: comparison.loss_groups(samples, forget, ds.n_train, w) for w in who}
     best_t, _ = metrics.best_threshold(groups["unlearned"]["forget"], groups["unlearned"]["test"])
@@ -166,7 +177,8 @@ with mia:
                f"after, {run['original'].get('mia_auc', float('nan')):.3f} before" +
                (f", {run['oracle'].get('mia_auc', float('nan')):.3f} for the oracle." if run["oracle"] else "."))
 
-with classes:
+
+def classes_tab(run, samples, ds, forget, score_name, memo) -> None:
     y_test = ds.y_test.numpy()
     st.plotly_chart(plots.class_accuracy_bars(comparison.class_accuracies(samples, y_test, ds.num_classes), ds.classes),
                     key="class_acc")
@@ -175,7 +187,8 @@ with classes:
         col.plotly_chart(plots.prediction_matrix(metrics.confusion(samples[f"{w}_test_pred"], y_test, ds.num_classes),
                                                  ds.classes, f"test predictions · {w}"), key=f"confusion-{w}")
 
-with maps:
+
+def maps_tab(run, samples, ds, forget, score_name, memo) -> None:
     if st.toggle("Show the twin maps", help="Penultimate features of the original and the unlearned model, through one "
                  "PCA fitted on the original's: did the forget set move?"):
         xy_before, xy_after = twin_maps(ws_path, run["id"])
@@ -184,3 +197,8 @@ with maps:
         st.plotly_chart(plots.cka_lines(run["analysis"]), key="cka")
         st.caption("Linear CKA per layer on test samples: how similar each layer's representation is to the "
                    "original's (what the method changed) and to the oracle's (whether it changed it the right way).")
+
+
+TABS = {"Per sample": per_sample_tab, "Membership inference": mia_tab, "Classes": classes_tab,
+        "Maps and layers": maps_tab}
+run_detail()

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.evaluation import choice, embeddings, metrics
+from explorer.evaluation import choice, embeddings
 from explorer.memorization import scores
 from explorer.pipeline import embed, forget_sets
 from explorer.present import plots, selection
@@ -87,8 +87,7 @@ chart_key = f"map-{chosen['id']}"
 def map_figure(xy: np.ndarray, rows: np.ndarray, labels: np.ndarray, values: np.ndarray, name: str,
                categories: tuple[str, ...] | None, size: int, opacity: float, highlight: np.ndarray | None,
                method: str):
-    """The map's figure, built once per map and look (the arguments are its key). A selection
-    reruns only the fragment below, which reuses it as it stands."""
+    """The map's figure, built once per map and look (the arguments are its key)."""
     return plots.sample_map(xy[rows], rows, labels[rows], values[rows], name, categories, size=size,
                             opacity=opacity, highlight=highlight, axes=(f"{method} 1", f"{method} 2"))
 
@@ -99,14 +98,24 @@ figure = map_figure(smap.xy, rows, labels, colouring.values, colouring.name,
 
 
 def remember_selection():
+    """The map's selection callback: keep the selected ids, then rerun only the selection panel.
+    The map itself is not drawn again: on 60,000 points re-sending and redrawing it would cost
+    more than the panel."""
     event = st.session_state.get(chart_key) or {}
     st.session_state["explore_selection"] = {"model": rec["id"], "ids": plots.selected_ids(event.get("selection"))}
+    st.rerun(scope="selection")
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def entangler(ws_path: str, map_id: str) -> selection.Entanglement:
+    """The map's features summed once, so each selection's ES is quick."""
+    return selection.Entanglement(ui.stored_map(ws_path, map_id).train_features)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def entanglement(ws_path: str, map_id: str, ids: bytes) -> float:
     """ES of a selection (its int64 ids as bytes: a cheap cache key), from the map's stored features."""
-    return metrics.entanglement(ui.stored_map(ws_path, map_id).train_features, np.frombuffer(ids, np.int64))
+    return entangler(ws_path, map_id)(np.frombuffer(ids, np.int64))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -208,12 +217,10 @@ def saved_message() -> None:
         st.page_link("views/unlearn.py", label="Unlearn it", icon=":material/arrow_forward:")
 
 
-@st.fragment
-def map_and_selection() -> None:
-    """The map and what is selected on it. A lasso or click reruns only this: the figure is
-    cached, and nothing below the map is recomputed."""
-    st.plotly_chart(figure, key=chart_key, on_select=remember_selection, selection_mode=("points", "box", "lasso"),
-                    config={"scrollZoom": True, "displaylogo": False})
+@st.fragment(key="selection")
+def selection_shown() -> None:
+    """What is selected on the map. A lasso or click reruns only this (remember_selection): the
+    map stays as drawn, and nothing below is recomputed."""
     saved_message()
     stored = st.session_state.get("explore_selection") or {}
     picked = [i for i in stored.get("ids", []) if 0 <= i < len(labels)] if stored.get("model") == rec["id"] else []
@@ -236,7 +243,9 @@ def map_and_selection() -> None:
         st.info("Nothing selected yet: drag a lasso or a box on the map, or click a point to open that sample.")
 
 
-map_and_selection()
+st.plotly_chart(figure, key=chart_key, on_select=remember_selection, selection_mode=("points", "box", "lasso"),
+                config={"scrollZoom": True, "displaylogo": False})
+selection_shown()
 
 # -- forget sets by rule, and the list ------------------------------------------------------------
 st.divider()

@@ -107,80 +107,104 @@ if not available:
     st.info("No scores yet for this model: compute exact memorization or the proxies above.")
     st.stop()
 
-# -- exact vs proxies ---------------------------------------------------------------------------
-if "exact" in stored:
+# -- what the scores say, in tabs: only the open one is drawn ----------------------------------------
+def exact_vs_proxies() -> None:
+    if "exact" not in stored:
+        st.info("Compute exact memorization to compare each proxy against it.")
+        return
     exact = available["exact"]
-    _, arrays = ui.score_set(ws_path, stored["exact"]["id"])
     never = stored["exact"]["never_held_out"]
-    with st.expander(f"How the exact estimate converged ({stored['exact']['models']} models; "
-                     + (f"{never} samples never held out, so undefined)" if never else "every sample held out at least once)")):
-        st.caption("While few models have been trained, most samples are held out by only one or two of them, "
-                   "so the first points are noisy; the error then falls roughly as 1/√K.")
-        step = max(1, stored["exact"]["models"] // 16)
-        st.plotly_chart(plots.convergence(estimator.convergence(arrays["masks"], arrays["correct"], step)),
-                        key="final_conv")
+    converged = st.expander(f"How the exact estimate converged ({stored['exact']['models']} models; "
+                            + (f"{never} samples never held out, so undefined)" if never
+                               else "every sample held out at least once)"), key="mem_convergence", on_change="rerun")
+    if converged.open:  # drawn only when opened
+        with converged:
+            st.caption("While few models have been trained, most samples are held out by only one or two of them, "
+                       "so the first points are noisy; the error then falls roughly as 1/√K.")
+            _, arrays = ui.score_set(ws_path, stored["exact"]["id"])
+            step = max(1, stored["exact"]["models"] // 16)
+            st.plotly_chart(plots.convergence(estimator.convergence(arrays["masks"], arrays["correct"], step)),
+                            key="final_conv")
     others = [n for n in available if n != "exact"]
-    if others:
-        st.subheader("Proxies against exact memorization")
-        c1, c2 = st.columns([2, 1])
-        name = c1.selectbox("Proxy", others, format_func=lambda n: f"{n} · {scores.label(n)}")
-        top_k = c2.number_input("k for precision@k", 1, ds.n_train, max(10, ds.n_train // 20))
-        proxy = scores.oriented(name, available[name])
-        agree = metrics.rank_agreement(exact, proxy, int(top_k))
-        cols = st.columns(4)
-        for col, key in zip(cols, ("spearman", "pearson", "kendall", "precision_at_k")):
-            col.metric(key.replace("_", " "), f"{agree[key]:.3f}")
-        st.caption(f"Plotted as {scores.oriented_name(name)}, so that higher = more memorized for every score; "
-                   f"{agree['n']} samples with a defined exact score. Precision@k: the share of the proxy's "
-                   f"top {agree['k']} that are in the exact score's top {agree['k']}.")
-        st.plotly_chart(plots.score_vs_score(exact, proxy, ids, labels, "exact memorization",
-                                             scores.oriented_name(name), flipped if flipped.any() else None),
-                        key="scatter")
-else:
-    st.info("Compute exact memorization to compare each proxy against it.")
+    if not others:
+        st.info("Compute the proxies to compare them with exact memorization.")
+        return
+    c1, c2 = st.columns([2, 1])
+    name = c1.selectbox("Proxy", others, format_func=lambda n: f"{n} · {scores.label(n)}")
+    top_k = c2.number_input("k for precision@k", 1, ds.n_train, max(10, ds.n_train // 20))
+    proxy = scores.oriented(name, available[name])
+    agree = metrics.rank_agreement(exact, proxy, int(top_k))
+    cols = st.columns(4)
+    for col, key in zip(cols, ("spearman", "pearson", "kendall", "precision_at_k")):
+        col.metric(key.replace("_", " "), f"{agree[key]:.3f}")
+    st.caption(f"Plotted as {scores.oriented_name(name)}, so that higher = more memorized for every score; "
+               f"{agree['n']} samples with a defined exact score. Precision@k: the share of the proxy's "
+               f"top {agree['k']} that are in the exact score's top {agree['k']}.")
+    st.plotly_chart(plots.score_vs_score(exact, proxy, ids, labels, "exact memorization",
+                                         scores.oriented_name(name), flipped if flipped.any() else None),
+                    key="scatter")
 
-if len(available) > 1:
-    st.subheader("Rank correlations between all scores")
-    names = list(available)
-    oriented = np.array([scores.oriented(n, available[n]) for n in names])
-    matrix = pd.DataFrame(oriented.T, columns=names).corr(method="spearman").to_numpy()
-    st.plotly_chart(plots.correlation_heatmap(names, matrix), key="corr")
 
-costs = {n: r["seconds"] for n, r in stored.items() if n not in proxies.FROM_DYNAMICS}
-learning_events = [n for n in stored if n in proxies.FROM_DYNAMICS]
-if learning_events:  # one computation from the recorded dynamics serves them all
-    costs["learning-event proxies"] = sum(stored[n]["seconds"] for n in learning_events)
-if costs:
-    st.subheader("Cost")
-    st.caption("Compute seconds of each stored score set. The learning-event proxies "
-               f"({', '.join(learning_events) or 'none stored'}) are read off the dynamics recorded during training, "
-               "which made training about 6% slower (`python -m bench training`).")
-    st.plotly_chart(plots.cost_chart(costs), key="cost")
+def all_scores() -> None:
+    if len(available) > 1:
+        st.markdown("**Rank correlations between all scores**")
+        names = list(available)
+        oriented = np.array([scores.oriented(n, available[n]) for n in names])
+        matrix = pd.DataFrame(oriented.T, columns=names).corr(method="spearman").to_numpy()
+        st.plotly_chart(plots.correlation_heatmap(names, matrix), key="corr")
+    costs = {n: r["seconds"] for n, r in stored.items() if n not in proxies.FROM_DYNAMICS}
+    learning_events = [n for n in stored if n in proxies.FROM_DYNAMICS]
+    if learning_events:  # one computation from the recorded dynamics serves them all
+        costs["learning-event proxies"] = sum(stored[n]["seconds"] for n in learning_events)
+    if costs:
+        st.markdown("**Cost**")
+        st.caption("Compute seconds of each stored score set. The learning-event proxies "
+                   f"({', '.join(learning_events) or 'none stored'}) are read off the dynamics recorded during "
+                   "training, which made training about 6% slower (`python -m bench training`).")
+        st.plotly_chart(plots.cost_chart(costs), key="cost")
+    if flipped.any():
+        st.markdown("**Finding the mislabeled samples**")
+        st.caption(f"{flipped.sum()} training labels were flipped. AUROC of each score for telling them apart.")
+        st.plotly_chart(plots.auroc_bars({n: metrics.auroc(flipped, scores.oriented(n, v))
+                                          for n, v in available.items()}), key="auroc")
 
-if flipped.any():
-    st.subheader("Finding the mislabeled samples")
-    st.caption(f"{flipped.sum()} training labels were flipped. AUROC of each score for telling them apart.")
-    st.plotly_chart(plots.auroc_bars({n: metrics.auroc(flipped, scores.oriented(n, v)) for n, v in available.items()}),
-                    key="auroc")
 
-# -- one score in detail ------------------------------------------------------------------------
-st.subheader("Per class and per sample")
-c1, c2 = st.columns([3, 1])
-shown = c1.selectbox("Score", list(available), format_func=lambda n: f"{n} · {scores.label(n)}", key="detail")
-log_y = c2.checkbox("log count axis", help="Most samples are barely memorized; a log axis shows the tail.")
-values = available[shown]
-left, right = st.columns(2)
-left.plotly_chart(plots.histogram(values, labels, xlabel=shown, class_names=ds.classes, log_y=log_y), key="histogram")
-right.plotly_chart(plots.per_class_box(values, labels, ds.classes, shown), key="per_class")
+def one_score() -> None:
+    c1, c2 = st.columns([3, 1])
+    shown = c1.selectbox("Score", list(available), format_func=lambda n: f"{n} · {scores.label(n)}", key="detail")
+    log_y = c2.checkbox("log count axis", help="Most samples are barely memorized; a log axis shows the tail.")
+    values = available[shown]
+    left, right = st.columns(2)
+    left.plotly_chart(plots.histogram(values, labels, xlabel=shown, class_names=ds.classes, log_y=log_y),
+                      key="histogram")
+    right.plotly_chart(plots.per_class_box(values, labels, ds.classes, shown), key="per_class")
 
-count = st.slider("Images", 10, 60, 20, 10)
-# Rank by the score, ties (exact memorization is often exactly 0 or 1) broken by another score.
-tie_breaker = next((n for n in ("confidence", "exact", "loss") if n in available and n != shown), shown)
-order = np.lexsort((-scores.oriented(tie_breaker, available[tie_breaker]), -scores.oriented(shown, values)))
-order = order[np.isfinite(values[order])]
-st.markdown("**Most memorized**")
-ui.gallery(ds, order[:count], [ui.caption_for(i, ds, values[i]) for i in order[:count]])
-st.markdown("**Least memorized**")
-ui.gallery(ds, order[::-1][:count], [ui.caption_for(i, ds, values[i]) for i in order[::-1][:count]])
-st.caption(f"Captions: sample id · training label (9←5: flipped by label noise from 5) · {shown}. "
-           + (f"Ties are broken by {tie_breaker}." if tie_breaker != shown else ""))
+    count = st.slider("Images", 10, 60, 20, 10)
+    # Rank by the score, ties (exact memorization is often exactly 0 or 1) broken by another score.
+    tie_breaker = next((n for n in ("confidence", "exact", "loss") if n in available and n != shown), shown)
+    order = np.lexsort((-scores.oriented(tie_breaker, available[tie_breaker]), -scores.oriented(shown, values)))
+    order = order[np.isfinite(values[order])]
+    st.markdown("**Most memorized**")
+    ui.gallery(ds, order[:count], [ui.caption_for(i, ds, values[i]) for i in order[:count]])
+    st.markdown("**Least memorized**")
+    ui.gallery(ds, order[::-1][:count], [ui.caption_for(i, ds, values[i]) for i in order[::-1][:count]])
+    st.caption(f"Captions: sample id · training label (9←5: flipped by label noise from 5) · {shown}. "
+               + (f"Ties are broken by {tie_breaker}." if tie_breaker != shown else ""))
+
+
+TABS = {"Exact vs proxies": exact_vs_proxies, "All scores": all_scores, "Per class and per sample": one_score}
+
+
+@st.fragment
+def what_the_scores_say() -> None:
+    """The views of the scores, one tab each. Only the open tab is drawn (a Plotly chart costs the
+    browser a few hundred milliseconds), and a tab or a setting in one reruns only this."""
+    default = "Exact vs proxies" if "exact" in stored else "Per class and per sample"
+    tabs = st.tabs(list(TABS), default=default, key="mem_tab", on_change="rerun")
+    for (label, draw), tab in zip(TABS.items(), tabs):
+        if tab.open is not False:
+            with tab:
+                draw()
+
+
+what_the_scores_say()

@@ -1,17 +1,21 @@
 """Streamlit building blocks shared by the pages: the workspace, cached data, pickers, job
-progress and image galleries. Everything slow is cached or runs as a job."""
+progress and image galleries. Everything slow is cached or runs as a job.
+
+What imports torch (artifacts, the pipeline, devices, …) is imported inside the functions that
+need it, so Home, the first page a fresh server shows, opens without waiting for torch."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
 
-from explorer.evaluation import embeddings
-from explorer.memorization import proxies, regime, scores
-from explorer.pipeline import memorize
-from explorer.runtime import devices
-from explorer.store import artifacts, jobs
+from explorer.store import jobs
 from explorer.store.workspace import Workspace, default_path
+
+if TYPE_CHECKING:
+    from explorer.evaluation import embeddings
 
 
 @st.cache_resource(show_spinner=False)
@@ -40,6 +44,8 @@ def _import_everything() -> None:
     with contextlib.suppress(AttributeError, OSError):  # Linux: nice this thread only, so a job started
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # meanwhile gets the cores first
 
+    with contextlib.suppress(Exception):  # torch first: the sidebar shows the device as soon as it is known
+        _DEVICE.append(_describe_device())
     names = [m.name for m in pkgutil.walk_packages(explorer.__path__, "explorer.") if m.name != "explorer.__main__"]
     for name in [*names, *_WARM]:
         try:
@@ -60,17 +66,34 @@ def warm_up() -> None:
     threading.Thread(target=_import_everything, name="warm-up", daemon=True).start()
 
 
-@st.cache_resource(show_spinner=False)
-def device_name() -> str:
+def _describe_device() -> str:
+    from explorer.runtime import devices  # imports torch
+
     return devices.describe(devices.resolve("auto"))
 
 
+_DEVICE: list[str] = []  # the device's description, once torch is imported (by the warm-up thread or a page)
+
+
+def device_name(resolve: bool = False) -> str | None:
+    """The device jobs run on; None while torch is still being imported in the background, unless
+    `resolve` (then this imports it)."""
+    if not _DEVICE and resolve:
+        _DEVICE.append(_describe_device())
+    return _DEVICE[0] if _DEVICE else None
+
+
 def dataset(ws: Workspace, model_rec: dict):
+    from explorer.store import artifacts
+
     return artifacts.dataset_of(ws, model_rec)  # lru-cached in explorer.data
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def dynamics_proxies(ws_path: str, model_id: str) -> dict[str, np.ndarray]:
+    from explorer.memorization import proxies
+    from explorer.store import artifacts
+
     ws = _workspace(ws_path)
     return proxies.from_dynamics(artifacts.load_dynamics(ws, ws.get(model_id, "model")))
 
@@ -79,6 +102,8 @@ def dynamics_proxies(ws_path: str, model_id: str) -> dict[str, np.ndarray]:
 def score_set(ws_path: str, score_id: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A stored score set's values and extra arrays. Records never change, so they are cached by
     id and shared, not copied on every rerun (the exact estimator's matrices are K × n)."""
+    from explorer.store import artifacts
+
     loaded = artifacts.load_scores(_workspace(ws_path), score_id)
     return loaded.values, loaded.arrays
 
@@ -86,6 +111,9 @@ def score_set(ws_path: str, score_id: str) -> tuple[np.ndarray, dict[str, np.nda
 def available_scores(ws: Workspace, rec: dict) -> dict[str, np.ndarray]:
     """Raw values of every score this model has: the newest stored score set of each name,
     and, for a model trained here, the learning-event proxies straight from its dynamics."""
+    from explorer.memorization import scores
+    from explorer.store import artifacts
+
     ws_path = str(ws.path.resolve())
     stored = artifacts.latest_scores(ws, rec["id"])
     found = {name: score_set(ws_path, srec["id"])[0] for name, srec in stored.items()}
@@ -97,6 +125,8 @@ def available_scores(ws: Workspace, rec: dict) -> dict[str, np.ndarray]:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _partial_exact_runs(ws_path: str, model_id: str, signature: tuple) -> list[dict]:
+    from explorer.pipeline import memorize
+
     return memorize.in_progress(_workspace(ws_path), model_id)
 
 
@@ -118,6 +148,8 @@ def partial_exact_runs(ws: Workspace, model_id: str) -> list[dict]:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def stored_map(ws_path: str, map_id: str) -> embeddings.SampleMap:
     """A stored sample map (coordinates, features, predictions); records never change."""
+    from explorer.store import artifacts
+
     ws = _workspace(ws_path)
     return artifacts.load_map(ws, ws.get(map_id, "embedding"))
 
@@ -129,6 +161,8 @@ def model_label(rec: dict) -> str:
 
 def regime_warning(rec: dict) -> None:
     """Says so, where memorization scores are shown, when the model does not fit its training set."""
+    from explorer.memorization import regime
+
     if line := regime.warning(rec):
         st.warning(line, icon="⚠️")
 
@@ -239,17 +273,24 @@ def gallery(ds, ids, captions: list[str], split: str = "train", width: int = 88)
     st.image(thumbnail_uris(ds, ids, split, width), caption=captions, width=width)
 
 
-def sidebar(ws: Workspace) -> None:
+def sidebar(ws: Workspace, light: bool = False) -> None:
+    """The workspace, the device, and the jobs running now. It polls (every 2 s) only while a job
+    runs: each poll sends the server the state of every widget on the page, a lasso on a large
+    map included (megabytes), and the server parses it again. On a `light` page (Home, which
+    does not need torch) the device is shown once the warm-up has imported torch, polling until
+    then; other pages import torch anyway, so the device is found right away."""
     with st.sidebar:
         st.caption(f"Workspace: `{ws.path.resolve()}`")
-        st.caption(f"Device: **{device_name()}**")
+        active = jobs.list_jobs(ws, active_only=True)
+        known = device_name(resolve=not light) is not None
 
-        @st.fragment(run_every=2.0)
+        @st.fragment(run_every=2.0 if active or not known else None)
         def _running():
-            active = jobs.list_jobs(ws, active_only=True)
-            if active:
+            st.caption(f"Device: **{device_name() or 'detecting…'}**")
+            running = jobs.list_jobs(ws, active_only=True)
+            if running:
                 st.markdown("**Running jobs**")
-            for job in active:
+            for job in running:
                 st.progress(job["progress"], text=f"{job['title']} · {job['message']}")
 
         _running()
@@ -258,5 +299,7 @@ def sidebar(ws: Workspace) -> None:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_model(ws_path: str, model_id: str):
     """A stored model in eval mode; records never change, so it is loaded once."""
+    from explorer.store import artifacts
+
     ws = _workspace(ws_path)
     return artifacts.load_model(ws, ws.get(model_id, "model")).eval()

@@ -25,6 +25,16 @@ def warm_up() -> None:
     pio.to_json(_style(fig, legend=dict(orientation="h")), validate=False)
 
 
+# Up to this many points a scatter is drawn as SVG: a WebGL trace costs the browser a GL context
+# (tens to hundreds of milliseconds each, more on a machine without a GPU), SVG only its points.
+SVG_POINTS = 5_000
+
+
+def _scatter(n_points: int):
+    """The scatter trace class for a figure of `n_points`: SVG when few, WebGL when many."""
+    return go.Scatter if n_points <= SVG_POINTS else go.Scattergl
+
+
 def _style(fig: go.Figure, **layout) -> go.Figure:
     """Layout every figure shares: readable hover labels, tight margins."""
     fig.update_layout(**{"hoverlabel": dict(bgcolor="white", font_color="#222"),
@@ -67,6 +77,8 @@ def histogram(values: np.ndarray, labels: np.ndarray | None = None, xlabel: str 
                   yaxis=dict(title="samples", type="log" if log_y else "linear"))
 
 
+MAP_GRID = 60_000  # sample_map's positions: integers 0 … MAP_GRID (uint16)
+
 # Pale for unmemorized, dark red for memorized: the samples that matter stand out on white.
 MEMORIZATION_SCALE = [[0.0, "#9fb3c8"], [0.4, "#6baed6"], [0.7, "#f28e2b"], [1.0, "#9b1d20"]]
 
@@ -74,43 +86,54 @@ MEMORIZATION_SCALE = [[0.0, "#9fb3c8"], [0.4, "#6baed6"], [0.7, "#f28e2b"], [1.0
 def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.ndarray, colour_name: str,
                categories: Sequence[str] | None = None, size: float = 6, opacity: float = 0.8,
                highlight: np.ndarray | None = None, axes: tuple[str, str] = ("map 1", "map 2")) -> go.Figure:
-    """A WebGL scatter of the samples; every point carries its sample id in custom_data, so a
-    selection maps back to samples whatever the trace layout.
+    """A scatter of the samples (WebGL beyond SVG_POINTS); every point carries its sample id in
+    custom_data, so a selection maps back to samples whatever the trace layout.
 
     With `categories`, `colour` holds integer codes into them and each category is its own
     trace (the legend hides and shows them). Otherwise `colour` is a score, oriented so higher =
     more memorized: drawn highest last on a scale that darkens with it, so memorized samples
     are not buried; samples without a value are a grey trace underneath."""
-    # Compact arrays: float32 positions and colours, int32 ids and labels. Plotly ships them as
-    # typed binary arrays, so a 60,000-point map is ~1.2 MB on the wire instead of ~4.7 MB.
-    xy, colour = np.asarray(xy, np.float32), np.asarray(colour)
-    meta = np.c_[ids, labels].astype(np.int32)
-    hover = "id %{customdata[0]}<br>label %{customdata[1]}"
+    # What a lasso costs grows with what each point carries: the browser copies every array value
+    # of every selected point into the selection, turns each key to snake_case one by one, and
+    # sends it to the server, which parses it (50,000 points: megabytes). So each point holds one
+    # id (custom_data) and its label as text, and its position on a 0 … 60,000 grid, the same
+    # scale on both axes (the axes show no numbers; a grid step is far under a pixel): "x":31234,
+    # not "x":3.4323723316192627. Typed binary arrays (uint16 positions, float32 colours, int32
+    # ids) keep a 60,000-point map near 1 MB on the wire.
+    xy = np.asarray(xy, np.float64)
+    if len(xy):
+        lo = xy.min(0)
+        extent = float((xy.max(0) - lo).max()) or 1.0
+        xy = np.rint((xy - lo) * (MAP_GRID / extent)).astype(np.uint16)
+    colour, meta = np.asarray(colour), np.asarray(ids).astype(np.int32)
+    text = np.asarray(labels).astype(str)
+    hover = "id %{customdata}<br>label %{text}"
     marker = dict(size=size, opacity=opacity)
+    trace = _scatter(len(xy))
     fig = go.Figure()
     if categories is not None:
         for code in np.unique(colour):
             mask = colour == code
-            fig.add_trace(go.Scattergl(
-                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(categories[code]), customdata=meta[mask],
+            fig.add_trace(trace(
+                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(categories[code]), customdata=meta[mask], text=text[mask],
                 marker=dict(**marker, color=CLASS_COLOURS[code % len(CLASS_COLOURS)]),
                 hovertemplate=f"{hover}<br>{colour_name} {categories[code]}<extra></extra>"))
     else:
         finite = np.isfinite(colour)
         if not finite.all():
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(trace(
                 x=xy[~finite, 0], y=xy[~finite, 1], mode="markers", name="no value",
-                customdata=meta[~finite], marker=dict(**marker, color="#bbbbbb"),
+                customdata=meta[~finite], text=text[~finite], marker=dict(**marker, color="#bbbbbb"),
                 hovertemplate=f"{hover}<br>{colour_name}: none<extra></extra>"))
         order = np.flatnonzero(finite)[np.argsort(colour[finite], kind="stable")]
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(trace(
             x=xy[order, 0], y=xy[order, 1], mode="markers", name=colour_name,
             marker=dict(**marker, color=colour[order].astype(np.float32), colorscale=MEMORIZATION_SCALE,
                         showscale=True, colorbar=dict(title=dict(text=colour_name, side="right"), thickness=14)),
-            customdata=meta[order],
+            customdata=meta[order], text=text[order],
             hovertemplate=f"{hover}<br>{colour_name} %{{marker.color:.3f}}<extra></extra>"))
     if highlight is not None and len(highlight):
-        fig.add_trace(go.Scattergl(x=xy[highlight, 0], y=xy[highlight, 1], mode="markers", name="forget set",
+        fig.add_trace(trace(x=xy[highlight, 0], y=xy[highlight, 1], mode="markers", name="forget set",
                                    marker=dict(color="rgba(0,0,0,0)", size=size + 5, line=dict(color="black", width=1.5)),
                                    hoverinfo="skip"))
     return _style(fig, height=600, dragmode="lasso", xaxis=dict(title=axes[0], showticklabels=False),
@@ -176,13 +199,13 @@ def convergence(rows: Sequence[Mapping]) -> go.Figure:
 
 def score_vs_score(x: np.ndarray, y: np.ndarray, ids: np.ndarray, labels: np.ndarray, x_name: str, y_name: str,
                    flipped: np.ndarray | None = None) -> go.Figure:
-    """One point per sample, WebGL; hover shows id, label and both values."""
+    """One point per sample (WebGL beyond SVG_POINTS); hover shows id, label and both values."""
     keep = np.isfinite(x) & np.isfinite(y)
     groups = [("samples", keep, "#636efa", 5)] if flipped is None or not flipped.any() else [
         ("clean label", keep & ~flipped, "#9a9a9a", 5), ("flipped label", keep & flipped, "#d62728", 8)]
-    fig = go.Figure()
+    fig, trace = go.Figure(), _scatter(int(keep.sum()))
     for name, mask, colour, size in groups:
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(trace(
             x=x[mask], y=y[mask], mode="markers", name=name, marker=dict(size=size, opacity=0.7, color=colour),
             customdata=np.c_[ids[mask], labels[mask]],
             hovertemplate=f"id %{{customdata[0]}}<br>label %{{customdata[1]}}<br>{x_name} %{{x:.3f}}<br>"
@@ -262,6 +285,31 @@ def metric_bars(rows: Sequence[Mapping], metric: str, label: str, original: floa
                   yaxis=dict(rangemode="tozero"), xaxis=dict(tickangle=-40), margin=dict(t=40, b=90, l=50, r=10))
 
 
+def metric_panels(rows: Sequence[Mapping], metrics: Mapping[str, str], original: Mapping | None = None,
+                  oracle: Mapping | None = None, cols: int = 2) -> go.Figure:
+    """metric_bars for several metrics ({key: label}) as the panels of one figure, so a page
+    draws one chart instead of one per metric."""
+    keys = list(metrics)
+    n_rows = -(-len(keys) // cols)
+    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=[metrics[k] for k in keys], vertical_spacing=0.28,
+                        horizontal_spacing=0.08)
+    fig.update_annotations(font_size=14)  # the panel titles (the reference lines' labels come after)
+    names = [f"{r['method']} · {r['run'][2:6]}" for r in rows]
+    for i, key in enumerate(keys):
+        row, col = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Bar(x=names, y=[r.get(key) for r in rows], marker_color=PALETTE["unlearned"], name=metrics[key],
+                             text=[f"{r[key]:.3f}" if r.get(key) is not None else "—" for r in rows],
+                             textposition="outside", showlegend=False), row, col)
+        for who, values in (("original", original), ("oracle", oracle)):
+            value = (values or {}).get(key)
+            if value is not None:
+                fig.add_hline(y=value, line_dash="dot", line_color=PALETTE[who], annotation_text=f"{who} {value:.3f}",
+                              annotation_position="top left", annotation_font_color=PALETTE[who], row=row, col=col)
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_xaxes(tickangle=-40)
+    return _style(fig, height=330 * n_rows, margin=dict(t=40, b=90, l=50, r=10))
+
+
 def tow_vs_seconds(rows: Sequence[Mapping]) -> go.Figure:
     """The trade-off at a glance: closeness to the oracle against time, one colour per method."""
     fig = go.Figure()
@@ -284,12 +332,38 @@ def before_after_samples(before: np.ndarray, after: np.ndarray, colour: np.ndarr
     if colour is not None:
         marker.update(color=colour, colorscale=MEMORIZATION_SCALE, showscale=True,
                       colorbar=dict(title=dict(text=colour_name, side="right"), thickness=12))
-    fig = go.Figure(go.Scattergl(
+    fig = go.Figure(_scatter(len(before))(
         x=before, y=after, mode="markers", marker=marker, customdata=ids,
         hovertemplate="id %{customdata}<br>before %{x:.3f}<br>after %{y:.3f}<extra></extra>"))
     lo, hi = float(np.nanmin([before.min(), after.min(), 0])), float(np.nanmax([before.max(), after.max(), 1]))
     fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line=dict(color="#999", dash="dot"))
     return _style(fig, height=360, xaxis_title=f"{quantity}, original", yaxis_title=f"{quantity}, unlearned")
+
+
+def before_after_panels(panels: Sequence[Mapping], colour_name: str = "",
+                        quantity: str = "true-label confidence") -> go.Figure:
+    """before_after_samples for several groups side by side, in one figure (one chart for the
+    page to draw) on one colour scale. Each panel: title, before, after, colour (or None), ids."""
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p["title"] for p in panels],
+                        horizontal_spacing=0.08)
+    coloured = [np.asarray(p["colour"], float) for p in panels if p.get("colour") is not None]
+    finite = np.concatenate([c[np.isfinite(c)] for c in coloured]) if coloured else np.array([])
+    for col, p in enumerate(panels, 1):
+        before, after = np.asarray(p["before"]), np.asarray(p["after"])
+        marker = dict(size=7, opacity=0.8)
+        if p.get("colour") is not None and len(finite):
+            marker.update(color=p["colour"], colorscale=MEMORIZATION_SCALE, cmin=float(finite.min()),
+                          cmax=float(finite.max()), showscale=col == 1,
+                          colorbar=dict(title=dict(text=colour_name, side="right"), thickness=12))
+        fig.add_trace(_scatter(sum(len(q["before"]) for q in panels))(
+            x=before, y=after, mode="markers", marker=marker, customdata=p["ids"], showlegend=False,
+            hovertemplate="id %{customdata}<br>before %{x:.3f}<br>after %{y:.3f}<extra></extra>"), 1, col)
+        values = np.r_[before, after, 0, 1]
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line=dict(color="#999", dash="dot"), row=1, col=col)
+    fig.update_xaxes(title_text=f"{quantity}, original")
+    fig.update_yaxes(title_text=f"{quantity}, unlearned", col=1)
+    return _style(fig, height=380, margin=dict(t=40, b=40, l=50, r=10))
 
 
 def loss_distributions(groups: Mapping[str, Mapping[str, np.ndarray]], threshold: float | None = None) -> go.Figure:
@@ -334,14 +408,15 @@ def twin_maps(before: np.ndarray, after: np.ndarray, labels: np.ndarray, forget:
     shared projection), forget set outlined: did its samples move to where the oracle would put
     them?"""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("original", "unlearned"))
+    trace = _scatter(2 * (len(before) + len(forget)))
     for col, xy in ((1, before), (2, after)):
         for c in np.unique(labels):
             mask = labels == c
-            fig.add_trace(go.Scattergl(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(class_names[c]),
+            fig.add_trace(trace(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(class_names[c]),
                                        legendgroup=str(c), showlegend=col == 1,
                                        marker=dict(size=4, opacity=0.6, color=CLASS_COLOURS[c % len(CLASS_COLOURS)])),
                           1, col)
-        fig.add_trace(go.Scattergl(x=xy[forget, 0], y=xy[forget, 1], mode="markers", name="forget set",
+        fig.add_trace(trace(x=xy[forget, 0], y=xy[forget, 1], mode="markers", name="forget set",
                                    legendgroup="forget", showlegend=col == 1,
                                    marker=dict(size=9, color="rgba(0,0,0,0)", line=dict(color="black", width=1.3))),
                       1, col)

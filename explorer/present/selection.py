@@ -68,6 +68,40 @@ def score_summary(selected: np.ndarray, raw_scores: dict[str, np.ndarray]) -> li
     return rows
 
 
+class Entanglement:
+    """RUM's entanglement score (evaluation.metrics.entanglement) of any selection of one set of
+    features, from sums over all rows taken once: a selection then costs a pass over the smaller
+    of itself and the rest, not several passes over every row in float64 copies (a lasso on a
+    50,000-sample map: milliseconds instead of about half a second)."""
+
+    def __init__(self, features):
+        self.features = np.asarray(features)
+        g = self.features.astype(np.float64)
+        self.n, self.total, self.squares = len(g), g.sum(0), float(np.einsum("ij,ij->", g, g))
+
+    def _sums(self, ids: np.ndarray) -> tuple[np.ndarray, float]:
+        g = self.features[ids].astype(np.float64)
+        return g.sum(0), float(np.einsum("ij,ij->", g, g))
+
+    def __call__(self, ids) -> float:
+        chosen = np.zeros(self.n, dtype=bool)
+        chosen[np.asarray(ids, dtype=np.int64)] = True
+        n_s = int(chosen.sum())
+        if n_s <= self.n // 2:
+            sum_s, sq_s = self._sums(np.flatnonzero(chosen))
+            sum_r, sq_r = self.total - sum_s, self.squares - sq_s
+        else:
+            sum_r, sq_r = self._sums(np.flatnonzero(~chosen))
+            sum_s, sq_s = self.total - sum_r, self.squares - sq_r
+        n_r = self.n - n_s
+        mu_s, mu_r = sum_s / n_s, sum_r / n_r
+        mu = 0.5 * (mu_r + mu_s)  # the RUM code's centre, as metrics.entanglement's default
+        # The mean squared distance to a group's centre is E‖g‖² − ‖μ‖².
+        within = (sq_r / n_r - mu_r @ mu_r) + (sq_s / n_s - mu_s @ mu_s)
+        between = 0.5 * (((mu_r - mu) ** 2).sum() + ((mu_s - mu) ** 2).sum())
+        return float(within / between)
+
+
 def percentile(values: np.ndarray, i: int) -> float:
     """Share of samples with a value at most sample i's (NaN-free), as a percentage."""
     finite = values[np.isfinite(values)]
