@@ -61,7 +61,7 @@ for col, (label, kind) in zip(cols[1:], [("score sets", "scores"), ("forget sets
 ui.last_job_message()
 demo_done = any(m["name"].startswith("demo ") for m in trained)
 with st.container(border=True):
-    st.markdown("**The demo** — the whole story in about four minutes on a 2-core CPU (a minute more on a fresh "
+    st.markdown("**The demo** — the whole story in about 75 seconds on a 2-core CPU (a minute more on a fresh "
                 "install, while UMAP compiles; running it again takes seconds): digits with 5% flipped labels, a "
                 "model, exact memorization (128 subset models) and every proxy, a UMAP map, two forget sets (a mix "
                 "of low, mid and high memorization, and one whole class), RUM, mnemonic, fine-tuning, NegGrad+ and "
@@ -75,7 +75,7 @@ if demo_done:
 
 if not trained:
     st.subheader("Or start from scratch")
-    st.write("Train a small CNN on the digits (30 epochs, about ten seconds on a laptop CPU).")
+    st.write("Train a small CNN on the digits (60 epochs, about a minute on a laptop CPU, to fit its flipped labels).")
     if st.button("Train a digits CNN"):
         ui.launch(ws, ["train", "--dataset", "digits", "--arch", "cnn"], "train digits cnn", "home_job")
 elif counts["scores"] == 0:
