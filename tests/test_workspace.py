@@ -1,4 +1,5 @@
 import multiprocessing as mp
+import sys
 
 import pytest
 
@@ -72,7 +73,12 @@ def _writer(path, barrier, tag, count):
             )
 
 
-def test_two_processes_writing_at_once_both_land(tmp_path):
+def test_two_processes_writing_at_once_both_land(tmp_path, monkeypatch):
+    import types
+
+    # A spawned child first re-runs the parent's __main__; in a test worker that has run AppTest,
+    # that is app.py, which cannot run outside Streamlit. The child needs only this module.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     Workspace(tmp_path)
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)
