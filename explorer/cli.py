@@ -20,7 +20,7 @@ from typer.exceptions import TyperException
 
 from . import data, models, training, unlearning
 from .data import DatasetSpec
-from .errors import UserError
+from .errors import UserError, json_object
 from .evaluation import choice, embeddings
 from .memorization import proxies, regime
 from .memorization.estimator import ExactConfig
@@ -215,12 +215,7 @@ def import_model(
     spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed)
 
     def prepare():
-        kwargs = None
-        if arch_kwargs is not None:
-            try:
-                kwargs = json.loads(arch_kwargs)
-            except json.JSONDecodeError as err:
-                raise checkpoints.CheckpointError(f"--arch-kwargs is not valid JSON: {err}") from None
+        kwargs = json_object(arch_kwargs, "--arch-kwargs", checkpoints.CheckpointError)
         parsed_recipe = checkpoints.parse_recipe(recipe)  # before any user code runs
         return checkpoints.fit(file, arch, spec, arch_kwargs=kwargs, normalize=normalize, head=head), parsed_recipe
 
@@ -325,12 +320,7 @@ def unlearn(
     """Unlearn a forget set and measure the result against the retrained oracle."""
 
     def prepare():
-        try:
-            parsed = json.loads(params)
-        except json.JSONDecodeError as err:
-            raise unlearning.ParamError(f"--params is not valid JSON: {err}") from None
-        if not isinstance(parsed, dict):
-            raise unlearning.ParamError("--params must be a JSON object")
+        parsed = json_object(params, "--params", unlearning.ParamError)
         names = [m.strip() for m in method.split(",") if m.strip()]
         if sweep:
             if not oracle:

@@ -6,8 +6,25 @@ else is a bug (exit 1, traceback in the log).
 """
 
 
+import json
+
+
 class UserError(Exception):
     """Bad input: a one-line message saying what is wrong and, where possible, what to do."""
+
+
+def json_object(text: str | None, flag: str, error: type[UserError], example: str = "") -> dict | None:
+    """The JSON object a command-line flag was given (None when it was not), or `error` in one
+    line: the flag's name, and what is wrong with its value."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{flag} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise error(f"{flag} must be a JSON object{example}")
+    return value
 
 
 class RecipeError(UserError):

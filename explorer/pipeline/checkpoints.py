@@ -23,7 +23,7 @@ from torch import nn
 
 from .. import data as data_mod
 from .. import models, training
-from ..errors import UserError
+from ..errors import UserError, json_object
 from ..runtime.progress import Progress, no_progress
 from ..store import artifacts, block_file
 from ..store.workspace import Workspace, WorkspaceError, npz_bytes
@@ -287,14 +287,9 @@ def fit_weights(path: Path, arch: str, spec: data_mod.DatasetSpec, **options) ->
 
 def parse_recipe(text: str | None) -> training.Recipe | None:
     """--recipe: the JSON object of Recipe settings an imported model's oracle retrains with."""
-    if text is None:
+    settings = json_object(text, "--recipe", training.RecipeError, ", e.g. '{\"epochs\": 30, \"lr\": 0.05}'")
+    if settings is None:
         return None
-    try:
-        settings = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise training.RecipeError(f"--recipe is not valid JSON: {err}") from None
-    if not isinstance(settings, dict):
-        raise training.RecipeError("--recipe must be a JSON object, e.g. '{\"epochs\": 30, \"lr\": 0.05}'")
     known = training.Recipe.__dataclass_fields__
     if unknown := [k for k in settings if k not in known]:
         raise training.RecipeError(f"--recipe has no setting {unknown[0]!r}; known: {', '.join(known)}")

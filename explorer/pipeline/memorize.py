@@ -210,7 +210,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
         pool = RayPool(address)
         device = pool.device  # the workers' device decides the engine, hence the run
     engine, engine_why = pick_engine(cfg, model_rec, device, ws, measure=pool is None)
-    cfg = resolve(cfg, model_rec, device, ws, measure=pool is None)
+    cfg = resolve(replace(cfg, engine=engine), model_rec, device, ws)  # picked once: not measured again
     if cfg.engine != "sequential" and (why := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe"))):
         raise ArchError(f"{why}; use --engine sequential")
     recipe, key = _recipe(model_rec, cfg), _run_key(model_rec, cfg)

@@ -38,11 +38,10 @@ _UNFUSABLE: dict[str, str | None] = {}
 def not_batchable(arch: str, recipe: dict | None = None) -> str | None:
     """Why these models cannot train batched or fused, or None."""
     if arch not in _UNFUSABLE:
-        try:
-            net = models.build(arch, 1, 2, 32)  # the layer types do not depend on the data's shape
-        except models.ArchError:
-            net = None
-        _UNFUSABLE[arch] = fused.unfusable(net) if net is not None else f"{arch} is not in the registry"
+        if arch not in models.ARCHS:  # a user's or timm's: not built (its code run) just to ask
+            _UNFUSABLE[arch] = f"{arch} is not in the registry: its models train one at a time"
+        else:  # the layer types do not depend on the data's shape
+            _UNFUSABLE[arch] = fused.unfusable(models.build(arch, 1, 2, 32))
     if (recipe or {}).get("blocks"):
         return "a recipe with blocks trains block by block, one model at a time"
     return _UNFUSABLE[arch]
