@@ -24,7 +24,7 @@ from .errors import UserError, json_object
 from .evaluation import choice, embeddings
 from .memorization import proxies, regime
 from .memorization.estimator import ExactConfig
-from .pipeline import checkpoints, demo as demo_mod, embed, forget_sets, membership, memorize, runs, score_sets, sweeps
+from .pipeline import checkpoints, demo as demo_mod, embed, evaluate as evaluate_mod, forget_sets, membership, memorize, runs, score_sets, sweeps
 from .present import comparison
 from .runtime import devices, precision
 from .store import jobs
@@ -355,6 +355,45 @@ def unlearn(
             return text + " (no oracle: ToW and speed-up not measured)"
         return (text + f" (oracle {r['oracle']['acc_forget']:.3f}) · ToW {m['tow']:.3f} · "
                 f"{m['speedup']:.1f}× faster than retraining")
+
+    execute(workspace, job, as_json, work, summary, prepare=prepare)
+
+
+@app.command("evaluate")
+def evaluate_(
+    model: Annotated[str, typer.Argument(help="Model id.")],
+    forget: Annotated[str, typer.Option("--forget", help="Forget-set id.")],
+    method: Annotated[str, typer.Option(help=f"One of: none (the original model, unchanged), {', '.join(unlearning.NAMES)}.")] = "finetune",
+    params: Annotated[str, typer.Option(help="Method parameters as JSON, as for unlearn.")] = "{}",
+    models_: Annotated[int, typer.Option("--models", help="N: runs of the method (seeds 0…N−1) and oracles retrained on the retain set (cached per forget set).")] = evaluate_mod.MODELS,
+    preset: Annotated[Optional[str], typer.Option(help="Settings for parameters not given, as for unlearn.")] = None,
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+):
+    """Forgetting quality F and per-sample ε of a method, the competition's way: N runs of it against N retrained oracles."""
+
+    def prepare():
+        parsed = json_object(params, "--params", unlearning.ParamError)
+        if preset is not None and preset not in unlearning.presets.PRESETS:
+            raise unlearning.ParamError(f"unknown preset {preset!r}; choose one of {', '.join(unlearning.presets.PRESETS)}")
+        evaluate_mod.check(method, parsed, models_, preset)
+        return parsed, devices.resolve(device)
+
+    def work(ws, progress, prepared):
+        parsed, dev = prepared
+        model_rec, fs_rec = ws.get(model, "model"), ws.get(forget, "forget_set")
+        if not job:  # the app shows the cost on the page; the command line says it before it starts
+            typer.echo(f"cost: {evaluate_mod.cost(ws, model_rec, fs_rec, method, models_)['text']}", err=True)
+        return evaluate_mod.evaluate(ws, model_rec, fs_rec, method, parsed, models_, dev, preset, progress)
+
+    def summary(r):
+        lo, hi = r["forgetting_quality_interval"]
+        return (f"evaluation {r['id']}: {r['method']} on {r['forget_set_id']}, N = {r['models']} · forgetting quality F "
+                f"{r['forgetting_quality']:.3f} [{lo:.3f}, {hi:.3f}] (competition's point estimate "
+                f"{r['forgetting_quality_point']:.3f}) · score {r['score']:.3f} · test acc "
+                f"{r['unlearned_acc_test']:.3f} (retrained {r['retrained_acc_test']:.3f}) · {r['seconds']:.1f} s")
 
     execute(workspace, job, as_json, work, summary, prepare=prepare)
 

@@ -20,7 +20,7 @@ from typing import Iterator
 from ..errors import UserError
 
 # Record kinds and the prefix of their ids.
-KINDS = {"dataset": "ds", "model": "m", "scores": "s", "embedding": "e", "forget_set": "fs", "run": "r", "sweep": "w", "job": "j"}
+KINDS = {"dataset": "ds", "model": "m", "scores": "s", "embedding": "e", "forget_set": "fs", "run": "r", "sweep": "w", "evaluation": "ev", "job": "j"}
 
 # Each entry upgrades the catalog from version i to i + 1. Later issues append here, so an old
 # workspace is migrated in place rather than wiped.
