@@ -29,6 +29,7 @@ from .present import comparison
 from .runtime import devices, precision
 from .store import jobs
 from .store.workspace import Workspace, write_atomic
+from .training import curvature
 
 T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Memorization-based machine unlearning explorer.")
@@ -143,6 +144,7 @@ def train(
     sd_lambda: Annotated[float, typer.Option(help="Weight λ ≥ 0 of the SD loss (Unrolling SGD): CE + λ·mean std of each sample's logits / classes; lowers the unlearning and verification errors of `sgd_unroll` (0.1 is typical).")] = 0.0,
     blocks: Annotated[int, typer.Option(help="Train in B ≥ 2 class-stratified blocks, one after another (--epochs on each), storing the model after each block: enables `deepobliviate` unlearning (10 is typical; 0 = normal training, with dynamics).")] = 0,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision: forward passes in bfloat16 autocast, losses and weights in float32. For GPUs with bf16 (Ampere or newer); on most CPUs bf16 is emulated and slower. Exact memorization and unlearning of this model follow it.")] = False,
+    curvature_every: Annotated[int, typer.Option(help="Also record each sample's loss curvature every K epochs, during training, as the RUM code does (K = 1: every epoch), for the `curvature_avg` proxy; two more input-gradient passes per batch of those epochs. 0 = off (the `curvature` proxy scores the final model instead).")] = 0,
     label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped to another class.")] = 0.0,
     split_seed: int = 0,
     data_root: Annotated[str, typer.Option(help="Where torchvision datasets live (or the ImageFolder root).")] = "data",
@@ -169,11 +171,15 @@ def train(
         models.for_dataset(arch, ds)  # the architecture exists and fits the images
         if blocks > ds.n_train:
             raise training.RecipeError(f"--blocks {blocks} is more than the {ds.n_train} training samples")
+        if curvature_every and blocks:
+            raise training.RecipeError("--curvature-every records into the training dynamics, which block training "
+                                       "does not record; leave out --blocks or --curvature-every")
+        curvature.recorded_epochs(recipe.epochs, curvature_every)  # refuses K outside 0 … epochs
         return spec, recipe, dev
 
     def work(ws, progress, prepared):
         spec, recipe, dev = prepared
-        return checkpoints.train(ws, spec, arch, recipe, dev, progress, name=name)
+        return checkpoints.train(ws, spec, arch, recipe, dev, progress, name=name, curvature_every=curvature_every)
 
     record = execute(workspace, job, as_json, work,
                      lambda r: f"trained {r['id']}: {r['dataset']} {r['arch']}, test acc {r['test_acc']:.3f}, "
@@ -447,7 +453,7 @@ def memorize_(
 @app.command("proxies")
 def proxies_(
     model: Annotated[str, typer.Argument(help="Model id.")],
-    only: Annotated[Optional[str], typer.Option(help=f"Comma-separated subset of: {', '.join(proxies.ALL)}.")] = None,
+    only: Annotated[Optional[str], typer.Option(help=f"Comma-separated subset of: {', '.join(proxies.NAMES)} (curvature_avg: for a model trained with --curvature-every).")] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -529,7 +535,10 @@ def export(
                 return membership.influence_rows(ws, rec, top)
             return score_sets.export_rows(ws, rec)
         if rec["kind"] == "run":
-            return [{"id": rec["id"], "method": rec["method"], **rec["metrics"]}]
+            row = {"id": rec["id"], "method": rec["method"], **rec["metrics"]}
+            if format_ is ExportFormat.csv:  # a list of figures (deepobliviate's per-request ones): one JSON cell
+                row = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()}
+            return [row]
         raise UserError(f"{record_id} is a {rec['kind']}; export takes a score set or a run")
 
     rows = query(workspace, fetch)

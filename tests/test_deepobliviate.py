@@ -31,13 +31,13 @@ def trained(tmp_path_factory) -> dict:
     return {"ws": ws, "rec": rec, "ds": ds, "store": artifacts.open_blocks(ws, rec)}
 
 
-def unlearned(trained, forget, **params):
+def unlearned(trained, forget, with_method=False, **params):
     method = DeepObliviate(**params)
     method.bind(**runs.needed(trained["ws"], trained["rec"], method))
     model = artifacts.load_model(trained["ws"], trained["rec"])
     retain = np.setdiff1d(np.arange(trained["ds"].n_train), forget)
     method.unlearn(model, trained["ds"], retain, np.asarray(forget), CPU)
-    return model, method.report
+    return (model, method.report, method) if with_method else (model, method.report)
 
 
 def chain(trained, forget, d: int) -> dict:
@@ -161,6 +161,9 @@ def test_a_model_without_blocks_is_refused(tmp_path):
         unlearning.make("deepobliviate", {"rule": "sometimes"})
     with pytest.raises(unlearning.ParamError, match="tau"):
         unlearning.make("deepobliviate", {"tau": 2})
+    with pytest.raises(unlearning.ParamError, match="requests must be one of set, blocks, points"):
+        unlearning.make("deepobliviate", {"requests": "each"})
+    assert unlearning.make("deepobliviate").params["requests"] == "set"
 
 
 def test_a_run_reports_the_chain_and_the_oracle_trains_in_blocks(trained):
@@ -170,9 +173,83 @@ def test_a_run_reports_the_chain_and_the_oracle_trains_in_blocks(trained):
     details = run["details"]
     assert {"first_block", "stop_block", "rule", "threshold", "residual", "retrained_blocks", "blocks"} <= set(details)
     assert details["first_block"] == 3 and details["blocks"] == B and run["metrics"]["speedup"] > 0
+    # the one request's figures join the metrics; the contract's fields stay as they were
+    [request] = run["metrics"]["requests"]
+    assert request["first_block"] == 3 and request["retrained_blocks"] == details["retrained_blocks"]
+    assert request["speedup"] == B / details["retrained_blocks"] and request["acc_test"] == pytest.approx(run["metrics"]["acc_test"])
+    assert {"acc_retain", "acc_forget", "tow", "seconds", "retrain_seconds"} <= set(run["metrics"])
     oracle = ws.get(run["oracle_id"], "model")
     assert oracle["recipe"]["blocks"] == B and artifacts.BLOCKS not in oracle["files"]  # its blocks index R: not kept
     assert plots.residual_curve_figure(details).data  # the figure builds from a stored run
+
+
+# -- requests: a point, a block, one after another -----------------------------------------------------
+
+
+def test_a_single_point_in_the_last_block_retrains_only_that_block(trained):
+    forget = trained["store"].ids[B - 1][:1]
+    model, report, method = unlearned(trained, forget, with_method=True, requests="points")
+    [request] = method.run_metrics["requests"]
+    assert (request["blocks"], request["first_block"], request["stop_block"]) == ([B], B, B)
+    assert request["retrained_blocks"] == 1 and request["speedup"] == B  # B blocks to retrain the chain, 1 here
+    assert request["points"] == 1 and 0 < request["acc_test"] <= 1 and request["seconds"] > 0
+    assert report["requests"][0]["ids"] == forget.tolist() and report["retrained_blocks"] == 1
+    expected = chain(trained, forget, B)
+    assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected)
+
+
+def test_requests_in_turn_give_one_entry_each_and_retrace_the_chain(trained):
+    store = trained["store"]
+    forget = np.concatenate([store.ids[2][:2], store.ids[3][:1]])  # two points in block 3, one in block 4
+    for requests, count in (("points", 3), ("blocks", 2)):
+        model, report, method = unlearned(trained, forget, with_method=True, requests=requests, tau=0.0)
+        figures = method.run_metrics["requests"]
+        assert [f["request"] for f in figures] == list(range(1, count + 1)) and len(report["requests"]) == count
+        assert sum(f["points"] for f in figures) == 3 and report["retrained_blocks"] == sum(
+            f["retrained_blocks"] for f in figures)
+        in_order = [3 if i in store.ids[2] else 4 for i in np.sort(forget)]  # points: in ascending id order
+        assert [f["first_block"] for f in figures] == (in_order if requests == "points" else [3, 4])
+        assert all(f["stop_block"] == B and f["speedup"] == B / f["retrained_blocks"] for f in figures)
+        # what the page said before the run brackets what it did
+        said = deepobliviate.plan(store.ids, forget, requests)
+        assert said["requests"] == count and said["fewest"] <= report["retrained_blocks"] <= said["most"]
+        # τ = 0 retrains to the end: each request restarts from the chain its predecessor left, so the
+        # last one lands on the chain retrained once from block 3 without all three points
+        expected = chain(trained, forget, 3)
+        assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected), requests
+
+
+def test_the_chain_after_a_request_is_the_retrained_blocks_then_the_stitch():
+    class Store:  # M_k = k·1, momentum k·10
+        blocks = 4
+
+        def state(self, k):
+            return {"w": torch.full((2,), float(k))}
+
+        def momentum(self, k):
+            return {"w": torch.full((2,), 10.0 * k)}
+
+    c = deepobliviate.Chain(Store())
+    c.update(2, [{"w": torch.tensor([5.0, 6.0])}], [{"w": torch.tensor([7.0, 7.0])}])  # block 2 retrained, t = 2
+    assert c.state(1)["w"].tolist() == [1.0, 1.0] and c.state(2)["w"].tolist() == [5.0, 6.0]
+    assert c.state(3)["w"].tolist() == [6.0, 7.0] and c.state(4)["w"].tolist() == [7.0, 8.0]  # M'_2 + (M_k − M_2)
+    assert c.momentum(2)["w"].tolist() == [7.0, 7.0] and c.momentum(3)["w"].tolist() == [30.0, 30.0]
+    assert c.momentum(0) is None  # M_0: the optimizer has not stepped
+
+
+def test_the_plan_says_where_the_forget_set_sits_before_the_run(trained):
+    ids = trained["store"].ids
+    late = deepobliviate.plan(ids, ids[B - 1][:3])
+    assert (late["touched"], late["first_block"], late["fewest"], late["most"]) == ([B], B, 1, 1)
+    assert "1 of the 4 blocks" in late["text"] and "block d = 4" in late["text"] and late["warnings"] == []
+    spread = deepobliviate.plan(ids, np.concatenate([ids[0][:2], ids[3][:2]]))
+    assert spread["touched"] == [1, 4] and spread["first_block"] == 1 and spread["fewest"] == spread["most"] == B
+    [warning] = spread["warnings"]
+    assert "retrained from block 1 onward: little speed-up" in warning and "requests = blocks" in warning
+    one_each = deepobliviate.plan(ids, np.concatenate([i[:3] for i in ids]), "points")
+    assert one_each["requests"] == 12 and one_each["fewest"] > B
+    assert any("more than the 4 of retraining the whole chain" in w for w in one_each["warnings"])
+    assert deepobliviate.fewest_blocks(2, 2, 40, "powerlaw") == 15 and deepobliviate.fewest_blocks(30, 30, 40) == 2
 
 
 # -- pure pieces ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import CPU, ROOT
 from explorer import training
 from explorer.memorization import estimator
-from explorer.pipeline import checkpoints, memorize
+from explorer.pipeline import checkpoints, forget_sets, memorize, runs
 from explorer.store import artifacts, jobs
 from explorer.data import DatasetSpec
 from explorer.store.workspace import Workspace
@@ -137,6 +137,25 @@ def test_unlearn_form_launches_a_job(monkeypatch, populated):
     done = jobs.wait(ws, job["id"], timeout=180)
     assert done["state"] == "succeeded", jobs.log_tail(done)
     assert ws.get(done["result_id"], "run")["params"]["epochs"] == 1
+
+
+def test_unlearn_page_says_where_the_forget_set_sits_in_the_block_chain(monkeypatch, ws):
+    model = checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=1, blocks=4), CPU)
+    ids = artifacts.open_blocks(ws, model).ids
+    forget_sets.create(ws, model, "ids", ids=[int(ids[0][0]), int(ids[3][0])], name="blocks 1 and 4")
+    at = open_page(monkeypatch, ws, "unlearn")
+    next(m for m in at.multiselect if m.label == "Methods").set_value(["deepobliviate"]).run()
+    assert not at.exception
+    assert any("2 of the 4 blocks" in i.value and "block d = 1" in i.value for i in at.info)
+    assert any("retrained from block 1 onward: little speed-up" in w.value for w in at.warning)
+    at.radio(key="p-deepobliviate-requests").set_value("points").run()  # two requests, each from its own block
+    assert any("As 2 requests" in i.value for i in at.info)
+    # after the run, Compare lists each request's figures and draws the residual curve of one
+    runs.unlearn(ws, model, ws.find("forget_set")[0], "deepobliviate", {"requests": "points"}, CPU, with_oracle=False)
+    at = open_page(monkeypatch, ws, "compare")
+    assert not at.exception and not at.error
+    assert any(list(d.value.get("request", [])) == [1, 2] for d in at.dataframe)
+    assert "residual" in {el.key for el in at.get("plotly_chart")}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the Ray option shows only with Ray installed")

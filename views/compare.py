@@ -118,6 +118,13 @@ def run_detail() -> None:
     if run["method"] == "deepobliviate" and details.get("residual") is not None:
         st.markdown("**Residual memory per retrained block** (DeepObliviate, as understood)")
         st.plotly_chart(plots.residual_curve_figure(details), key="residual")
+    if run["method"] == "deepobliviate" and m.get("requests"):
+        st.markdown("**Per request** (speed-up: B / blocks retrained; accuracy right after the request)")
+        st.dataframe(pd.DataFrame(m["requests"]), hide_index=True)
+        each = details.get("requests") or []
+        if len(each) > 1:
+            r = st.number_input("Residual memory of request", 1, len(each), 1, key="residual_request")
+            st.plotly_chart(plots.residual_curve_figure(each[r - 1]), key="residual")
     if details.get("grid"):
         st.markdown("**λ grid on the codes** (data-free)")
         st.dataframe(pd.DataFrame(details["grid"]), hide_index=True)

@@ -66,6 +66,8 @@ with exact_col.form("exact"):
 with proxy_col.form("proxies"):
     st.markdown("**Proxies**")
     possible = list(proxies.ALL if rec.get("has_dynamics") else proxies.FROM_MODEL)
+    if rec.get("curvature_recorded"):  # trained with --curvature-every: the RUM code's average over training
+        possible += proxies.RECORDED
     chosen = st.multiselect("Proxies", possible, default=possible,
                             help="\n".join(f"- **{n}**: {scores.label(n)}" for n in possible))
     if not rec.get("has_dynamics"):

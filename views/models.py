@@ -52,12 +52,17 @@ with train_tab:
         amp = c3.checkbox("Mixed precision (bf16)", help="Forward passes in bfloat16, losses and weights in float32. "
                           "Mostly useful on a GPU (Ampere or newer); on a CPU it is usually slower. Unlearning "
                           "runs on the model use it too.")
+        curv = c1.checkbox("Record loss curvature", help="Score every sample's loss curvature in each epoch, during "
+                           "training, as the RUM code does, for the curvature_avg proxy (its average over training). "
+                           "Two more input-gradient passes per batch; the weights are the same without it. Not with "
+                           "blocks.")
         if st.form_submit_button("Train", type="primary"):
             argv = ["train", "--dataset", dataset, "--arch", arch,
                     *(["--epochs", str(epochs)] if epochs is not None else []),
                     *(["--lr", str(lr)] if lr is not None else []), "--batch-size", str(batch), "--seed", str(seed), "--label-noise", str(noise), "--data-root", root,
                     "--mnemonic-tmix", str(tmix), "--sd-lambda", str(sd),
-                    *(["--blocks", str(n_blocks)] if n_blocks else []), *(["--amp"] if amp else [])]
+                    *(["--blocks", str(n_blocks)] if n_blocks else []), *(["--amp"] if amp else []),
+                    *(["--curvature-every", "1"] if curv else [])]
             ui.launch(ws, argv, f"train {dataset} {arch}", "train_job")
     ui.job_status(ws, "train_job")
 

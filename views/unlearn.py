@@ -8,7 +8,8 @@ from explorer import unlearning
 from explorer.memorization import scores
 from explorer.pipeline import forget_sets, runs, sweeps
 from explorer.present import plots
-from explorer.unlearning import presets, sequence
+from explorer.store import artifacts
+from explorer.unlearning import deepobliviate, presets, sequence
 from views import ui
 
 ws = ui.workspace()
@@ -61,6 +62,10 @@ def base_params(name: str, key: str) -> dict:
         chosen_rule = values.pop("rule", cls.rules[0])
         out["rule"] = st.radio(cls.rule_label, list(cls.rules), index=list(cls.rules).index(chosen_rule),
                                horizontal=True, key=f"{key}-rule", help=cls.rule_help)
+    for choice, options in cls.choices.items():  # the method's other string parameters
+        picked = values.pop(choice, options[0])
+        out[choice] = st.radio(cls.choice_labels.get(choice, choice), list(options), index=list(options).index(picked),
+                               horizontal=True, key=f"{key}-{choice}", help=cls.choice_help.get(choice))
     shown = [k for k in values if k not in cls.hidden]  # rarely changed, or unused by this method
     if not shown:
         st.caption("No settings to choose: it follows the model's own training recipe.")
@@ -128,6 +133,12 @@ for name in chosen:
                            "Models page (or `train --blocks 20`).")
                 continue
             settings[name] = base_params(name, "p-deepobliviate")
+            # Before the run: where the forget set sits in the chain, and what that costs the speed-up.
+            chain_plan = deepobliviate.plan(artifacts.open_blocks(ws, rec).ids, fs["ids"],
+                                            settings[name].get("requests", "set"), settings[name].get("rule", "ratio"))
+            st.info(chain_plan["text"])
+            for warning in chain_plan["warnings"]:
+                st.warning(warning)
         elif name == "shuffle":
             st.caption(unlearning.Shuffle.summary)
             step = st.selectbox("Method for every part", list(unlearning.REGISTRY), index=1, key="shuffle-step")

@@ -3,7 +3,9 @@ memorization's K models.
 
 Learning-event proxies come from the dynamics recorded while the model trained, so they cost
 next to nothing but need a model trained here. Holdout retraining and loss curvature need only
-the final model, so they also work for an imported one.
+the final model, so they also work for an imported one. `curvature_avg`, the RUM code's
+curvature averaged over training, exists only for a model trained with the recording on
+(`train --curvature-every 1`; explorer/training/curvature.py): it is in the dynamics then.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from torch import nn
 from .. import models
 from ..runtime import devices, optim
 from ..runtime.progress import Progress, no_progress
+from ..training.curvature import H, sample_curvature
 
 FROM_DYNAMICS = ("confidence", "max_conf", "entropy", "bi_acc", "loss", "el2n", "forgetting_events")
 FROM_MODEL = ("ho_ret", "curvature")
-ALL = FROM_DYNAMICS + FROM_MODEL
+ALL = FROM_DYNAMICS + FROM_MODEL  # what every model trained here gets by default
+RECORDED = ("curvature_avg",)  # from dynamics recorded only on request (a training option)
+NAMES = ALL + RECORDED  # every proxy a user can ask for
 
 
 def forgetting_events(correct: np.ndarray) -> np.ndarray:
@@ -55,6 +60,8 @@ def from_dynamics(dynamics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
     if "sq_norm" in dynamics:  # recorded since EL2N was added
         values["el2n"] = el2n(dynamics)
+    if "curvature" in dynamics:  # recorded on request: the RUM code's average over the recorded epochs
+        values["curvature_avg"] = dynamics["curvature"].astype(np.float64).mean(1)
     return values
 
 
@@ -98,22 +105,12 @@ def holdout_retraining(model: nn.Module, ds, device: torch.device, lr: float = 0
     return symmetric_kl(before, after).double().numpy()
 
 
-def curvature(model: nn.Module, ds, device: torch.device, h: float = 0.01, batch_size: int = 256) -> np.ndarray:
+def curvature(model: nn.Module, ds, device: torch.device, h: float = H, batch_size: int = 256) -> np.ndarray:
     """Loss curvature around each sample on the final model (Garg et al. 2023):
-    ‖∇ₓℓ(x + z) − ∇ₓℓ(x)‖₂ with z = h·sign(∇ₓℓ)/‖sign(∇ₓℓ)‖."""
+    ‖∇ₓℓ(x + z) − ∇ₓℓ(x)‖₂ with z = h·sign(∇ₓℓ)/‖sign(∇ₓℓ)‖ (training.curvature, the kernel the
+    recording during training uses too)."""
     model = model.to(device).eval()
-
-    def input_grad(x, y):
-        x = x.detach().requires_grad_(True)
-        # Summed loss: each sample's input gradient is its own (eval mode, no cross-sample terms).
-        (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
-        return grad
-
     out = []  # on the device, copied once at the end
     for x, y in zip(devices.batches(ds.x_train, device, batch_size), devices.batches(ds.y_train, device, batch_size)):
-        g = input_grad(x, y)
-        direction = g.sign()
-        norms = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
-        z = h * direction / norms.view(-1, *[1] * (x.dim() - 1))
-        out.append((input_grad(x + z, y) - g).flatten(1).norm(dim=1))
+        out.append(sample_curvature(model, x, y, h))
     return torch.cat(out).cpu().double().numpy()

@@ -24,6 +24,7 @@ SCORES = {
     "forgetting_events": (+1, "forgetting events"),
     "ho_ret": (+1, "holdout retraining (symmetric KL)"),
     "curvature": (+1, "loss curvature (final model)"),
+    "curvature_avg": (+1, "loss curvature averaged over training (RUM code)"),
 }
 # Scores in [0, 1] that fall as memorization rises: turned around as 1 − v (not −v), which ranks
 # the same and reads better on an axis.

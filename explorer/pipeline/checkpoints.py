@@ -27,6 +27,7 @@ from ..errors import UserError, json_object
 from ..runtime.progress import Progress, no_progress
 from ..store import artifacts, block_file
 from ..store.workspace import Workspace, WorkspaceError, npz_bytes
+from ..training import curvature
 
 
 class CheckpointError(UserError):
@@ -104,16 +105,26 @@ def train(
     device: torch.device,
     progress: Progress = no_progress,
     name: str | None = None,
+    curvature_every: int = 0,
 ) -> dict:
-    """Train a model from scratch, record its dynamics, and publish it as one record."""
+    """Train a model from scratch, record its dynamics, and publish it as one record. With
+    `curvature_every` = k > 0 the dynamics also hold each sample's loss curvature at epochs k, 2k, …
+    (explorer/training/curvature.py), which the `curvature_avg` proxy averages; the record's
+    `curvature_recorded` says at which epochs, with which h, and what it cost. It is not part of
+    the recipe: the weights are the same with or without it."""
     ds = data_mod.load(spec)
     model = training.init_model(arch, ds, recipe.seed)
     init = training.state_bytes(model)
     result = training.fit(
-        model, ds.x_train, ds.y_train, recipe, device, x_test=ds.x_test, y_test=ds.y_test, progress=progress
+        model, ds.x_train, ds.y_train, recipe, device, x_test=ds.x_test, y_test=ds.y_test, progress=progress,
+        curvature_every=curvature_every,
     )
+    extra = {}
+    if result.curvature_seconds is not None:
+        extra["curvature_recorded"] = {"epochs": result.dynamics["curvature_epochs"].tolist(), "every": curvature_every,
+                                       "h": curvature.H, "seconds": result.curvature_seconds}
     return publish(ws, model, ds, dataset_record(ws, spec, ds)["id"], name=name or f"{spec.name} {arch}",
-                   source="trained", arch=arch, recipe=recipe, result=result, device=device, init=init)
+                   source="trained", arch=arch, recipe=recipe, result=result, device=device, init=init, **extra)
 
 
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:

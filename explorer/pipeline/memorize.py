@@ -283,27 +283,43 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
     return rec
 
 
+def default_proxies(model_rec: dict) -> list[str]:
+    """The proxies computed when none are named: all of them (those a model without dynamics
+    cannot have are skipped, saying why), and the average of curvature recorded in training
+    when the model recorded it."""
+    return [*proxies.ALL, *(proxies.RECORDED if model_rec.get("curvature_recorded") else ())]
+
+
 def compute_proxies(ws: Workspace, model_rec: dict, only: list[str] | None, device: torch.device,
             progress: Progress = no_progress) -> tuple[list[dict], dict[str, str]]:
     """Compute every proxy asked for, then publish one score set each; returns (records,
     skipped name -> why). Nothing is published until all are computed."""
-    wanted = list(only or proxies.ALL)
-    unknown = [w for w in wanted if w not in proxies.ALL]
+    wanted = list(only or default_proxies(model_rec))
+    unknown = [w for w in wanted if w not in proxies.NAMES]
     if unknown:
-        raise UserError(f"unknown proxy {unknown[0]!r}; choose from {', '.join(proxies.ALL)}")
+        raise UserError(f"unknown proxy {unknown[0]!r}; choose from {', '.join(proxies.NAMES)}")
+    from_dynamics = (*proxies.FROM_DYNAMICS, *proxies.RECORDED)
     skipped = {}
     if not model_rec.get("has_dynamics"):
-        for name in [w for w in wanted if w in proxies.FROM_DYNAMICS]:
+        for name in [w for w in wanted if w in from_dynamics]:
             skipped[name] = "needs training dynamics: train the model here to get it"
     computed = []  # (name, values, seconds, device, params)
-    dyn_names = [w for w in wanted if w in proxies.FROM_DYNAMICS and w not in skipped]
+    dyn_names = [w for w in wanted if w in from_dynamics and w not in skipped]
     if dyn_names:
         start = time.perf_counter()
         values = proxies.from_dynamics(artifacts.load_dynamics(ws, model_rec))
         seconds = (time.perf_counter() - start) / len(dyn_names)  # one pass serves them all
+        recorded = model_rec.get("curvature_recorded") or {}
         for name in dyn_names:
-            if name in values:
+            if name == "curvature_avg" and name in values:  # its cost was paid in training: report it
+                computed.append((name, values[name], recorded.get("seconds", 0.0) + seconds, model_rec.get("device")
+                                 or "cpu", {"source": "recorded in training", "variant": "averaged over training "
+                                            "(RUM code)", **{k: recorded.get(k) for k in ("epochs", "h")}}))
+            elif name in values:
                 computed.append((name, values[name], seconds, "cpu", {"source": "training dynamics"}))
+            elif name == "curvature_avg":
+                skipped[name] = ("curvature was not recorded while this model trained: train it with "
+                                 "--curvature-every 1 (RUM: every epoch)")
             else:
                 skipped[name] = "its dynamics were not recorded for this model; retrain it"
     model_names = [w for w in wanted if w in proxies.FROM_MODEL]

@@ -163,8 +163,8 @@ def starting_model(ws: Workspace, s: Setup, method) -> nn.Module:
 
 def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progress = no_progress
           ) -> tuple[nn.Module, dict, dict]:
-    """Run a bound method on a copy of the model; returns it (on the CPU), its metrics and its
-    per-sample outputs."""
+    """Run a bound method on a copy of the model; returns it (on the CPU), its metrics (with the
+    method's `run_metrics`, if it has any) and its per-sample outputs."""
     model = starting_model(ws, s, method)
     start = time.perf_counter()
     method.unlearn(model, s.ds, s.retain, s.forget, device, progress)
@@ -173,7 +173,10 @@ def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progr
     model.cpu()
     after = measure(out, s.ds, s.forget)
     error = s.unlearning_error["unlearning_error"] if s.unlearning_error else None
-    return model, {**after, **against_oracle(after, seconds, s, model), "unlearning_error": error}, out
+    # A method's own figures (deepobliviate's per-request ones) join the metrics, never replacing one.
+    result = {**after, **against_oracle(after, seconds, s, model), "unlearning_error": error}
+    own = {k: v for k, v in (getattr(method, "run_metrics", None) or {}).items() if k not in result}
+    return model, {**result, **own}, out
 
 
 def against_oracle(after: dict, seconds: float, s: Setup, model: nn.Module) -> dict:

@@ -72,7 +72,9 @@ def resolve(ws: Workspace, model_rec: dict, ref: str) -> tuple[str, np.ndarray, 
     stored = artifacts.latest_scores(ws, model_rec["id"]).get(ref)
     if stored is not None:
         return ref, artifacts.load_scores(ws, stored).values, stored["id"]
-    if ref in proxies.FROM_DYNAMICS and model_rec.get("has_dynamics"):
-        return ref, proxies.from_dynamics(artifacts.load_dynamics(ws, model_rec))[ref], None
+    if ref in (*proxies.FROM_DYNAMICS, *proxies.RECORDED) and model_rec.get("has_dynamics"):
+        values = proxies.from_dynamics(artifacts.load_dynamics(ws, model_rec))
+        if ref in values:  # curvature_avg only where training recorded curvature
+            return ref, values[ref], None
     how = "memorize MODEL --exact" if ref == "exact" else f"proxies MODEL --only {ref}"
     raise UserError(f"model {model_rec['id']} has no {ref} scores yet; compute them first ({how})")

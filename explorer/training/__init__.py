@@ -25,9 +25,13 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, devi
         record_dynamics: bool = True, **kwargs) -> TrainResult:
     """Train `model` in place on (x, y) with `recipe`; returns the epoch log and dynamics. The other
     keywords are `loop.run`'s (x_test, y_test, progress, opt: a given optimizer is continued, its
-    momentum carries over; drop: positions replayed out of the run, the faithful retrain). With
+    momentum carries over; drop: positions replayed out of the run, the faithful retrain;
+    curvature_every: record loss curvature every k-th epoch, curvature.py). With
     `recipe.blocks` the training is by blocks, and `opt` is not used."""
     if recipe.blocks:  # DeepObliviate's block training: no dynamics, a checkpoint after each block
+        if kwargs.pop("curvature_every", 0):
+            raise RecipeError("curvature is recorded into the training dynamics, which block training does not "
+                              "record; train without --blocks")
         kwargs.pop("opt", None)
         # Without dynamics (the estimator's subset models) nobody reads the block snapshots either.
         return fit_blocks(model, x, y, recipe, device, snapshots=record_dynamics, **kwargs)

@@ -35,6 +35,7 @@ from .. import models
 from ..runtime import devices, optim, precision
 from ..runtime.progress import Progress, no_progress
 from .codes import CodeMixer
+from .curvature import CurvatureRecorder, recorded_epochs
 from .losses import sd_loss
 from .recipe import Recipe
 
@@ -47,6 +48,7 @@ class TrainResult:
     dynamics: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n, epochs)
     seconds: float = 0.0
     codes: torch.Tensor | None = None  # (num_classes, C, H, W) on the CPU, when trained with codes
+    curvature_seconds: float | None = None  # time spent recording curvature (curvature_every > 0)
 
 
 class DynamicsRecorder:
@@ -97,11 +99,15 @@ def run(
     progress: Progress = no_progress,
     opt: optim.SGD | None = None,
     drop=None,
+    curvature_every: int = 0,
 ) -> TrainResult:
     """Train `model` in place on (x, y) with `recipe`, in one piece (its `blocks` are not looked at:
     `explorer.training.fit` is what honours them); returns the epoch log and dynamics. A given
     `opt` is continued (its momentum carries over). `drop`: positions in (x, y) replayed out of
-    the run (module docstring)."""
+    the run (module docstring). `curvature_every` = k > 0 also records each sample's loss curvature
+    at epochs k, 2k, … into the dynamics (curvature.py; the RUM code records it every epoch): two
+    more input-gradient passes per batch of those epochs; 0 (the default) records none and costs
+    nothing."""
     start = time.perf_counter()
     model.to(device)
     x, y = x.to(device), y.to(device)
@@ -117,6 +123,9 @@ def run(
     step = 0
     order = torch.Generator().manual_seed(recipe.seed)
     recorder = DynamicsRecorder(n, recipe.epochs, device) if record_dynamics else None
+    curv = None
+    if curvature_every:
+        curv = CurvatureRecorder(n, recorded_epochs(recipe.epochs, curvature_every), device)
     result = TrainResult()
     mix = CodeMixer(recipe, models.head(model).out_features, x.shape[1:], device) if recipe.mnemonic_tmix else None
     net = precision.wrap(model, device, recipe.amp)  # the model itself unless amp: then float32 logits from bf16
@@ -146,6 +155,8 @@ def run(
                 train_loss = train_loss + recipe.sd_lambda * sd_loss(logits)
             if recorder is not None:
                 recorder.record(epoch, ids, logits.detach(), y[ids], losses.detach())
+            if curv is not None and curv.wants(epoch):  # as the RUM code: after the forward, before the step
+                curv.record(epoch, ids, model, x[ids], y[ids])
             if recipe.cosine:
                 opt.lr = optim.cosine_lr(recipe.lr, step, total_steps)
             opt.zero_grad()
@@ -167,6 +178,9 @@ def run(
         )
     if recorder is not None:
         result.dynamics = recorder.arrays()
+    if curv is not None:
+        result.dynamics.update(curv.arrays())
+        result.curvature_seconds = curv.seconds
     if mix is not None:
         result.codes = mix.codes.cpu()
     result.seconds = time.perf_counter() - start

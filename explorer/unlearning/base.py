@@ -88,6 +88,11 @@ class Method:
     rules: ClassVar[tuple[str, ...]] = ()  # choices of a string `rule` parameter, the first the default
     rule_label: ClassVar[str] = "rule"  # what a form calls the rule, and what it says about the choices
     rule_help: ClassVar[str] = ""
+    # Further string parameters, each with its choices (the first the default), what a form calls
+    # it and says about it: e.g. DeepObliviate's `requests`.
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    choice_labels: ClassVar[dict[str, str]] = {}
+    choice_help: ClassVar[dict[str, str]] = {}
     defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256}
 
     mask: list[torch.Tensor] | None = None  # per trainable parameter, set by `prepare`
@@ -98,10 +103,11 @@ class Method:
         self.given = frozenset(params)  # what was asked for (`unlearning.make` narrows it to the user's)
         params = dict(params)
         rule = params.pop("rule", self.rules[0]) if self.rules else None
+        picked = {key: params.pop(key, options[0]) for key, options in self.choices.items()}
         defaults = {**self.defaults, "seed": 0}
         unknown = set(params) - set(defaults)
         if unknown:
-            takes = [*defaults, *(["rule"] if self.rules else [])]
+            takes = [*defaults, *(["rule"] if self.rules else []), *self.choices]
             raise ParamError(f"{self.name} has no parameter {sorted(unknown)[0]!r}; it takes {', '.join(takes)}")
         self.params = {}
         for key, default in defaults.items():  # each value takes its default's type, or is refused
@@ -130,6 +136,10 @@ class Method:
             if rule not in self.rules:
                 raise ParamError(f"{self.name}: rule must be one of {', '.join(self.rules)}, got {rule!r}")
             self.params["rule"] = rule
+        for key, value in picked.items():
+            if value not in self.choices[key]:
+                raise ParamError(f"{self.name}: {key} must be one of {', '.join(self.choices[key])}, got {value!r}")
+            self.params[key] = value
 
     def bind(self, **needed) -> None:
         """Take what `needs` names, loaded from the model by the pipeline."""
