@@ -391,7 +391,7 @@ def evaluate_(
         parsed, dev = prepared
         model_rec, fs_rec = ws.get(model, "model"), ws.get(forget, "forget_set")
         if not job:  # the app shows the cost on the page; the command line says it before it starts
-            typer.echo(f"cost: {evaluate_mod.cost(ws, model_rec, fs_rec, method, models_)['text']}", err=True)
+            typer.echo(f"cost: {evaluate_mod.cost(ws, model_rec, fs_rec, method, models_, dev)['text']}", err=True)
         return evaluate_mod.evaluate(ws, model_rec, fs_rec, method, parsed, models_, dev, preset, progress)
 
     def summary(r):

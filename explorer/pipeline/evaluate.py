@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import shutil
 import time
 
@@ -32,7 +33,7 @@ from ..runtime.progress import Progress, clock, no_progress, stage
 from ..store import artifacts
 from ..store.workspace import Workspace, npz_bytes, write_atomic
 from ..training import ensembles
-from . import runs
+from . import memorize, runs
 from .oracle import recipe_for
 
 MODELS = 32  # N by default: F within minutes on a laptop for the embedded data
@@ -156,18 +157,27 @@ def _run_folder(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, 
 # -- cost and the evaluation ---------------------------------------------------------------------------
 
 
-def cost(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, n: int = MODELS) -> dict:
-    """What an evaluation will take, before it starts: the oracles (nothing when cached; else N
-    trainings on R at the original's measured speed, an upper bound since they train batched)
-    and N runs of the method (at the median time of its earlier runs on this model, when there
-    are some). {"oracle_seconds", "run_seconds" (None: not known before its first run), "text"}."""
-    ds_n = len(fs_rec["ids"])
-    n_train = model_rec.get("n_train") or artifacts.dataset_of(ws, model_rec).n_train
+def cost(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, n: int = MODELS,
+         device: torch.device | None = None) -> dict:
+    """What an evaluation will take, before it starts: the oracles (nothing when cached; else
+    N trainings on R, from the engines' calibration on this device, measured once and kept, as
+    `memorize --exact` measures it) and N runs of the method (at the median time of its earlier
+    runs on this model, when there are some). {"oracle_seconds", "run_seconds" (None: not known
+    before its first run), "text"}."""
+    device = device or torch.device("cpu")
     if oracles_cached(ws, model_rec, fs_rec, n):
         oracle_s, oracle_text = 0.0, f"{n} oracles cached"
     else:
-        per = (model_rec.get("seconds") or 0.0) * (n_train - ds_n) / n_train
-        oracle_s, oracle_text = n * per, f"{n} oracles ≲ {clock(n * per)} (trained together, usually faster)"
+        recipe, _ = recipe_for(model_rec)
+        n_train = artifacts.dataset_of(ws, model_rec).n_train
+        steps = recipe.epochs * math.ceil((n_train - len(set(fs_rec["ids"]))) / recipe.batch_size)
+        engine = "sequential" if ensembles.not_batchable(model_rec["arch"], recipe.as_meta()) else "batched"
+        if engine == "batched":
+            per_step = memorize.calibrated_engine(ws, model_rec, device, ORACLE_CHUNK)["seconds_per_model_step"][engine]
+            oracle_s = n * steps * per_step
+        else:  # one at a time: at the original's own training speed
+            oracle_s = n * (model_rec.get("seconds") or 0.0) * (n_train - len(fs_rec["ids"])) / n_train
+        oracle_text = f"{n} oracles ≈ {clock(oracle_s)} ({engine})"
     if method_name == NONE:
         run_s = 0.0
     else:
@@ -197,7 +207,7 @@ def evaluate(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, par
              if r.get("params") == params and r.get("preset") == preset]
     if found:
         return found[-1]
-    estimate = cost(ws, model_rec, fs_rec, method_name, n)
+    estimate = cost(ws, model_rec, fs_rec, method_name, n, device)
     progress(0.0, f"cost: {estimate['text']}")
     start = time.perf_counter()
     ds = artifacts.dataset_of(ws, model_rec)
