@@ -214,3 +214,16 @@ def test_a_ray_task_returns_the_chunk_with_its_phi():
                                         [0, 1], False)
     assert set(out) == set(memorize.CHUNK_ARRAYS) and seconds > 0
     assert out["train_phi"].shape == (2, ds.n_train) and out["test"].shape == (2, len(ds.y_test))
+
+
+def test_a_run_reports_how_much_of_its_forget_set_lira_still_holds_members(exact_run):
+    """`forget_still_member` in a run's metrics, beside the original's and the oracle's: high for
+    the original (it memorized the flipped labels), low for the oracle that never saw them."""
+    from explorer.pipeline import forget_sets, runs
+
+    ws, model_rec, rec = exact_run
+    flipped = ws.get(model_rec["dataset_id"], "dataset")["flipped"]
+    fs = forget_sets.create(ws, model_rec, "ids", ids=flipped, name="flipped")
+    run = runs.unlearn(ws, model_rec, fs, "finetune", {"epochs": 2}, CPU)
+    assert run["original"]["forget_still_member"] > 0.5 > 0.2 > run["oracle"]["forget_still_member"]
+    assert 0.0 <= run["metrics"]["forget_still_member"] <= 1.0

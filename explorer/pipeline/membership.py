@@ -67,9 +67,23 @@ def still_member(ws: Workspace, rec: dict, model: nn.Module, ids, fpr: float = 0
     """The share of the training samples `ids` that LiRA (offline, against the subset models of
     the exact score set `rec`) still judges members of `model` at the threshold that flags `fpr`
     of its test samples."""
-    arrays = shadows(ws, rec)
-    out = lira_of(model, artifacts.dataset_of(ws, ws.get(rec["model_id"], "model")), arrays)
+    return still_member_of(model, artifacts.dataset_of(ws, ws.get(rec["model_id"], "model")), shadows(ws, rec), ids, fpr)
+
+
+def still_member_of(model: nn.Module, ds, arrays: dict[str, np.ndarray], ids, fpr: float = 0.01) -> float:
+    """`still_member` from the shadow arrays already loaded (`shadows`)."""
+    out = lira_of(model, ds, arrays)
     return lira.still_member(out["offline"][np.asarray(ids, np.int64)], out["offline_test"], fpr)
+
+
+def shadows_of_model(ws: Workspace, model_rec: dict) -> dict[str, np.ndarray] | None:
+    """The newest exact score set's shadow arrays of a model, or None when it has none with the
+    subset models' φ (LiRA is then not measured, never guessed)."""
+    for rec in reversed(ws.find("scores", model_id=model_rec["id"], name="exact")):
+        arrays = _exact(ws, rec)
+        if all(k in arrays for k in PHI):
+            return arrays
+    return None
 
 
 def lira_rows(ws: Workspace, rec: dict) -> list[dict]:

@@ -20,7 +20,7 @@ from ..memorization import scores
 from ..runtime.progress import Progress, no_progress, stage
 from ..store import artifacts
 from ..store.workspace import Workspace, npz_bytes
-from . import score_sets
+from . import membership, score_sets
 from .oracle import oracle
 
 # What a method is told when the model lacks something it needs and does not mark optional
@@ -73,6 +73,7 @@ class Setup:
     oracle_model: nn.Module | None
     seen: dict[str, dict[str, np.ndarray]]  # per-sample outputs of the original and the oracle
     unlearning_error: dict | None  # Thudi et al.'s bound for the original's training run
+    shadows: dict[str, np.ndarray] | None = None  # the exact score set's subset models, for LiRA
 
 
 def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, with_oracle: bool = True,
@@ -83,15 +84,26 @@ def setup(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device, wi
     retain, forget = metrics.split_ids(ds.n_train, fs_rec["ids"])
     original = artifacts.load_model(ws, model_rec, device=device)  # evaluated where the work runs, kept on the CPU
     seen = {"original": outputs(original, ds)}
+    shadows = membership.shadows_of_model(ws, model_rec)
+    before = measure(seen["original"], ds, forget) | still_member(original, ds, shadows, forget)
     oracle_rec = target = oracle_model = None
     if with_oracle:
         oracle_rec = oracle(ws, model_rec, fs_rec, device, progress)
         oracle_model = artifacts.load_model(ws, oracle_rec, device=device)
         seen["oracle"] = outputs(oracle_model, ds)
-        target = measure(seen["oracle"], ds, forget)
+        target = measure(seen["oracle"], ds, forget) | still_member(oracle_model, ds, shadows, forget)
         oracle_model.cpu()
-    return Setup(model_rec, fs_rec, ds, retain, forget, original.cpu(), measure(seen["original"], ds, forget),
-                 oracle_rec, target, oracle_model, seen, unlearning_error_of_record(ws, model_rec, device))
+    return Setup(model_rec, fs_rec, ds, retain, forget, original.cpu(), before,
+                 oracle_rec, target, oracle_model, seen, unlearning_error_of_record(ws, model_rec, device), shadows)
+
+
+def still_member(model: nn.Module, ds, shadows: dict | None, forget) -> dict:
+    """`forget_still_member`: the share of the forget set LiRA still judges members of the model
+    at the threshold that flags 1% of the test samples (membership.still_member); None when the
+    model has no exact memorization with its subset models' confidences."""
+    if shadows is None:
+        return {"forget_still_member": None}
+    return {"forget_still_member": membership.still_member_of(model, ds, shadows, forget)}
 
 
 def unlearning_error_of_record(ws: Workspace, model_rec: dict, device: torch.device | str = "cpu",
@@ -171,7 +183,7 @@ def apply(ws: Workspace, s: Setup, method, device: torch.device, progress: Progr
     seconds = time.perf_counter() - start
     out = outputs(model.to(device), s.ds)  # on the device: evaluating a big model on the CPU would dominate
     model.cpu()
-    after = measure(out, s.ds, s.forget)
+    after = measure(out, s.ds, s.forget) | still_member(model, s.ds, s.shadows, s.forget)
     error = s.unlearning_error["unlearning_error"] if s.unlearning_error else None
     # A method's own figures (deepobliviate's per-request ones) join the metrics, never replacing one.
     result = {**after, **against_oracle(after, seconds, s, model), "unlearning_error": error}
