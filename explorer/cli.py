@@ -504,20 +504,21 @@ class ExportFormat(str, Enum):
 
 class ExportTable(str, Enum):
     values = "values"
+    samples = "samples"
     lira = "lira"
     influence = "influence"
 
 
 @app.command()
 def export(
-    record_id: Annotated[str, typer.Argument(help="A score set (per-sample values) or a run (metrics).")],
+    record_id: Annotated[str, typer.Argument(help="A score set (per-sample values), a run (metrics) or an evaluation (per forget sample: ε, its score, memorization).")],
     format_: Annotated[ExportFormat, typer.Option("--format", help="csv or json.")] = ExportFormat.csv,
     out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
-    table: Annotated[ExportTable, typer.Option(help="Of an exact score set: values (one row per training sample), lira (the original model's per-sample LiRA scores against the subset models, one row per training and test sample) or influence (the test samples each training sample helps and hurts most, one row per pair).")] = ExportTable.values,
+    table: Annotated[ExportTable, typer.Option(help="Of an exact score set: values (one row per training sample), lira (the original model's per-sample LiRA scores against the subset models, one row per training and test sample) or influence (the test samples each training sample helps and hurts most, one row per pair); of a run: samples (the original's, the unlearned model's and the oracle's outputs, one row per training and test sample).")] = ExportTable.values,
     top: Annotated[int, typer.Option(help="With --table influence: test samples per training sample and direction.")] = 5,
     workspace: WorkspaceOpt = None,
 ):
-    """Export a score set's per-sample values (or an exact one's LiRA scores or influence pairs), or a run's metrics."""
+    """Export a score set's per-sample values (or an exact one's LiRA scores or influence pairs), a run's metrics (or per-sample outputs), or an evaluation's per-sample ε."""
     import csv
     import io
 
@@ -526,8 +527,14 @@ def export(
 
     def fetch(ws):
         rec = ws.get(record_id)
+        if table is ExportTable.samples:
+            if rec["kind"] != "run":
+                raise UserError(f"--table samples takes a run; {record_id} is a {rec['kind']}")
+            return runs.sample_rows(ws, rec)
         if table is not ExportTable.values and rec["kind"] != "scores":
             raise UserError(f"--table {table.value} takes an exact score set; {record_id} is a {rec['kind']}")
+        if rec["kind"] == "evaluation":
+            return evaluate_mod.export_rows(ws, rec)
         if rec["kind"] == "scores":
             if table is ExportTable.lira:
                 return membership.lira_rows(ws, rec)
@@ -539,7 +546,7 @@ def export(
             if format_ is ExportFormat.csv:  # a list of figures (deepobliviate's per-request ones): one JSON cell
                 row = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()}
             return [row]
-        raise UserError(f"{record_id} is a {rec['kind']}; export takes a score set or a run")
+        raise UserError(f"{record_id} is a {rec['kind']}; export takes a score set, a run or an evaluation")
 
     rows = query(workspace, fetch)
     if format_ is ExportFormat.json:

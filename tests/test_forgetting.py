@@ -146,3 +146,25 @@ def test_evaluate_json_has_the_contract_fields_and_bad_input_writes_nothing(setu
         out = runner.invoke(app, ["evaluate", model["id"], "--forget", fs["id"], *bad, "--workspace", str(ws.path)])
         assert out.exit_code == 2 and len(out.stderr.strip().splitlines()) == 1, (bad, out.output)
     assert snapshot(ws) == before
+
+
+def test_export_writes_an_evaluations_per_sample_epsilons_and_a_runs_per_sample_outputs(setup, scored, tmp_path):
+    import csv
+
+    from explorer.pipeline import runs
+
+    ws, model, fs = setup
+    ev = scored["finetune"]
+    path = tmp_path / "eps.csv"
+    out = runner.invoke(app, ["export", ev["id"], "--out", str(path), "--workspace", str(ws.path)])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(path.open()))
+    assert [int(r["sample_id"]) for r in rows] == ev["forget_ids"]
+    assert [float(r["epsilon"]) for r in rows] == pytest.approx(ev["epsilons"])
+    run = runs.unlearn(ws, model, fs, "finetune", {"epochs": 1}, CPU, with_oracle=False)
+    out = runner.invoke(app, ["export", run["id"], "--table", "samples", "--format", "json", "--workspace", str(ws.path)])
+    rows = last_json(out.stdout)
+    train = [r for r in rows if r["split"] == "train"]
+    assert sum(r["in_forget"] for r in train) == len(fs["ids"]) and {"original_loss", "unlearned_pred"} <= set(train[0])
+    out = runner.invoke(app, ["export", ev["id"], "--table", "samples", "--workspace", str(ws.path)])
+    assert out.exit_code == 2

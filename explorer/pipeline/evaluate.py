@@ -263,3 +263,35 @@ def score(unl: dict[str, np.ndarray], ref: dict[str, np.ndarray], n: int) -> dic
             "epsilons": [float(e) for e in eps], "epsilon_cap": top, "forgetting_quality_point": f_point,
             "epsilons_point": [float(e) for e in eps_point], **means}
     return {"meta": meta, "arrays": {"epsilons": eps, "epsilons_point": eps_point, "points": points}}
+
+
+def memorization_of(ws: Workspace, model_rec: dict) -> tuple[str, np.ndarray] | None:
+    """(name, values) of the model's newest exact memorization, else of its newest score set of
+    any name; None without one. What ε is set against (the RUM paper's point: memorized samples
+    are the hard ones to forget)."""
+    newest = artifacts.latest_scores(ws, model_rec["id"])
+    if not newest:
+        return None
+    name = "exact" if "exact" in newest else next(iter(newest))
+    return name, artifacts.load_scores(ws, newest[name]).values
+
+
+def export_rows(ws: Workspace, rec: dict) -> list[dict]:
+    """One row per forget sample: sample_id, label, epsilon (the bound), epsilon_point (the
+    competition's), points (its bucket score), the unlearned and the retrained models' median φ,
+    and the model's memorization where it has a score (named in the column)."""
+    with np.load(ws.read(rec, "samples")) as z:
+        arrays = {k: z[k] for k in z.files}
+    model_rec = ws.get(rec["model_id"], "model")
+    labels = artifacts.dataset_of(ws, model_rec).y_train.numpy()
+    mem = memorization_of(ws, model_rec)
+    rows = []
+    for j, i in enumerate(rec["forget_ids"]):
+        row = {"sample_id": int(i), "label": int(labels[i]), "epsilon": float(arrays["epsilons"][j]),
+               "epsilon_point": float(arrays["epsilons_point"][j]), "points": float(arrays["points"][j]),
+               "unlearned_phi_median": float(np.median(arrays["unlearned_phi"][:, j])),
+               "retrained_phi_median": float(np.median(arrays["retrained_phi"][:, j]))}
+        if mem is not None:
+            row[f"memorization_{mem[0]}"] = float(mem[1][i])
+        rows.append(row)
+    return rows

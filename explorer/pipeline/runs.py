@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import models, training, unlearning
+from ..errors import UserError
 from ..evaluation import metrics, unlearning_error
 from ..memorization import scores
 from ..runtime.progress import Progress, no_progress, stage
@@ -260,3 +261,24 @@ def unlearn(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, para
     model, result, out = apply(ws, s, method, device, stage(progress, 0.6, 0.95))
     progress(0.97, "measuring and saving")
     return publish(ws, s, method_name, method, model, result, out, device, preset=preset_of(model_rec, preset), **extra)
+
+
+def sample_rows(ws: Workspace, run: dict) -> list[dict]:
+    """One row per training and test sample of a run: split, sample_id, label, in_forget, and
+    the original's, the unlearned model's and the oracle's confidence, loss and prediction."""
+    samples = artifacts.run_samples(ws, run)
+    if samples is None:
+        raise UserError(f"run {run['id']} was made before per-sample outputs were kept; rerun it")
+    ds = artifacts.dataset_of(ws, ws.get(run["model_id"], "model"))
+    forget = set(int(i) for i in ws.get(run["forget_set_id"], "forget_set")["ids"])
+    who = [w for w in ("original", "unlearned", "oracle") if f"{w}_train_pred" in samples]
+    rows = []
+    for split, labels in (("train", ds.y_train.numpy()), ("test", ds.y_test.numpy())):
+        for i, y in enumerate(labels):
+            row = {"split": split, "sample_id": i, "label": int(y), "in_forget": int(split == "train" and i in forget)}
+            for w in who:
+                for k in ("confidence", "loss", "pred"):
+                    v = samples[f"{w}_{split}_{k}"][i]
+                    row[f"{w}_{k}"] = int(v) if k == "pred" else float(v)
+            rows.append(row)
+    return rows
