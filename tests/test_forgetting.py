@@ -168,3 +168,52 @@ def test_export_writes_an_evaluations_per_sample_epsilons_and_a_runs_per_sample_
     assert sum(r["in_forget"] for r in train) == len(fs["ids"]) and {"original_loss", "unlearned_pred"} <= set(train[0])
     out = runner.invoke(app, ["export", ev["id"], "--table", "samples", "--workspace", str(ws.path)])
     assert out.exit_code == 2
+
+
+def _open(monkeypatch, ws, page):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    monkeypatch.setenv("EXPLORER_WORKSPACE", str(ws.path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.switch_page(f"views/{page}.py")
+    return at.run()
+
+
+def test_compare_shows_forgetting_quality_beside_tow_and_two_runs_side_by_side(monkeypatch, setup, scored):
+    from explorer.pipeline import memorize, runs
+
+    ws, model, fs = setup
+    memorize.compute_proxies(ws, model, ["confidence"], CPU)  # a memorization score to set ε against
+    for method in ("finetune", "neggrad_plus"):
+        runs.unlearn(ws, model, fs, method, {"epochs": 1}, CPU)
+    at = _open(monkeypatch, ws, "compare")
+    next(s for s in at.selectbox if s.label == "Model").set_value(model["id"]).run()
+    next(s for s in at.selectbox if s.label == "Forget set").set_value(fs["id"]).run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "F" in d.value.columns)
+    assert set(table["evaluation"]) == {r["id"] for r in scored.values()} | {
+        r["id"] for r in ws.find("evaluation", model_id=model["id"], forget_set_id=fs["id"])}
+    assert table["F"].is_monotonic_decreasing and table["method"].iloc[0] == "retrain"
+    charts = {el.key for el in at.get("plotly_chart")}
+    assert {"forgetting_quality", "eps_vs_mem", "ab_samples", "ab_classes"} <= charts
+    ab = next(d.value for d in at.dataframe if "B − A" in d.value.columns)
+    assert "ToW" in ab["metric"].tolist()
+
+
+def test_the_unlearn_page_shows_the_cost_and_launches_an_evaluation(monkeypatch, setup):
+    from explorer.store import jobs
+
+    ws, model, fs = setup
+    at = _open(monkeypatch, ws, "unlearn")
+    next(t for t in at.toggle if t.label == "Evaluate forgetting quality F").set_value(True).run()
+    assert any("oracles" in c.value for c in at.caption)  # the cost, before the click
+    next(n for n in at.number_input if n.label == "N (runs and oracles)").set_value(4).run()
+    next(b for b in at.button if b.label == "Evaluate").click().run()
+    assert not at.exception
+    launched = [j for j in jobs.list_jobs(ws) if j["argv"][0] == "evaluate"]
+    assert {j["argv"][j["argv"].index("--method") + 1] for j in launched} >= {"none"}
+    done = jobs.wait(ws, next(j for j in launched if "none" in j["argv"])["id"], timeout=300)
+    assert done["state"] == "succeeded", jobs.log_tail(done)
+    assert ws.get(done["result_id"], "evaluation")["forgetting_quality"] == 0.0

@@ -89,6 +89,84 @@ if len({f"{row['unlearning_error']:.3g}" for row in every_row if row.get("unlear
                 "SD loss (`--sd-lambda`) should sit lower on both.")
     st.plotly_chart(plots.error_vs_verification(every_row), key="error_vs_verification")
 
+# -- forgetting quality, per sample ---------------------------------------------------------------
+evaluations = ws.find("evaluation", model_id=pick_model, forget_set_id=pick_fs)[::-1]
+st.subheader("Forgetting quality, per forget sample")
+if not evaluations:
+    st.caption("No evaluation of this forget set yet: **Evaluate forgetting quality F** on the Unlearn page, or "
+               "`evaluate MODEL --forget FS --method NAME`.")
+else:
+    st.caption("The NeurIPS 2023 unlearning competition's judgement: N runs of a method against N models retrained "
+               "without the forget set; for each forget sample, ε says how well an attacker tells the two apart (a "
+               "95% lower bound). F is the mean bucket score, 1 = no sample can be told apart; the score multiplies "
+               "F by retain and test accuracy relative to retraining. ToW (from single runs, against one oracle) "
+               "beside it. F (point): the competition's point estimate, for comparison with its numbers.")
+    ev_rows = comparison.evaluation_rows(evaluations, here)
+    st.dataframe(pd.DataFrame(ev_rows), hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
+                                ("F", "F low", "F high", "F (point)", "score", "test acc", "retrained test acc", "ToW (runs)")})
+    st.plotly_chart(plots.forgetting_quality(ev_rows), key="forgetting_quality")
+    mem = artifacts.memorization_of(ws, models_by_id[pick_model])
+    points = comparison.epsilon_points(evaluations, None if mem is None else mem[1])
+    if mem is not None:
+        st.plotly_chart(plots.epsilon_vs_memorization(points, scores.oriented_name(mem[0])), key="eps_vs_mem")
+        st.caption("Each forget sample's ε against its memorization, one colour per method: memorized samples are the "
+                   "hard ones to forget (the RUM paper), so a method that forgets them well sits low on the right.")
+    st.download_button("Per-sample ε as CSV", pd.DataFrame(points).to_csv(index=False), "epsilons.csv", "text/csv")
+
+
+# -- two runs side by side ------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner="Computing the twin maps…", max_entries=8)
+def ab_maps(ws_path: str, run_a: str, run_b: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = ws.get(run_a, "run"), ws.get(run_b, "run")
+    x = ui.dataset(ws, models_by_id[a["model_id"]]).x_train
+    return comparison.twin_projection(embeddings.features(artifacts.unlearned_model(ws, a), x),
+                                      embeddings.features(artifacts.unlearned_model(ws, b), x))
+
+
+@st.fragment
+def a_against_b() -> None:
+    """Two runs on this forget set, A against B: metrics, per sample, classes, twin maps."""
+    st.subheader("Two runs side by side")
+    if len(here) < 2:
+        st.caption("Run a second method on this forget set to set two runs side by side.")
+        return
+    label = lambda r: f"{r['method']} · {r['id']} · {comparison.settings_text(r['params'])}"  # noqa: E731
+    ca, cb = st.columns(2)
+    a = ca.selectbox("A", here, format_func=label, key="ab_a")
+    b = cb.selectbox("B", here, index=1, format_func=label, key="ab_b")
+    st.dataframe(pd.DataFrame(comparison.side_by_side(a, b)), hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("A", "B", "B − A", "oracle")})
+    sa, sb = artifacts.run_samples(ws, a), artifacts.run_samples(ws, b)
+    model_rec = models_by_id.get(a["model_id"])
+    if sa is None or sb is None or model_rec is None:
+        st.caption("One of the runs predates per-sample outputs: rerun it for the per-sample views.")
+        return
+    ds = ui.dataset(ws, model_rec)
+    forget = np.asarray(sets_by_id[pick_fs]["ids"])
+    flipped = np.isin(forget, ds.flipped) if len(ds.flipped) else None
+    st.plotly_chart(plots.score_vs_score(sa["unlearned_train_confidence"][forget], sb["unlearned_train_confidence"][forget],
+                                         forget, ds.y_train.numpy()[forget], f"A ({a['method']}) confidence",
+                                         f"B ({b['method']}) confidence", flipped), key="ab_samples")
+    st.caption("Each forget sample's true-label confidence after A (x) and after B (y): off the diagonal, the two "
+               "methods disagree about the sample.")
+    y_test = ds.y_test.numpy()
+    acc = {f"A: {a['method']}": comparison.class_accuracies(sa, y_test, ds.num_classes)["unlearned"],
+           f"B: {b['method']}": comparison.class_accuracies(sb, y_test, ds.num_classes)["unlearned"]}
+    if "oracle_test_pred" in sa:
+        acc["oracle"] = comparison.class_accuracies(sa, y_test, ds.num_classes)["oracle"]
+    st.plotly_chart(plots.class_accuracy_bars(acc, ds.classes), key="ab_classes")
+    if st.toggle("Show A's and B's maps", help="Penultimate features of the two unlearned models, through one PCA "
+                 "fitted on A's: where did each put the forget set?", key="ab_maps_on"):
+        xy_a, xy_b = ab_maps(ws_path, a["id"], b["id"])
+        st.plotly_chart(plots.twin_maps(xy_a, xy_b, ds.y_train.numpy(), forget, ds.classes,
+                                        (f"A: {a['method']}", f"B: {b['method']}")), key="ab_twin")
+
+
+a_against_b()
+
 # -- one run in detail --------------------------------------------------------------------------
 
 

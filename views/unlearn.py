@@ -6,7 +6,8 @@ import streamlit as st
 
 from explorer import unlearning
 from explorer.memorization import scores
-from explorer.pipeline import forget_sets, runs, sweeps
+from explorer.pipeline import evaluate, forget_sets, runs, sweeps
+from explorer.runtime import devices
 from explorer.present import plots
 from explorer.store import artifacts
 from explorer.unlearning import deepobliviate, presets, sequence
@@ -171,6 +172,25 @@ if c2.button("Sweep", disabled=not sweepable or not with_oracle,
 for name in chosen:
     ui.job_status(ws, f"unlearn_job-{name}")
 ui.job_status(ws, "sweep_job")
+
+if st.toggle("Evaluate forgetting quality F", help="The NeurIPS 2023 unlearning competition's evaluation: each chosen "
+             "method run N times (seeds 0…N−1) against N models retrained without the forget set; per forget sample, "
+             "how well an attacker tells the two apart (ε). Shown on Compare."):
+    c1, c2 = st.columns(2)
+    n_eval = int(c1.number_input("N (runs and oracles)", 4, 512, evaluate.MODELS,
+                                 help="The competition used 512; 32 gives F on the digits in minutes."))
+    with_none = c2.checkbox("also the original, unchanged", True, help="The floor every method should beat: F = 0.")
+    targets = [*settings, *(["none"] if with_none else [])]
+    dev = devices.resolve("auto")
+    for name in targets:
+        st.caption(f"**{name}**: {evaluate.cost(ws, rec, fs, name, n_eval, dev)['text']}")
+    if st.button("Evaluate", disabled=not targets, help="One job per method; the oracles are trained once and shared."):
+        for name in targets:
+            ui.launch(ws, ["evaluate", rec["id"], "--forget", fs["id"], "--method", name, "--models", str(n_eval),
+                           *(["--preset", preset, "--params", json.dumps(settings[name])] if name != "none" else [])],
+                      f"evaluate {name} on {fs['name']}", f"evaluate_job-{name}")
+    for name in targets:
+        ui.job_status(ws, f"evaluate_job-{name}")
 
 # -- results on this forget set -----------------------------------------------------------------
 done = ws.find("run", model_id=rec["id"], forget_set_id=fs["id"])[::-1]

@@ -22,6 +22,7 @@ import json
 import math
 import shutil
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -73,10 +74,37 @@ def oracles(ws: Workspace, model_rec: dict, fs_rec: dict, n: int, device: torch.
     set; trained (or resumed) once per (model, forget set, N), then read from the cache."""
     folder = _oracle_folder(ws, model_rec, fs_rec, n)
     done = folder / "oracles.npz"
-    if done.exists():
-        with np.load(done) as z:
-            return {k: z[k] for k in z.files}
-    folder.mkdir(parents=True, exist_ok=True)
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with _one_trainer(folder, progress):  # evaluations of several methods, launched together, train them once
+            if not done.exists():
+                _train_oracles(ws, model_rec, fs_rec, n, device, folder, progress)
+    with np.load(done) as z:
+        return {k: z[k] for k in z.files}
+
+
+@contextmanager
+def _one_trainer(folder, progress: Progress):
+    """Wait while another process trains these oracles (reporting, so a cancel still stops it)."""
+    try:
+        import fcntl
+    except ImportError:  # not on Unix: no advisory locks
+        yield
+        return
+    with open(folder / "lock", "w") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                progress(0.0, "waiting for another job training the same oracles")
+                time.sleep(0.5)
+        yield
+
+
+def _train_oracles(ws: Workspace, model_rec: dict, fs_rec: dict, n: int, device: torch.device, folder,
+                   progress: Progress) -> None:
+    done = folder / "oracles.npz"
     ds = artifacts.dataset_of(ws, model_rec)
     retain, forget = metrics.split_ids(ds.n_train, fs_rec["ids"])
     recipe, _ = recipe_for(model_rec)
@@ -107,7 +135,6 @@ def oracles(ws: Workspace, model_rec: dict, fs_rec: dict, n: int, device: torch.
     write_atomic(done, npz_bytes(**out))
     for c in range(len(bounds)):
         (folder / f"chunk-{c:05d}.npz").unlink(missing_ok=True)
-    return out
 
 
 def oracles_cached(ws: Workspace, model_rec: dict, fs_rec: dict, n: int) -> bool:
@@ -265,17 +292,6 @@ def score(unl: dict[str, np.ndarray], ref: dict[str, np.ndarray], n: int) -> dic
     return {"meta": meta, "arrays": {"epsilons": eps, "epsilons_point": eps_point, "points": points}}
 
 
-def memorization_of(ws: Workspace, model_rec: dict) -> tuple[str, np.ndarray] | None:
-    """(name, values) of the model's newest exact memorization, else of its newest score set of
-    any name; None without one. What ε is set against (the RUM paper's point: memorized samples
-    are the hard ones to forget)."""
-    newest = artifacts.latest_scores(ws, model_rec["id"])
-    if not newest:
-        return None
-    name = "exact" if "exact" in newest else next(iter(newest))
-    return name, artifacts.load_scores(ws, newest[name]).values
-
-
 def export_rows(ws: Workspace, rec: dict) -> list[dict]:
     """One row per forget sample: sample_id, label, epsilon (the bound), epsilon_point (the
     competition's), points (its bucket score), the unlearned and the retrained models' median φ,
@@ -284,7 +300,7 @@ def export_rows(ws: Workspace, rec: dict) -> list[dict]:
         arrays = {k: z[k] for k in z.files}
     model_rec = ws.get(rec["model_id"], "model")
     labels = artifacts.dataset_of(ws, model_rec).y_train.numpy()
-    mem = memorization_of(ws, model_rec)
+    mem = artifacts.memorization_of(ws, model_rec)
     rows = []
     for j, i in enumerate(rec["forget_ids"]):
         row = {"sample_id": int(i), "label": int(labels[i]), "epsilon": float(arrays["epsilons"][j]),

@@ -115,3 +115,49 @@ def twin_projection(before_features: np.ndarray, after_features: np.ndarray) -> 
 
     pca = PCA(n_components=2, random_state=0).fit(before_features)
     return pca.transform(before_features), pca.transform(after_features)
+
+
+def evaluation_rows(evaluations: list[dict], runs: list[dict]) -> list[dict]:
+    """One row per evaluation (forgetting quality F with its interval, the competition's point
+    estimate, the utility-adjusted score, N), beside the mean ToW and ToW-MIA of the same
+    method's runs on the same model and forget set: the per-sample judgement next to the
+    averages'. Best F first."""
+    out = []
+    for ev in evaluations:
+        mine = [r for r in runs if r["method"] == ev["method"] and r["model_id"] == ev["model_id"]
+                and r["forget_set_id"] == ev["forget_set_id"]]
+        tows = [r["metrics"]["tow"] for r in mine if r["metrics"].get("tow") is not None]
+        lo, hi = ev["forgetting_quality_interval"]
+        out.append({"evaluation": ev["id"], "method": ev["method"], "settings": settings_text(ev.get("params") or {}),
+                    "N": ev["models"], "F": ev["forgetting_quality"], "F low": lo, "F high": hi,
+                    "F (point)": ev["forgetting_quality_point"], "score": ev["score"],
+                    "test acc": ev["unlearned_acc_test"], "retrained test acc": ev["retrained_acc_test"],
+                    "ToW (runs)": float(np.mean(tows)) if tows else None, "runs": len(mine),
+                    "seconds": ev.get("seconds")})
+    return sorted(out, key=lambda r: -r["F"])
+
+
+def epsilon_points(evaluations: list[dict], memorization: np.ndarray | None) -> list[dict]:
+    """Per forget sample of each evaluation: (method, sample id, ε, memorization or None), for
+    the ε-against-memorization chart and its CSV."""
+    out = []
+    for ev in evaluations:
+        for i, eps in zip(ev["forget_ids"], ev["epsilons"]):
+            out.append({"method": ev["method"], "evaluation": ev["id"], "sample_id": int(i), "epsilon": eps,
+                        "memorization": None if memorization is None else float(memorization[i])})
+    return out
+
+
+def side_by_side(a: dict, b: dict) -> list[dict]:
+    """Two runs' metrics as rows (metric, A, B, B − A), with the oracle's where it was measured:
+    the Unlearning Comparator's A-against-B table."""
+    out = []
+    for k, (label, _) in METRICS.items():
+        va, vb = a["metrics"].get(k), b["metrics"].get(k)
+        if va is None and vb is None:
+            continue
+        oracle = (a.get("oracle") or {}).get(k)
+        out.append({"metric": label, "A": va, "B": vb,
+                    "B − A": vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None,
+                    "oracle": oracle})
+    return out

@@ -385,8 +385,9 @@ def loss_distributions(groups: Mapping[str, Mapping[str, np.ndarray]], threshold
 
 def class_accuracy_bars(acc: Mapping[str, np.ndarray], classes: Sequence[str]) -> go.Figure:
     """Test accuracy per class under each model."""
-    fig = go.Figure([go.Bar(name=who, x=[str(c) for c in classes], y=values, marker_color=PALETTE[who])
-                     for who, values in acc.items()])
+    fig = go.Figure([go.Bar(name=who, x=[str(c) for c in classes], y=values,
+                            marker_color=PALETTE.get(who, CLASS_COLOURS[i % len(CLASS_COLOURS)]))
+                     for i, (who, values) in enumerate(acc.items())])
     return _style(fig, barmode="group", height=300, xaxis=dict(title="class", type="category"),
                   yaxis=dict(title="test accuracy", range=[0, 1.05]), legend=dict(orientation="h", y=1.15))
 
@@ -403,11 +404,11 @@ def prediction_matrix(matrix: np.ndarray, classes: Sequence[str], title: str) ->
 
 
 def twin_maps(before: np.ndarray, after: np.ndarray, labels: np.ndarray, forget: np.ndarray,
-              class_names: Sequence[str]) -> go.Figure:
+              class_names: Sequence[str], titles: tuple[str, str] = ("original", "unlearned")) -> go.Figure:
     """The same samples placed by the original's and by the unlearned model's features (one
     shared projection), forget set outlined: did its samples move to where the oracle would put
     them?"""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("original", "unlearned"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles)
     trace = _scatter(2 * (len(before) + len(forget)))
     for col, xy in ((1, before), (2, after)):
         for c in np.unique(labels):
@@ -490,3 +491,33 @@ def residual_curve_figure(report: dict):
                       hoverlabel=dict(bgcolor="white", font_color="#222"), margin=dict(t=40, b=40, l=60, r=10),
                       height=340, legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def forgetting_quality(rows: Sequence[Mapping]) -> go.Figure:
+    """F per evaluation with its 95% interval, and the mean ToW of the method's runs beside it
+    (both on 0–1, higher = closer to retraining)."""
+    names = [f"{r['method']} · N={r['N']}" for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=names, y=[r["F"] for r in rows], name="forgetting quality F", marker_color=PALETTE["unlearned"],
+                         error_y=dict(type="data", symmetric=False, array=[r["F high"] - r["F"] for r in rows],
+                                      arrayminus=[r["F"] - r["F low"] for r in rows]),
+                         hovertemplate="%{x}<br>F %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Bar(x=names, y=[r.get("ToW (runs)") for r in rows], name="ToW (mean of its runs)",
+                         marker_color=PALETTE["oracle"], hovertemplate="%{x}<br>ToW %{y:.3f}<extra></extra>"))
+    return _style(fig, barmode="group", height=340, yaxis=dict(range=[0, 1.05], title="1 = as retrained"),
+                  legend=dict(orientation="h", y=1.12))
+
+
+def epsilon_vs_memorization(points: Sequence[Mapping], memorization_name: str) -> go.Figure:
+    """Per-sample ε (how well an attacker tells the unlearned models from retrained ones on the
+    sample) against the sample's memorization, one colour per method: the RUM paper's point is
+    that memorized samples are the hard ones to forget."""
+    fig = go.Figure()
+    for i, method in enumerate(dict.fromkeys(p["method"] for p in points)):
+        mine = [p for p in points if p["method"] == method and p["memorization"] is not None]
+        fig.add_trace(_scatter(len(mine))(x=[p["memorization"] for p in mine], y=[p["epsilon"] for p in mine],
+                                          mode="markers", name=method, text=[p["sample_id"] for p in mine],
+                                          marker=dict(size=7, opacity=0.7, color=CLASS_COLOURS[i % len(CLASS_COLOURS)]),
+                                          hovertemplate="sample %{text}<br>ε %{y:.2f} · memorization %{x:.3f}<extra>"
+                                                        + method + "</extra>"))
+    return _style(fig, height=360, xaxis=dict(title=memorization_name), yaxis=dict(title="ε (95% lower bound)", rangemode="tozero"))

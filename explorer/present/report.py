@@ -40,11 +40,38 @@ def html(ws: Workspace, run_ids: list[str]) -> str:
                                                (first["oracle"] or {}).get(key))))
     if any(r.get("tow") is not None for r in run_rows):
         parts.append("<h2>ToW against time</h2>" + _figure(plots.tow_vs_seconds(run_rows)))
+    parts.extend(_evaluation_sections(ws, runs))
+    if len(runs) >= 2:
+        a, b = runs[0], runs[1]
+        parts.append(f"<h2>A against B</h2><p>A: {html_lib.escape(a['method'])} · {a['id']}; B: "
+                     f"{html_lib.escape(b['method'])} · {b['id']}</p>"
+                     + pd.DataFrame(comparison.side_by_side(a, b)).to_html(index=False, float_format=lambda v: f"{v:.3f}",
+                                                                            na_rep="—", border=0))
     for run in runs:
         parts.append(_run_section(ws, run))
     body = "\n".join(parts)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Unlearning report</title>"
             f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>{body}</body></html>")
+
+
+def _evaluation_sections(ws: Workspace, runs: list[dict]) -> list[str]:
+    """Forgetting quality F of each (model, forget set) the runs cover, where it was evaluated:
+    the table beside ToW, the F chart and per-sample ε against memorization."""
+    out = []
+    for model_id, fs_id in dict.fromkeys((r["model_id"], r["forget_set_id"]) for r in runs):
+        evaluations = ws.find("evaluation", model_id=model_id, forget_set_id=fs_id)
+        if not evaluations:
+            continue
+        rows = comparison.evaluation_rows(evaluations, [r for r in runs if r["model_id"] == model_id])
+        out.append(f"<h2>Forgetting quality · {html_lib.escape(fs_id)}</h2><p>N runs of each method against N models "
+                   "retrained without the forget set (the NeurIPS 2023 unlearning competition's evaluation); ε per "
+                   "forget sample as a 95% lower bound, F its mean bucket score (1 = no sample told apart).</p>"
+                   + pd.DataFrame(rows).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—", border=0)
+                   + _figure(plots.forgetting_quality(rows)))
+        mem = artifacts.memorization_of(ws, ws.get(model_id, "model"))
+        if mem is not None:
+            out.append(_figure(plots.epsilon_vs_memorization(comparison.epsilon_points(evaluations, mem[1]), mem[0])))
+    return out
 
 
 def _run_section(ws: Workspace, run: dict) -> str:

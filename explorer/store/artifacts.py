@@ -18,6 +18,7 @@ from .. import data as data_mod
 from .. import models
 from ..errors import UserError
 from ..evaluation.embeddings import SampleMap
+from ..memorization import scores
 from ..memorization.scores import SCORES, ScoreSet
 from ..training.recipe import Recipe
 from .block_file import BlockFile
@@ -110,6 +111,17 @@ def latest_scores(ws: Workspace, model_id: str) -> dict[str, dict]:
     """The newest score set of each name for a model, in the order of SCORES."""
     newest = {rec["name"]: rec for rec in ws.find("scores", model_id=model_id)}  # find is oldest first
     return {name: newest[name] for name in SCORES if name in newest}
+
+
+def memorization_of(ws: Workspace, model_rec: dict) -> tuple[str, np.ndarray] | None:
+    """(name, values oriented so that higher = more memorized) of the model's newest exact
+    memorization, else of its newest score set of any name; None without one. What ε is set
+    against (the RUM paper's point: memorized samples are the hard ones to forget)."""
+    newest = latest_scores(ws, model_rec["id"])
+    if not newest:
+        return None
+    name = "exact" if "exact" in newest else next(iter(newest))
+    return name, scores.oriented(name, load_scores(ws, newest[name]).values)
 
 
 def find_maps(ws: Workspace, model_id: str, method: str | None = None, seed: int | None = None) -> list[dict]:
