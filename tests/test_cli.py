@@ -181,7 +181,7 @@ def test_proxies_and_export_bad_input_exit_2(populated):
     before = snapshot(ws)
     assert cli(ws, "proxies", populated["model"]["id"], "--only", "vibes").exit_code == 2
     res = cli(ws, "export", populated["model"]["id"])
-    assert res.exit_code == 2 and "export takes a score set or a run" in res.stderr
+    assert res.exit_code == 2 and "export takes a score set, a run or an evaluation" in res.stderr
     assert snapshot(ws) == before
 
 
