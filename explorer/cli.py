@@ -49,10 +49,11 @@ class Listable(str, Enum):
     runs = "runs"
     sweeps = "sweeps"
     maps = "maps"
+    evaluations = "evaluations"
     jobs = "jobs"
 
 
-LIST_KINDS = {"models": "model", "scores": "scores", "forget-sets": "forget_set", "runs": "run", "sweeps": "sweep", "maps": "embedding"}
+LIST_KINDS = {"models": "model", "scores": "scores", "forget-sets": "forget_set", "runs": "run", "sweeps": "sweep", "maps": "embedding", "evaluations": "evaluation"}
 
 
 def fail(message: str, code: int = 2):
@@ -623,6 +624,7 @@ COLUMNS = {
     "maps": ["id", "model_id", "method", "seed", "seconds"],
     "sweeps": ["id", "name", "model_id", "forget_set_id", "device"],
     "runs": ["id", "method", "model_id", "forget_set_id"],
+    "evaluations": ["id", "method", "model_id", "forget_set_id", "models", "forgetting_quality", "score", "seconds"],
     "jobs": ["id", "title", "state", "progress", "message"],
 }
 
@@ -648,7 +650,7 @@ def show(
 ):
     """Show one record with its metrics."""
     rec = query(workspace, lambda ws: jobs.get(ws, record_id) if record_id.startswith("j-") else ws.get(record_id))
-    bulky = {"ids", "flipped", "log", "files"}
+    bulky = {"ids", "flipped", "log", "files", "forget_ids", "epsilons", "epsilons_point"}
     text = "\n".join(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}"
                      for k, v in rec.items() if k not in bulky)
     emit(rec, as_json, text)

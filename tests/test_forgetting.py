@@ -141,6 +141,8 @@ def test_evaluate_json_has_the_contract_fields_and_bad_input_writes_nothing(setu
     assert out.exit_code == 0, out.output
     rec = last_json(out.stdout)
     assert {"forgetting_quality", "score", "epsilons"} <= set(rec) and rec["kind"] == "evaluation"
+    listed = runner.invoke(app, ["list", "evaluations", "--workspace", str(ws.path)])
+    assert rec["id"] in listed.stdout and "forgetting_quality" in listed.stdout
     before = snapshot(ws)
     for bad in (["--method", "nope"], ["--models", "2"], ["--params", "{bad"], ["--method", "none", "--params", '{"epochs": 1}']):
         out = runner.invoke(app, ["evaluate", model["id"], "--forget", fs["id"], *bad, "--workspace", str(ws.path)])
