@@ -194,6 +194,8 @@ def test_compare_shows_forgetting_quality_beside_tow_and_two_runs_side_by_side(m
     next(s for s in at.selectbox if s.label == "Model").set_value(model["id"]).run()
     next(s for s in at.selectbox if s.label == "Forget set").set_value(fs["id"]).run()
     assert not at.exception
+    assert "ab_samples" not in {el.key for el in at.get("plotly_chart")}  # drawn only when asked for
+    next(t for t in at.toggle if t.label == "Set two runs side by side").set_value(True).run()
     table = next(d.value for d in at.dataframe if "F" in d.value.columns)
     assert set(table["evaluation"]) == {r["id"] for r in scored.values()} | {
         r["id"] for r in ws.find("evaluation", model_id=model["id"], forget_set_id=fs["id"])}

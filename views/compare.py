@@ -133,6 +133,9 @@ def a_against_b() -> None:
     if len(here) < 2:
         st.caption("Run a second method on this forget set to set two runs side by side.")
         return
+    if not st.toggle("Set two runs side by side", key="ab_on", help="A against B: metrics, per sample, classes, maps "
+                     "(drawn only when on: the page opens faster)"):
+        return
     label = lambda r: f"{r['method']} · {r['id']} · {comparison.settings_text(r['params'])}"  # noqa: E731
     ca, cb = st.columns(2)
     a = ca.selectbox("A", here, format_func=label, key="ab_a")
