@@ -100,7 +100,10 @@ def test_run_measures_against_a_cached_oracle(populated):
     assert oracle["source"] == "oracle" and oracle["recipe"] == model["recipe"]
     again = runs.unlearn(ws, model, fs, "finetune", {"epochs": 1}, CPU)
     assert again["oracle_id"] == run["oracle_id"]  # retrained once per (model, forget set)
-    assert again["original"] == run["original"]
+    # The original measured alike; its LiRA share appears once the model has an exact score set
+    # (another test on this worker may have made one since).
+    same = lambda d: {k: v for k, v in d.items() if k != "forget_still_member"}  # noqa: E731
+    assert same(again["original"]) == same(run["original"])
 
 
 def test_finetune_moves_forget_accuracy_toward_the_oracle(populated):
