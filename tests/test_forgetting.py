@@ -221,3 +221,17 @@ def test_the_unlearn_page_shows_the_cost_and_launches_an_evaluation(monkeypatch,
     done = jobs.wait(ws, next(j for j in launched if "none" in j["argv"])["id"], timeout=300)
     assert done["state"] == "succeeded", jobs.log_tail(done)
     assert ws.get(done["result_id"], "evaluation")["forgetting_quality"] == 0.0
+
+
+def test_the_html_report_has_forgetting_quality_and_a_against_b(setup, scored):
+    from explorer.present import report
+
+    ws, model, fs = setup
+    ids = [r["id"] for r in ws.find("run", model_id=model["id"], forget_set_id=fs["id"])][:2]
+    if len(ids) < 2:
+        from explorer.pipeline import runs
+
+        ids = [runs.unlearn(ws, model, fs, m, {"epochs": 1}, CPU)["id"] for m in ("finetune", "neggrad_plus")]
+    page = report.html(ws, ids)
+    assert "Forgetting quality" in page and scored["retrain"]["id"] in page
+    assert "A against B" in page and "A (" in page  # the table and the A-vs-B figure

@@ -46,7 +46,8 @@ def html(ws: Workspace, run_ids: list[str]) -> str:
         parts.append(f"<h2>A against B</h2><p>A: {html_lib.escape(a['method'])} · {a['id']}; B: "
                      f"{html_lib.escape(b['method'])} · {b['id']}</p>"
                      + pd.DataFrame(comparison.side_by_side(a, b)).to_html(index=False, float_format=lambda v: f"{v:.3f}",
-                                                                            na_rep="—", border=0))
+                                                                            na_rep="—", border=0)
+                     + _a_against_b_figures(ws, a, b))
     for run in runs:
         parts.append(_run_section(ws, run))
     body = "\n".join(parts)
@@ -72,6 +73,23 @@ def _evaluation_sections(ws: Workspace, runs: list[dict]) -> list[str]:
         if mem is not None:
             out.append(_figure(plots.epsilon_vs_memorization(comparison.epsilon_points(evaluations, mem[1]), mem[0])))
     return out
+
+
+def _a_against_b_figures(ws: Workspace, a: dict, b: dict) -> str:
+    """The forget set's confidences after A against after B, and class accuracy of A, B and the
+    oracle, when both runs kept per-sample outputs and share a forget set."""
+    sa, sb = artifacts.run_samples(ws, a), artifacts.run_samples(ws, b)
+    if sa is None or sb is None or a["forget_set_id"] != b["forget_set_id"]:
+        return ""
+    ds = artifacts.dataset_of(ws, ws.get(a["model_id"], "model"))
+    forget = np.asarray(ws.get(a["forget_set_id"], "forget_set")["ids"])
+    y_test = ds.y_test.numpy()
+    acc = {f"A: {a['method']}": comparison.class_accuracies(sa, y_test, ds.num_classes)["unlearned"],
+           f"B: {b['method']}": comparison.class_accuracies(sb, y_test, ds.num_classes)["unlearned"]}
+    return (_figure(plots.score_vs_score(sa["unlearned_train_confidence"][forget], sb["unlearned_train_confidence"][forget],
+                                         forget, ds.y_train.numpy()[forget], f"A ({a['method']}) confidence",
+                                         f"B ({b['method']}) confidence"))
+            + _figure(plots.class_accuracy_bars(acc, ds.classes)))
 
 
 def _run_section(ws: Workspace, run: dict) -> str:
