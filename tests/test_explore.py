@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import CPU, ROOT, last_json, run_cli, snapshot
 from explorer import training
-from explorer.evaluation import embeddings, metrics
+from explorer.evaluation import embeddings, influence, metrics
 from explorer.memorization import scores
 from explorer.pipeline import checkpoints, embed, forget_sets, memorize
 from explorer.present import selection
@@ -169,6 +169,33 @@ def test_cli_embed(explored):
     assert explored["map"]["id"] in run_cli("list", "maps", workspace=ws.path).stdout
 
 
+def test_a_small_map_is_sent_so_that_plotly_draws_it_once():
+    """Streamlit calls Plotly.react right after the first draw and after each lasso; plotly redraws
+    every point unless the arrays are plain lists under an unchanged datarevision and the layout
+    has no template, and again when a legend or colour bar grows the margins."""
+    import json
+
+    import plotly.io as pio
+
+    from explorer.present import plots
+
+    rng = np.random.default_rng(0)
+    xy, ids, labels = rng.normal(size=(300, 2)), np.arange(300), rng.integers(0, 3, 300)
+    score = rng.random(300)
+    sent = lambda fig: json.loads(pio.to_json(fig, validate=False))  # noqa: E731
+    for fig in (plots.sample_map(xy, ids, labels, score, "score", highlight=np.array([4])),
+                plots.sample_map(xy, ids, labels, labels, "class", categories=["a", "b", "c"])):
+        spec = sent(fig)
+        assert "template" not in spec["layout"] and spec["layout"]["margin"]["autoexpand"] is False
+        assert all(isinstance(t[k], list) for t in spec["data"] for k in ("x", "y"))
+        assert all(isinstance(t["customdata"], list) for t in spec["data"] if "customdata" in t)
+    same, other = (sent(plots.sample_map(xy, ids, labels, v, "score"))["layout"]["datarevision"] for v in (score, score[::-1]))
+    assert same == sent(plots.sample_map(xy, ids, labels, score, "score"))["layout"]["datarevision"] != other
+    big = sent(plots.sample_map(rng.normal(size=(plots.SVG_POINTS + 1, 2)), np.arange(plots.SVG_POINTS + 1),
+                                np.zeros(plots.SVG_POINTS + 1, int), rng.random(plots.SVG_POINTS + 1), "score"))
+    assert "bdata" in big["data"][0]["x"]  # a large map stays binary: plain lists would cost the server seconds
+
+
 # -- the page -------------------------------------------------------------------------------------
 
 def open_explore(monkeypatch, ws: Workspace, model_id: str, selected: dict | None = None) -> AppTest:
@@ -215,9 +242,13 @@ def test_page_colours_by_anything_and_builds_by_rule(monkeypatch, explored):
     colour = next(s for s in at.selectbox if s.label == "Colour by")
     for option in ("predicted class", "correct", "split", "flipped label", "confidence"):
         assert option in colour.options or any(option in o for o in colour.options)
+    assert at.get("plotly_chart")[0].proto.theme == ""  # the map brings its own look: no template to redraw for
     colour.set_value("correct").run()
     assert not at.exception
 
+    assert not any(s.label == "Strategy" for s in at.selectbox)  # the by-rule form is drawn only when opened
+    at.session_state["explore_by_rule"] = True
+    at.run()
     next(s for s in at.selectbox if s.label == "Strategy").set_value("low")
     next(n for n in at.number_input if n.label == "Size").set_value(12)
     next(b for b in at.button if b.label == "Create forget set").click().run()
@@ -225,3 +256,60 @@ def test_page_colours_by_anything_and_builds_by_rule(monkeypatch, explored):
     made = [f for f in ws.find("forget_set", model_id=model["id"]) if f["strategy"] == "low"]
     assert made and made[-1]["size"] == 12 and made[-1]["how"]["score"] == "confidence"
     assert made[-1]["id"] in at.dataframe[-1].value["id"].tolist()
+
+
+# -- influence on the sample panel ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exact_explored(tmp_path_factory) -> dict:
+    """A model with an exact memorization (8 subset models, so their test correctness) and a map."""
+    from explorer.memorization.estimator import ExactConfig
+
+    ws = Workspace(tmp_path_factory.mktemp("explore-exact") / "ws")
+    model = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", training.Recipe(epochs=8), CPU)
+    exact = memorize.exact(ws, model, ExactConfig(models=8, epochs=8, engine="batched"), CPU)
+    embed.compute(ws, model, "pca")
+    return {"ws": ws, "model": model, "exact": exact}
+
+
+def test_influence_pairs_of_one_sample_are_top_pairs_with_their_shares():
+    rng = np.random.default_rng(0)
+    masks, test_correct = rng.random((16, 30)) < 0.5, rng.random((16, 12)) < 0.7
+    rows = selection.influence_pairs(masks, test_correct, 3, k=3)
+    assert [{k: r[k] for k in ("train_id", "test_id", "influence", "direction", "rank")} for r in rows] == \
+        influence.top_pairs(masks, test_correct, 3, rows=[3])
+    for r in rows:  # influence = P[right | trained with 3] − P[right | without it]
+        assert r["right_with"] == pytest.approx(test_correct[masks[:, 3], r["test_id"]].mean())
+        assert r["right_with"] - r["right_without"] == pytest.approx(r["influence"])
+    said = selection.influence_sentence(3, rows, 16)
+    helped = [f"#{r['test_id']}" for r in rows if r["direction"] == "helps"]
+    assert said.startswith("Without training image #3, test images") and all(h in said for h in helped)
+    assert "changes no test sample" in selection.influence_sentence(3, [], 16)
+
+
+def test_sample_panel_shows_the_test_samples_a_training_sample_helps_and_hurts(monkeypatch, exact_explored):
+    ws, model, exact = exact_explored["ws"], exact_explored["model"], exact_explored["exact"]
+    arrays = artifacts.load_scores(ws, exact).arrays
+    expected = {}
+    for i in range(40):  # a sample whose influence picks out test samples both ways
+        pairs = influence.top_pairs(arrays["masks"], arrays["test_correct"], 5, rows=[i])
+        if {p["direction"] for p in pairs} == {"helps", "hurts"}:
+            expected = {d: [p["test_id"] for p in pairs if p["direction"] == d] for d in ("helps", "hurts")}
+            break
+    assert expected, "no training sample with both helped and hurt test samples"
+    at = open_explore(monkeypatch, ws, model["id"], {"model": model["id"], "ids": [i]})
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "test id" in d.value.columns)
+    for direction, ids in expected.items():
+        assert table[table["direction"] == direction]["test id"].tolist() == ids
+    assert (table["train id"] == i).all()
+    said = next(m.value for m in at.markdown if m.value.startswith(f"Without training image #{i},"))
+    assert all(f"#{j}" in said for j in expected["helps"])
+    assert at.get("download_button"), "the table is offered as a CSV download"
+
+
+def test_sample_panel_says_which_command_makes_influence(monkeypatch, explored):
+    ws, model = explored["ws"], explored["model"]
+    at = open_explore(monkeypatch, ws, model["id"], {"model": model["id"], "ids": [12]})
+    assert not at.exception
+    assert any(f"memorize {model['id']} --exact" in c.value for c in at.caption)

@@ -38,15 +38,18 @@ if not maps and len(labels) <= PREVIEW_LIMIT:
 c_map, c_new = st.columns([3, 1], vertical_alignment="bottom")
 chosen = c_map.selectbox("Map", maps, format_func=lambda m: f"{m['method'].upper()} · seed {m['seed']} · {m['id']}",
                          key=f"map_pick-{rec['id']}") if maps else None
-with c_new.popover("Compute a map", use_container_width=True):
-    method = st.selectbox("Method", list(embeddings.METHODS), format_func=str.upper,
-                          help=" · ".join(embeddings.METHODS.values()))
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0)
-    st.caption(f"Runs as a job: UMAP takes about half a minute for {len(labels):,} samples here (longer the first "
-               "time, while it compiles).")
-    if st.button("Compute", type="primary"):
-        ui.launch(ws, ["embed", rec["id"], "--method", method, "--seed", str(seed)],
-                  f"{method.upper()} map of {rec['name']}", "embed_job")
+# Drawn only when opened (as the by-rule form below): a page's first visit renders fewer widgets.
+compute_map = c_new.popover("Compute a map", use_container_width=True, key="explore_compute_map", on_change="rerun")
+if compute_map.open:
+    with compute_map:
+        method = st.selectbox("Method", list(embeddings.METHODS), format_func=str.upper,
+                              help=" · ".join(embeddings.METHODS.values()))
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0)
+        st.caption(f"Runs as a job: UMAP takes about half a minute for {len(labels):,} samples here (longer the "
+                   "first time, while it compiles).")
+        if st.button("Compute", type="primary"):
+            ui.launch(ws, ["embed", rec["id"], "--method", method, "--seed", str(seed)],
+                      f"{method.upper()} map of {rec['name']}", "embed_job")
 ui.job_status(ws, "embed_job")
 if chosen is None:
     st.info(f"No map of this model yet ({len(labels):,} samples): compute one with **Compute a map**.")
@@ -55,6 +58,7 @@ smap = ui.stored_map(ws_path, chosen["id"])
 
 # -- how it looks -------------------------------------------------------------------------------
 available = ui.available_scores(ws, rec)
+exact_rec = artifacts.latest_scores(ws, rec["id"]).get("exact")  # its subset models give influence
 flipped = np.zeros(len(labels), bool)
 flipped[ds.flipped] = True
 options = selection.colourings(labels, smap.pred, n_train, ds.classes, flipped, available)
@@ -160,6 +164,62 @@ def sample_panel(i: int) -> None:
     near = embeddings.neighbours(smap.xy, i, 8, among=rows)
     st.caption("Nearest on the map")
     st.image([image_of(j) for j in near], caption=[caption(j) for j in near], width=88)
+    if i < n_train:
+        influence_panel(i)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def influence_of(ws_path: str, score_id: str, i: int, k: int) -> tuple[list[dict], int] | None:
+    """Training sample i's most helped and hurt test samples and the number of subset models, from
+    the exact score set's masks and test correctness (None without the latter); one row's worth
+    of work, cached per score set and sample."""
+    arrays = ui.score_set(ws_path, score_id)[1]
+    if "test_correct" not in arrays:
+        return None
+    return selection.influence_pairs(arrays["masks"], arrays["test_correct"], i, k), len(arrays["masks"])
+
+
+def influence_panel(i: int) -> None:
+    """The test samples training sample i helps and hurts most (Feldman & Zhang's influence),
+    with their images, from the subset models of the model's exact memorization."""
+    st.markdown("**Influence on test samples**")
+    if exact_rec is None:
+        st.caption(f"Influence needs the subset models of an exact memorization: `python -m explorer memorize "
+                   f"{rec['id']} --exact` (or **Compute exact** on the Memorization page) makes them.")
+        return
+    c_k, _ = st.columns([1, 3])
+    k = int(c_k.number_input("Test samples per side", 1, 50, 5, key="influence_k"))
+    found = influence_of(ws_path, exact_rec["id"], i, k)
+    if found is None:
+        st.caption(f"Score set {exact_rec['id']} predates the subset models' test correctness: rerun "
+                   f"`python -m explorer memorize {rec['id']} --exact` to see influence.")
+        return
+    pairs, n_models = found
+    st.markdown(selection.influence_sentence(i, pairs, n_models))
+    if not pairs:
+        return
+    for column, direction, title in zip(st.columns(2), ("helps", "hurts"), ("Helped most", "Hurt most")):
+        side = [p for p in pairs if p["direction"] == direction]
+        column.caption(f"{title} (influence = right with it − right without it)")
+        if side:
+            with column:
+                ui.gallery(ds, [p["test_id"] for p in side], [
+                    f"#{p['test_id']} · {ds.classes[labels[n_train + p['test_id']]]} · {p['influence']:+.2f}"
+                    for p in side], split="test")
+    table = pd.DataFrame([{
+        "direction": p["direction"], "rank": p["rank"], "train id": i, "test id": p["test_id"],
+        "test label": ds.classes[labels[n_train + p["test_id"]]],
+        "predicted": ds.classes[int(smap.pred[n_train + p["test_id"]])],
+        "influence": p["influence"], "right with it": p["right_with"], "right without it": p["right_without"]}
+        for p in pairs])
+    st.dataframe(table, hide_index=True, column_config={
+        "predicted": st.column_config.TextColumn(help="by this model"),
+        "influence": st.column_config.NumberColumn(format="%+.3f"),
+        "right with it": st.column_config.NumberColumn(format="percent", help="share of the subset models trained "
+                                                       "with this training sample that get the test sample right"),
+        "right without it": st.column_config.NumberColumn(format="percent")})
+    st.download_button("Download as CSV", table.to_csv(index=False), f"influence-{exact_rec['id']}-train{i}.csv",
+                       "text/csv", key="influence_csv")
 
 
 def selection_panel(sel: np.ndarray, n_test: int) -> None:
@@ -243,15 +303,18 @@ def selection_shown() -> None:
         st.info("Nothing selected yet: drag a lasso or a box on the map, or click a point to open that sample.")
 
 
+# theme=None: the map carries its own look and no template, so Streamlit's re-render right after
+# the first draw, and after each lasso, does not make plotly draw every point again (plots.sample_map).
 st.plotly_chart(figure, key=chart_key, on_select=remember_selection, selection_mode=("points", "box", "lasso"),
-                config={"scrollZoom": True, "displaylogo": False})
+                theme=None, config={"scrollZoom": True, "displaylogo": False})
 selection_shown()
 
 # -- forget sets by rule, and the list ------------------------------------------------------------
 st.divider()
 st.subheader("Forget sets")
-with st.expander("Build a forget set by rule"):
-    with st.form("by_rule"):
+by_rule = st.expander("Build a forget set by rule", key="explore_by_rule", on_change="rerun")
+if by_rule.open:  # drawn only when opened
+    with by_rule, st.form("by_rule"):
         c1, c2, c3 = st.columns(3)
         strategy = c1.selectbox("Strategy", ["random", "class", *choice.BY_SCORE],
                                 help="low / mid / high: the N least memorized, the N closest to the middle, the N "

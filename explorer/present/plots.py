@@ -78,9 +78,36 @@ def histogram(values: np.ndarray, labels: np.ndarray | None = None, xlabel: str 
 
 
 MAP_GRID = 60_000  # sample_map's positions: integers 0 … MAP_GRID (uint16)
+MAP_FONT = '"Source Sans", sans-serif'  # Streamlit's, since the map is drawn without its theme
 
 # Pale for unmemorized, dark red for memorized: the samples that matter stand out on white.
 MEMORIZATION_SCALE = [[0.0, "#9fb3c8"], [0.4, "#6baed6"], [0.7, "#f28e2b"], [1.0, "#9b1d20"]]
+
+
+def _wire(values: np.ndarray, plain: bool):
+    """A map's array as the figure sends it: a plain list (`plain`), else the numpy array, which
+    plotly writes as a typed binary array (base64)."""
+    return values.tolist() if plain else values
+
+
+def _revision(*arrays) -> str:
+    """A short digest of a figure's arrays, for layout.datarevision: it changes with the data."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+def _right_margin(colour_name: str, categories: Sequence[str] | None, legend: bool) -> int:
+    """Pixels right of the map for its colour bar or legend: fixed, so the first draw is the only
+    one (a margin that grows to fit them makes plotly draw every point again)."""
+    bar = 100 if categories is None else 0  # the colour bar: its bar, tick labels and upright title
+    names = [str(c) for c in categories] if categories is not None else ["forget set"] if legend else []
+    if not names:
+        return bar
+    return max(bar, 60 + 7 * max(len(n) for n in [*names, colour_name]))  # a legend row: symbol, ~7 px a character
 
 
 def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.ndarray, colour_name: str,
@@ -96,10 +123,17 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
     # What a lasso costs grows with what each point carries: the browser copies every array value
     # of every selected point into the selection, turns each key to snake_case one by one, and
     # sends it to the server, which parses it (50,000 points: megabytes). So each point holds one
-    # id (custom_data) and its label as text, and its position on a 0 … 60,000 grid, the same
-    # scale on both axes (the axes show no numbers; a grid step is far under a pixel): "x":31234,
-    # not "x":3.4323723316192627. Typed binary arrays (uint16 positions, float32 colours, int32
-    # ids) keep a 60,000-point map near 1 MB on the wire.
+    # id (custom_data) and its label as text, its position on a 0 … 60,000 grid, the same scale
+    # on both axes (the axes show no numbers; a grid step is far under a pixel): "x":31234, not
+    # "x":3.4323723316192627, and its colour to 3 decimals.
+    #
+    # Up to SVG_POINTS the arrays go as plain lists with a layout.datarevision. Plotly.react,
+    # which Streamlit calls right after the first draw (to re-apply its theme) and after every
+    # lasso (the selection's relayout), compares data arrays with Array.isArray, false for typed
+    # arrays: a typed-array map is drawn again each time, point by point in SVG. With plain lists
+    # and an unchanged datarevision it is not. Beyond SVG_POINTS, typed binary arrays (uint16
+    # positions, float32 colours, int32 ids) keep a 60,000-point map near 1 MB on the wire, and
+    # its plain lists would cost the server over a second to build.
     xy = np.asarray(xy, np.float64)
     if len(xy):
         lo = xy.min(0)
@@ -107,38 +141,52 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
         xy = np.rint((xy - lo) * (MAP_GRID / extent)).astype(np.uint16)
     colour, meta = np.asarray(colour), np.asarray(ids).astype(np.int32)
     text = np.asarray(labels).astype(str)
+    plain = len(xy) <= SVG_POINTS
     hover = "id %{customdata}<br>label %{text}"
     marker = dict(size=size, opacity=opacity)
     trace = _scatter(len(xy))
+
+    def points(rows: np.ndarray, **kw):
+        return trace(x=_wire(xy[rows, 0], plain), y=_wire(xy[rows, 1], plain), mode="markers",
+                     customdata=_wire(meta[rows], plain), text=_wire(text[rows], plain), **kw)
+
     fig = go.Figure()
     if categories is not None:
         for code in np.unique(colour):
-            mask = colour == code
-            fig.add_trace(trace(
-                x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=str(categories[code]), customdata=meta[mask], text=text[mask],
-                marker=dict(**marker, color=CLASS_COLOURS[code % len(CLASS_COLOURS)]),
-                hovertemplate=f"{hover}<br>{colour_name} {categories[code]}<extra></extra>"))
+            fig.add_trace(points(np.flatnonzero(colour == code), name=str(categories[code]),
+                                 marker=dict(**marker, color=CLASS_COLOURS[code % len(CLASS_COLOURS)]),
+                                 hovertemplate=f"{hover}<br>{colour_name} {categories[code]}<extra></extra>"))
     else:
         finite = np.isfinite(colour)
         if not finite.all():
-            fig.add_trace(trace(
-                x=xy[~finite, 0], y=xy[~finite, 1], mode="markers", name="no value",
-                customdata=meta[~finite], text=text[~finite], marker=dict(**marker, color="#bbbbbb"),
-                hovertemplate=f"{hover}<br>{colour_name}: none<extra></extra>"))
+            fig.add_trace(points(np.flatnonzero(~finite), name="no value", marker=dict(**marker, color="#bbbbbb"),
+                                 hovertemplate=f"{hover}<br>{colour_name}: none<extra></extra>"))
         order = np.flatnonzero(finite)[np.argsort(colour[finite], kind="stable")]
-        fig.add_trace(trace(
-            x=xy[order, 0], y=xy[order, 1], mode="markers", name=colour_name,
-            marker=dict(**marker, color=colour[order].astype(np.float32), colorscale=MEMORIZATION_SCALE,
-                        showscale=True, colorbar=dict(title=dict(text=colour_name, side="right"), thickness=14)),
-            customdata=meta[order], text=text[order],
+        values = np.round(colour[order], 3).astype(np.float32)
+        fig.add_trace(points(
+            order, name=colour_name,
+            marker=dict(**marker, color=_wire(values, plain), colorscale=MEMORIZATION_SCALE, showscale=True,
+                        colorbar=dict(title=dict(text=colour_name, side="right"), thickness=14)),
             hovertemplate=f"{hover}<br>{colour_name} %{{marker.color:.3f}}<extra></extra>"))
-    if highlight is not None and len(highlight):
-        fig.add_trace(trace(x=xy[highlight, 0], y=xy[highlight, 1], mode="markers", name="forget set",
-                                   marker=dict(color="rgba(0,0,0,0)", size=size + 5, line=dict(color="black", width=1.5)),
-                                   hoverinfo="skip"))
-    return _style(fig, height=600, dragmode="lasso", xaxis=dict(title=axes[0], showticklabels=False),
-                  yaxis=dict(title=axes[1], showticklabels=False), legend=dict(title=colour_name, itemsizing="constant"),
-                  showlegend=categories is not None or (highlight is not None and len(highlight) > 0))
+    outlined = highlight is not None and len(highlight) > 0
+    if outlined:
+        fig.add_trace(trace(x=_wire(xy[highlight, 0], plain), y=_wire(xy[highlight, 1], plain), mode="markers",
+                            name="forget set", hoverinfo="skip",
+                            marker=dict(color="rgba(0,0,0,0)", size=size + 5, line=dict(color="black", width=1.5))))
+    axis = dict(showticklabels=False, automargin=False, showgrid=False, zeroline=False, showline=True, mirror=True,
+                linecolor="rgba(128,128,128,0.35)")
+    fig = _style(fig, height=600, dragmode="lasso", font=dict(family=MAP_FONT, size=12, color="#808495"),
+                 paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
+                 margin=dict(t=30, b=40, l=50, r=_right_margin(colour_name, categories, outlined), autoexpand=False),
+                 datarevision=_revision(xy, colour, meta, text, np.asarray([] if highlight is None else highlight)),
+                 xaxis=dict(title=axes[0], **axis), yaxis=dict(title=axes[1], **axis),
+                 legend=dict(title=colour_name, itemsizing="constant", bgcolor="rgba(0,0,0,0)"),
+                 showlegend=categories is not None or outlined)
+    # No template: Plotly.react takes any template, even an equal one, as a change that redraws
+    # everything. The figure carries its own look instead; show it with theme=None, since
+    # Streamlit's theme is applied as a template.
+    fig.layout.template = None
+    return fig
 
 
 def class_counts(selected: np.ndarray, everything: np.ndarray, class_names: Sequence[str]) -> go.Figure:

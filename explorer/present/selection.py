@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..evaluation import influence
 from ..memorization import scores
 
 
@@ -106,3 +107,44 @@ def percentile(values: np.ndarray, i: int) -> float:
     """Share of samples with a value at most sample i's (NaN-free), as a percentage."""
     finite = values[np.isfinite(values)]
     return float((finite <= values[i]).mean() * 100) if np.isfinite(values[i]) and len(finite) else float("nan")
+
+
+def influence_pairs(masks: np.ndarray, test_correct: np.ndarray, i: int, k: int = 5) -> list[dict]:
+    """The `k` test samples training sample i helps most and the `k` it hurts most
+    (influence.top_pairs on row i alone: one K × m product), each row with the share of the
+    subset models trained with i that get the test sample right (`right_with`) and of those
+    trained without it (`right_without`): influence = right_with − right_without."""
+    rows = influence.top_pairs(masks, test_correct, k, rows=[i])
+    if rows:
+        with_i = np.asarray(masks, bool)[:, i]
+        ids = [r["test_id"] for r in rows]
+        correct = np.asarray(test_correct)[:, ids].astype(np.float64)
+        for r, a, b in zip(rows, correct[with_i].mean(0), correct[~with_i].mean(0)):
+            r["right_with"], r["right_without"] = float(a), float(b)
+    return rows
+
+
+def _ids(rows: list[dict]) -> str:
+    ids = [f"#{r['test_id']}" for r in rows]
+    return ids[0] if len(ids) == 1 else f"{', '.join(ids[:-1])} and {ids[-1]}"
+
+
+def influence_sentence(i: int, rows: list[dict], n_models: int) -> str:
+    """influence_pairs in plain words: what the test samples would lose (or gain) without i."""
+    helps = [r for r in rows if r["direction"] == "helps"]
+    hurts = [r for r in rows if r["direction"] == "hurts"]
+    if not rows:
+        return (f"Across the {n_models} subset models, training sample #{i} changes no test sample's correctness: "
+                "the models trained with it and those trained without it get the same test samples right.")
+    said = []
+    if helps:
+        top = helps[0]
+        said.append(f"Without training image #{i}, test images {_ids(helps)} would be misclassified more often: "
+                    f"test image #{top['test_id']} is right in {top['right_with']:.0%} of the subset models trained with "
+                    f"it and in {top['right_without']:.0%} of those trained without it.")
+    if hurts:
+        top = hurts[0]
+        said.append(f"It hurts test images {_ids(hurts)}: without it they would be right more often "
+                    f"(test image #{top['test_id']}: right in {top['right_with']:.0%} of the models with it, "
+                    f"{top['right_without']:.0%} without).")
+    return " ".join(said) + f" From the {n_models} subset models of the exact memorization."
