@@ -100,14 +100,10 @@ def _revision(*arrays) -> str:
     return digest.hexdigest()
 
 
-def _right_margin(colour_name: str, categories: Sequence[str] | None, legend: bool) -> int:
-    """Pixels right of the map for its colour bar or legend: fixed, so the first draw is the only
-    one (a margin that grows to fit them makes plotly draw every point again)."""
-    bar = 100 if categories is None else 0  # the colour bar: its bar, tick labels and upright title
-    names = [str(c) for c in categories] if categories is not None else ["forget set"] if legend else []
-    if not names:
-        return bar
-    return max(bar, 60 + 7 * max(len(n) for n in [*names, colour_name]))  # a legend row: symbol, ~7 px a character
+def _right_margin(names: Sequence[str]) -> int:
+    """Pixels right of the map for a legend of `names` (a colour bar without): fixed, so the first
+    draw is the only one (a margin that grows to fit them makes plotly draw every point again)."""
+    return 60 + 7 * max(len(n) for n in names) if names else 100  # a row: symbol, ~7 px a character
 
 
 def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.ndarray, colour_name: str,
@@ -164,7 +160,7 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
         order = np.flatnonzero(finite)[np.argsort(colour[finite], kind="stable")]
         values = np.round(colour[order], 3).astype(np.float32)
         fig.add_trace(points(
-            order, name=colour_name,
+            order, name=colour_name, showlegend=False,  # its colour bar names it
             marker=dict(**marker, color=_wire(values, plain), colorscale=MEMORIZATION_SCALE, showscale=True,
                         colorbar=dict(title=dict(text=colour_name, side="right"), thickness=14)),
             hovertemplate=f"{hover}<br>{colour_name} %{{marker.color:.3f}}<extra></extra>"))
@@ -177,10 +173,15 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
                 linecolor="rgba(128,128,128,0.35)")
     fig = _style(fig, height=600, dragmode="lasso", font=dict(family=MAP_FONT, size=12, color="#808495"),
                  paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
-                 margin=dict(t=30, b=40, l=50, r=_right_margin(colour_name, categories, outlined), autoexpand=False),
+                 margin=dict(t=30, b=40, l=50, autoexpand=False,
+                             r=_right_margin([] if categories is None else [colour_name, *map(str, categories),
+                                                                            *(["forget set"] if outlined else [])])),
                  datarevision=_revision(xy, colour, meta, text, np.asarray([] if highlight is None else highlight)),
                  xaxis=dict(title=axes[0], **axis), yaxis=dict(title=axes[1], **axis),
-                 legend=dict(title=colour_name, itemsizing="constant", bgcolor="rgba(0,0,0,0)"),
+                 # Categories: a legend on the right. A score has its colour bar there, so the forget
+                 # set's legend entry sits above the map.
+                 legend=dict(title=colour_name, itemsizing="constant", bgcolor="rgba(0,0,0,0)") if categories is not None
+                 else dict(orientation="h", x=0, xanchor="left", y=1, yanchor="bottom", bgcolor="rgba(0,0,0,0)"),
                  showlegend=categories is not None or outlined)
     # No template: Plotly.react takes any template, even an equal one, as a change that redraws
     # everything. The figure carries its own look instead; show it with theme=None, since
