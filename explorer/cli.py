@@ -383,8 +383,6 @@ def evaluate_(
 
     def prepare():
         parsed = json_object(params, "--params", unlearning.ParamError)
-        if preset is not None and preset not in unlearning.presets.PRESETS:
-            raise unlearning.ParamError(f"unknown preset {preset!r}; choose one of {', '.join(unlearning.presets.PRESETS)}")
         evaluate_mod.check(method, parsed, models_, preset)
         return parsed, devices.resolve(device)
 

@@ -47,6 +47,8 @@ def check(method_name: str, params: dict, n: int, preset: str | None) -> None:
     """Refuse bad input in one line before any work."""
     if n < 4:
         raise UserError(f"--models must be at least 4 (ε needs a few models per side); got {n}")
+    if preset is not None and preset not in unlearning.presets.PRESETS:
+        raise unlearning.ParamError(f"unknown preset {preset!r}; choose one of {', '.join(unlearning.presets.PRESETS)}")
     if method_name == NONE:
         if params:
             raise UserError("--method none takes no --params: it is the original model, unchanged")
@@ -262,7 +264,7 @@ def evaluate(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, par
             got.append({key: z[key] for key in z.files})
     unl = {key: np.stack([g[key] for g in got]) for key in got[0]}
     progress(1.0, "scoring every forget sample")
-    result = score(unl, ref, n)
+    result = score(unl, ref)
     rec = ws.put("evaluation", {
         "name": f"{method_name} on {fs_rec['name']} (N = {n})", "model_id": model_rec["id"],
         "forget_set_id": fs_rec["id"], "method": method_name, "params": params, "preset": preset,
@@ -274,14 +276,14 @@ def evaluate(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, par
     return rec
 
 
-def score(unl: dict[str, np.ndarray], ref: dict[str, np.ndarray], n: int) -> dict:
+def score(unl: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict:
     """The evaluation's figures from the runs' and the oracles' φ and accuracies."""
     eps = forgetting.epsilons(unl["phi"], ref["phi"])
     top = forgetting.cap(len(unl["phi"]), len(ref["phi"]))
     points = forgetting.sample_scores(eps, top)
     f = float(points.mean())
     eps_point = forgetting.epsilons(unl["phi"], ref["phi"], confidence=None)
-    f_point = forgetting.forgetting_quality(eps_point, forgetting.cap(n, n, confidence=None))
+    f_point = forgetting.forgetting_quality(eps_point, forgetting.cap(len(unl["phi"]), len(ref["phi"]), confidence=None))
     means = {f"{who}_{k}": float(src[k].mean()) for who, src in (("unlearned", unl), ("retrained", ref))
              for k in ("acc_retain", "acc_forget", "acc_test")}
     adjusted = forgetting.utility_adjusted(f, means["unlearned_acc_retain"], means["unlearned_acc_test"],
