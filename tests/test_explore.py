@@ -96,6 +96,17 @@ def test_umap_is_seeded():
     assert embeddings.project(feats, "tsne", seed=1).shape == (120, 2)
 
 
+def test_umap_keeps_neighbourhoods():
+    """The map is drawn from exact neighbours computed here (not umap-learn's slow small-data
+    path): samples that are neighbours in feature space stay neighbours on the map."""
+    from sklearn.manifold import trustworthiness
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=6, size=(6, 16))
+    feats = (centres[rng.integers(0, 6, 300)] + rng.normal(size=(300, 16))).astype(np.float32)
+    assert trustworthiness(feats, embeddings.project(feats, "umap", seed=0), n_neighbors=10) > 0.9
+
+
 def test_neighbours_are_nearest_first():
     xy = np.array([[0.0, 0], [5, 0], [1, 0], [2, 0], [0.5, 0]])
     assert embeddings.neighbours(xy, 0, 3).tolist() == [4, 2, 3]

@@ -42,6 +42,29 @@ def _style(fig: go.Figure, **layout) -> go.Figure:
     return fig
 
 
+def _axis(n: int, letter: str) -> str:
+    """Plotly's name for the n-th subplot's axis (1-based): x, x2, x3, …"""
+    return letter if n == 1 else f"{letter}{n}"
+
+
+def _reference_lines(fig: go.Figure, lines: Sequence[tuple[int, float, str, str]], vertical: bool = False,
+                     dash: str = "dot") -> go.Figure:
+    """Dotted lines across a subplot, each with a label at its left end: (subplot, value, colour,
+    label). One layout update for them all: plotly's add_hline re-validates the whole layout per
+    line, which cost the Compare page 0.7 s for eight of them."""
+    shapes, notes = list(fig.layout.shapes or ()), list(fig.layout.annotations or ())
+    for n, value, colour, label in lines:
+        along, across = ("y", "x") if vertical else ("x", "y")
+        shapes.append({"type": "line", f"{along}ref": f"{_axis(n, along)} domain", f"{along}0": 0, f"{along}1": 1,
+                       f"{across}ref": _axis(n, across), f"{across}0": value, f"{across}1": value,
+                       "line": {"color": colour, "dash": dash, "width": 2 if vertical else 1.5}})
+        if label:
+            notes.append({"text": label, "showarrow": False, "font": {"color": colour},
+                          f"{along}ref": f"{_axis(n, along)} domain", along: 0, f"{along}anchor": "left",
+                          f"{across}ref": _axis(n, across), across: value, f"{across}anchor": "bottom"})
+    return fig.update_layout(shapes=shapes, annotations=notes)
+
+
 def training_curves(log: Sequence[Mapping]) -> go.Figure:
     """Loss and accuracy per epoch, side by side."""
     epochs = [row["epoch"] for row in log]
@@ -295,8 +318,7 @@ def auroc_bars(aurocs: Mapping[str, float]) -> go.Figure:
     names = list(aurocs)
     fig = go.Figure(go.Bar(x=names, y=[aurocs[n] for n in names], text=[f"{aurocs[n]:.3f}" for n in names],
                            textposition="outside"))
-    fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance (0.5)", annotation_position="bottom left",
-                  annotation_font_color="#444")
+    _reference_lines(fig, [(1, 0.5, "#444", "chance (0.5)")])
     return _style(fig, yaxis=dict(range=[0, 1.08], title="AUROC for finding flipped labels"), height=340)
 
 
@@ -326,10 +348,8 @@ def metric_bars(rows: Sequence[Mapping], metric: str, label: str, original: floa
                            marker_color=PALETTE["unlearned"],
                            text=[f"{r[metric]:.3f}" if r.get(metric) is not None else "—" for r in rows],
                            textposition="outside"))
-    for name, value in (("original", original), ("oracle", oracle)):
-        if value is not None:
-            fig.add_hline(y=value, line_dash="dot", line_color=PALETTE[name], annotation_text=f"{name} {value:.3f}",
-                          annotation_position="top left", annotation_font_color=PALETTE[name])
+    _reference_lines(fig, [(1, value, PALETTE[name], f"{name} {value:.3f}")
+                           for name, value in (("original", original), ("oracle", oracle)) if value is not None])
     return _style(fig, title=dict(text=label, font=dict(size=14), x=0.5, xanchor="center"), height=320,
                   yaxis=dict(rangemode="tozero"), xaxis=dict(tickangle=-40), margin=dict(t=40, b=90, l=50, r=10))
 
@@ -344,16 +364,16 @@ def metric_panels(rows: Sequence[Mapping], metrics: Mapping[str, str], original:
                         horizontal_spacing=0.08)
     fig.update_annotations(font_size=14)  # the panel titles (the reference lines' labels come after)
     names = [f"{r['method']} · {r['run'][2:6]}" for r in rows]
+    lines = []
     for i, key in enumerate(keys):
         row, col = i // cols + 1, i % cols + 1
         fig.add_trace(go.Bar(x=names, y=[r.get(key) for r in rows], marker_color=PALETTE["unlearned"], name=metrics[key],
                              text=[f"{r[key]:.3f}" if r.get(key) is not None else "—" for r in rows],
                              textposition="outside", showlegend=False), row, col)
-        for who, values in (("original", original), ("oracle", oracle)):
-            value = (values or {}).get(key)
-            if value is not None:
-                fig.add_hline(y=value, line_dash="dot", line_color=PALETTE[who], annotation_text=f"{who} {value:.3f}",
-                              annotation_position="top left", annotation_font_color=PALETTE[who], row=row, col=col)
+        lines += [(i + 1, values[key], PALETTE[who], f"{who} {values[key]:.3f}")
+                  for who, values in (("original", original), ("oracle", oracle))
+                  if values and values.get(key) is not None]
+    _reference_lines(fig, lines)
     fig.update_yaxes(rangemode="tozero")
     fig.update_xaxes(tickangle=-40)
     return _style(fig, height=330 * n_rows, margin=dict(t=40, b=90, l=50, r=10))
@@ -425,8 +445,9 @@ def loss_distributions(groups: Mapping[str, Mapping[str, np.ndarray]], threshold
             fig.add_trace(go.Histogram(x=np.log10(np.clip(values, 1e-6, None)), name=part, legendgroup=part,
                                        showlegend=col == 1, histnorm="probability", nbinsx=40, opacity=0.55,
                                        marker_color=colours[part]), 1, col)
-        if threshold is not None:
-            fig.add_vline(x=np.log10(max(threshold, 1e-6)), line_dash="dash", line_color="#333", row=1, col=col)
+    if threshold is not None:
+        _reference_lines(fig, [(col, float(np.log10(max(threshold, 1e-6))), "#333", "") for col in range(1, len(groups) + 1)],
+                         vertical=True, dash="dash")
     fig.update_xaxes(title_text="log₁₀ loss")
     return _style(fig, barmode="overlay", height=320, yaxis_title="share of samples",
                   legend=dict(orientation="h", y=1.18))
