@@ -258,6 +258,14 @@ def test_auto_measures_once_and_a_resume_picks_the_same_engine(tmp_path, monkeyp
     assert engine == first.engine and "measured" in why and "sequential" in why
 
 
+def test_auto_takes_fused_only_when_clearly_faster():
+    """Fused trains on shared batches (another algorithm): a near tie goes to batched."""
+    assert ensembles.pick({"sequential": 1e-3, "batched": 1.1e-4, "fused": 1e-4})[0] == "batched"
+    assert ensembles.pick({"sequential": 1e-3, "batched": 2e-4, "fused": 1e-4})[0] == "fused"
+    assert ensembles.pick({"sequential": 1e-4, "batched": 2e-4, "fused": 3e-4})[0] == "sequential"
+    assert "within" in ensembles.pick({"batched": 1.1e-4, "fused": 1e-4})[1]
+
+
 def test_blocks_train_one_model_at_a_time():
     rec = {"arch": "mlp", "recipe": {**training.Recipe(epochs=2).as_meta(), "blocks": 4}}
     assert memorize.resolve(ExactConfig(), rec, CPU).engine == "sequential"

@@ -28,6 +28,7 @@ from . import checkpoints, embed, forget_sets, memorize, runs
 
 NAME = "demo"
 MIX_SIZE, FORGET_CLASS = 75, 3
+DEMO_CHUNK = 64  # the digits MLP's models per chunk: 64 at once train 10% faster than 32 (bench memorization)
 METHODS = ("finetune", "neggrad_plus", "salun", "rum")  # on the mix; mnemonic on the class
 
 
@@ -50,7 +51,8 @@ def run(ws: Workspace, device: torch.device, progress: Progress = no_progress, m
     model = found[-1] if found else checkpoints.train(ws, spec, arch, recipe, device,
                                                       stage(progress, 0.0, 0.1, "training"), name=f"{NAME} {arch}")
     exact = artifacts.latest_scores(ws, model["id"]).get("exact") or memorize.exact(  # any exact estimate is reused
-        ws, model, ExactConfig(models=models), device, stage(progress, 0.1, 0.45, "exact memorization"))
+        ws, model, ExactConfig(models=models, chunk=min(models, DEMO_CHUNK)), device,
+        stage(progress, 0.1, 0.45, "exact memorization"))
     missing = [p for p in proxies.ALL if p not in artifacts.latest_scores(ws, model["id"])]
     if missing:
         memorize.compute_proxies(ws, model, missing, device, stage(progress, 0.45, 0.5, "proxies"))

@@ -83,7 +83,7 @@ class Ensemble:
         B = x.shape[1] if own else x.shape[0]
         # Layouts: "shared" (B, …) · "own" (K, B, …) · "wide" (B, K·C, H, W), model k's channels
         # one block · "flat" (B, K, F).
-        h, layout = x, "own" if own else "shared"
+        h, layout, fresh = x, "own" if own else "shared", False
         for i, mod in enumerate(self.layers):
             if isinstance(mod, nn.Conv2d):
                 w, b = self.weights[i]
@@ -91,24 +91,25 @@ class Ensemble:
                     h = h.transpose(0, 1).reshape(B, K * h.shape[2], *h.shape[3:])
                 h = F.conv2d(h, w.flatten(0, 1), None if b is None else b.flatten(), mod.stride, mod.padding,
                              mod.dilation, groups=1 if layout == "shared" else K)
-                layout = "wide"
+                layout, fresh = "wide", True
             elif isinstance(mod, nn.Linear):
                 w, b = self.weights[i]
                 if layout == "shared":  # one wide matmul: (B, d) @ (d, K·h)
                     wt = w.flatten(0, 1).t()
-                    h = (h @ wt if b is None else torch.addmm(b.flatten(), h, wt)).view(B, K, -1)
-                else:  # one batched matmul over the models: (K, B, d) @ (K, d, h)
-                    hk = h if layout == "own" else h.transpose(0, 1)
-                    wt = w.transpose(1, 2)
-                    h = (hk @ wt if b is None else torch.baddbmm(b.unsqueeze(1), hk, wt)).transpose(0, 1)
-                layout = "flat"
+                    h, layout = (h @ wt if b is None else torch.addmm(b.flatten(), h, wt)).view(B, K, -1), "flat"
+                else:  # one batched matmul over the models, on (K, B, d)
+                    h, layout = per_model_linear(h if layout == "own" else h.transpose(0, 1), w, b), "own"
+                fresh = True
             elif isinstance(mod, nn.Flatten):
                 h = {"shared": lambda: h.flatten(1), "own": lambda: h.flatten(2),
                      "wide": lambda: h.reshape(B, K, -1), "flat": lambda: h}[layout]()
+                layout = "flat" if layout == "wide" else layout
+            elif isinstance(mod, nn.ReLU) and fresh:  # in place on a layer's own output: one tensor less
+                h, fresh = torch.relu_(h), False
             elif layout == "own" and h.dim() == 5:  # pooling takes (N, C, H, W)
-                h = mod(h.flatten(0, 1)).unflatten(0, (K, B))
+                h, fresh = mod(h.flatten(0, 1)).unflatten(0, (K, B)), False
             else:
-                h = mod(h)
+                h, fresh = mod(h), False
         if layout == "flat":
             return h
         return h.transpose(0, 1) if layout == "own" else h.unsqueeze(1).expand(B, K, *h.shape[1:])
@@ -121,6 +122,37 @@ class Ensemble:
                 if b is not None:
                     template[i].bias.copy_(b[k])
         return template
+
+
+class _PerModelLinear(torch.autograd.Function):
+    """x (K, B, i) → x_k @ w_kᵀ + b_k (K, B, o), w in nn.Linear's (K, o, i) layout. Autograd's own
+    backward of a bmm forms the weight gradient as xᵀ·g (K, i, o) and transposes it; g ᵀ·x gives
+    it in w's layout directly, 3× faster on a CPU for a 10-class output layer."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        kind = x.device.type
+        ctx.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
+        if torch.is_autocast_enabled(kind):  # the custom backward runs outside autocast: cast here
+            dtype = torch.get_autocast_dtype(kind)
+            x, w, b = x.to(dtype), w.to(dtype), None if b is None else b.to(dtype)
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        with torch.autocast(kind, enabled=False):
+            return torch.bmm(x, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        g = g.to(w.dtype)
+        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        gb = g.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return tuple(None if grad is None else grad.to(dtype) for grad, dtype in zip((gx, gw, gb), ctx.dtypes))
+
+
+def per_model_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return _PerModelLinear.apply(x, w, b)
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, sd_lambda: float = 0.0) -> torch.Tensor:
