@@ -207,6 +207,29 @@ def test_a_small_map_is_sent_so_that_plotly_draws_it_once():
     assert "bdata" in big["data"][0]["x"]  # a large map stays binary: plain lists would cost the server seconds
 
 
+def test_every_chart_of_the_pages_is_sent_so_that_plotly_draws_it_once():
+    """What the map does, for every other chart (views/ui.chart): plain lists, a datarevision that
+    follows the data, no template, and the template's colours kept."""
+    import json
+
+    import plotly.io as pio
+
+    from explorer.present import plots
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random(400), rng.random(400)
+    sent = lambda fig: json.loads(pio.to_json(fig, validate=False))  # noqa: E731
+    spec = sent(plots.steady(plots.score_vs_score(x, y, np.arange(400), np.zeros(400, int), "a", "b")))
+    assert "template" not in spec["layout"] and spec["layout"]["colorway"][0] == "#636efa"
+    assert all(isinstance(t[k], list) for t in spec["data"] for k in ("x", "y", "customdata"))
+    revision = lambda a, b: sent(plots.steady(plots.score_vs_score(a, b, np.arange(400), np.zeros(400, int), "a", "b"))  # noqa: E731
+                                 )["layout"]["datarevision"]
+    assert revision(x, y) == spec["layout"]["datarevision"] != revision(y, x)
+    panels = sent(plots.steady(plots.metric_panels([{"method": "m", "run": "r-1234", "acc": 0.5}], {"acc": "acc"},
+                                                   {"acc": 1.0}, {"acc": 0.4})))
+    assert [a["text"] for a in panels["layout"]["annotations"]][-2:] == ["original 1.000", "oracle 0.400"]
+
+
 # -- the page -------------------------------------------------------------------------------------
 
 def open_explore(monkeypatch, ws: Workspace, model_id: str, selected: dict | None = None) -> AppTest:

@@ -76,18 +76,18 @@ if repeated:
 runs_rows = [row for row in shown_rows if not row["run"].startswith("(")]
 ref = shown[0]
 st.subheader("Against the references")
-st.plotly_chart(plots.metric_panels(runs_rows, {k: METRICS[k][0] for k in ("acc_forget", "acc_retain", "acc_test",
+ui.chart(st, plots.metric_panels(runs_rows, {k: METRICS[k][0] for k in ("acc_forget", "acc_retain", "acc_test",
                                                                           "mia_efficacy")},
                                     ref["original"], ref["oracle"]), key="bars")
 if ref["oracle"] is not None:
-    st.plotly_chart(plots.tow_vs_seconds(runs_rows), key="tow_seconds")
+    ui.chart(st, plots.tow_vs_seconds(runs_rows), key="tow_seconds")
     st.caption("Up and to the left is better: as close to the oracle as possible, as fast as possible. "
                "Use the camera icon on any chart to save it as a PNG.")
 every_row = [row for row in comparison.rows(ws, all_runs) if not row["run"].startswith("(")]
 if len({f"{row['unlearning_error']:.3g}" for row in every_row if row.get("unlearning_error") is not None}) > 1:
     st.markdown("**Unlearning error against verification error**, every run of every model: models trained with the "
                 "SD loss (`--sd-lambda`) should sit lower on both.")
-    st.plotly_chart(plots.error_vs_verification(every_row), key="error_vs_verification")
+    ui.chart(st, plots.error_vs_verification(every_row), key="error_vs_verification")
 
 # -- forgetting quality, per sample ---------------------------------------------------------------
 evaluations = ws.find("evaluation", model_id=pick_model, forget_set_id=pick_fs)[::-1]
@@ -105,11 +105,11 @@ else:
     st.dataframe(pd.DataFrame(ev_rows), hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
                                 ("F", "F low", "F high", "F (point)", "score", "test acc", "retrained test acc", "ToW (runs)")})
-    st.plotly_chart(plots.forgetting_quality(ev_rows), key="forgetting_quality")
+    ui.chart(st, plots.forgetting_quality(ev_rows), key="forgetting_quality")
     mem = artifacts.memorization_of(ws, models_by_id[pick_model])
     points = comparison.epsilon_points(evaluations, None if mem is None else mem[1])
     if mem is not None:
-        st.plotly_chart(plots.epsilon_vs_memorization(points, scores.oriented_name(mem[0])), key="eps_vs_mem")
+        ui.chart(st, plots.epsilon_vs_memorization(points, scores.oriented_name(mem[0])), key="eps_vs_mem")
         st.caption("Each forget sample's ε against its memorization, one colour per method: memorized samples are the "
                    "hard ones to forget (the RUM paper), so a method that forgets them well sits low on the right.")
     st.download_button("Per-sample ε as CSV", pd.DataFrame(points).to_csv(index=False), "epsilons.csv", "text/csv")
@@ -150,7 +150,7 @@ def a_against_b() -> None:
     ds = ui.dataset(ws, model_rec)
     forget = np.asarray(sets_by_id[pick_fs]["ids"])
     flipped = np.isin(forget, ds.flipped) if len(ds.flipped) else None
-    st.plotly_chart(plots.score_vs_score(sa["unlearned_train_confidence"][forget], sb["unlearned_train_confidence"][forget],
+    ui.chart(st, plots.score_vs_score(sa["unlearned_train_confidence"][forget], sb["unlearned_train_confidence"][forget],
                                          forget, ds.y_train.numpy()[forget], f"A ({a['method']}) confidence",
                                          f"B ({b['method']}) confidence", flipped), key="ab_samples")
     st.caption("Each forget sample's true-label confidence after A (x) and after B (y): off the diagonal, the two "
@@ -160,11 +160,11 @@ def a_against_b() -> None:
            f"B: {b['method']}": comparison.class_accuracies(sb, y_test, ds.num_classes)["unlearned"]}
     if "oracle_test_pred" in sa:
         acc["oracle"] = comparison.class_accuracies(sa, y_test, ds.num_classes)["oracle"]
-    st.plotly_chart(plots.class_accuracy_bars(acc, ds.classes), key="ab_classes")
+    ui.chart(st, plots.class_accuracy_bars(acc, ds.classes), key="ab_classes")
     if st.toggle("Show A's and B's maps", help="Penultimate features of the two unlearned models, through one PCA "
                  "fitted on A's: where did each put the forget set?", key="ab_maps_on"):
         xy_a, xy_b = ab_maps(ws_path, a["id"], b["id"])
-        st.plotly_chart(plots.twin_maps(xy_a, xy_b, ds.y_train.numpy(), forget, ds.classes,
+        ui.chart(st, plots.twin_maps(xy_a, xy_b, ds.y_train.numpy(), forget, ds.classes,
                                         (f"A: {a['method']}", f"B: {b['method']}")), key="ab_twin")
 
 
@@ -198,14 +198,14 @@ def run_detail() -> None:
                      hide_index=True)
     if run["method"] == "deepobliviate" and details.get("residual") is not None:
         st.markdown("**Residual memory per retrained block** (DeepObliviate, as understood)")
-        st.plotly_chart(plots.residual_curve_figure(details), key="residual")
+        ui.chart(st, plots.residual_curve_figure(details), key="residual")
     if run["method"] == "deepobliviate" and m.get("requests"):
         st.markdown("**Per request** (speed-up: B / blocks retrained; accuracy right after the request)")
         st.dataframe(pd.DataFrame(m["requests"]), hide_index=True)
         each = details.get("requests") or []
         if len(each) > 1:
             r = st.number_input("Residual memory of request", 1, len(each), 1, key="residual_request")
-            st.plotly_chart(plots.residual_curve_figure(each[r - 1]), key="residual")
+            ui.chart(st, plots.residual_curve_figure(each[r - 1]), key="residual")
     if details.get("grid"):
         st.markdown("**λ grid on the codes** (data-free)")
         st.dataframe(pd.DataFrame(details["grid"]), hide_index=True)
@@ -243,7 +243,7 @@ def per_sample_tab(run, samples, ds, forget, score_name, memo) -> None:
         text += (" Right: the retain set's 100 most memorized samples: unlearning should leave them where they were "
                  "(on the diagonal); collateral forgetting shows as points below it.")
     st.caption(text + (f" Colour: {colour}." if colour else ""))
-    st.plotly_chart(plots.before_after_panels(panels, colour), key="before_after")
+    ui.chart(st, plots.before_after_panels(panels, colour), key="before_after")
 
 
 def mia_tab(run, samples, ds, forget, score_name, memo) -> None:
@@ -255,7 +255,7 @@ def mia_tab(run, samples, ds, forget, score_name, memo) -> None:
     start = float(np.clip(np.log10(best_t), lo, hi)) if np.isfinite(best_t) and best_t > 0 else lo
     log_t = st.slider("Attack threshold (log₁₀ loss)", lo, hi, start, 0.05,
                       help="The attacker calls a sample a member (trained on) when its loss is below the threshold.")
-    st.plotly_chart(plots.loss_distributions(groups, 10 ** log_t), key="loss_hist")
+    ui.chart(st, plots.loss_distributions(groups, 10 ** log_t), key="loss_hist")
     cols = st.columns(len(who))
     for col, w in zip(cols, who):
         acc = metrics.threshold_attack(groups[w]["forget"], groups[w]["test"], 10 ** log_t)
@@ -268,11 +268,11 @@ def mia_tab(run, samples, ds, forget, score_name, memo) -> None:
 
 def classes_tab(run, samples, ds, forget, score_name, memo) -> None:
     y_test = ds.y_test.numpy()
-    st.plotly_chart(plots.class_accuracy_bars(comparison.class_accuracies(samples, y_test, ds.num_classes), ds.classes),
+    ui.chart(st, plots.class_accuracy_bars(comparison.class_accuracies(samples, y_test, ds.num_classes), ds.classes),
                     key="class_acc")
     c1, c2 = st.columns(2)
     for col, w in ((c1, "original"), (c2, "unlearned")):
-        col.plotly_chart(plots.prediction_matrix(metrics.confusion(samples[f"{w}_test_pred"], y_test, ds.num_classes),
+        ui.chart(col, plots.prediction_matrix(metrics.confusion(samples[f"{w}_test_pred"], y_test, ds.num_classes),
                                                  ds.classes, f"test predictions · {w}"), key=f"confusion-{w}")
 
 
@@ -280,9 +280,9 @@ def maps_tab(run, samples, ds, forget, score_name, memo) -> None:
     if st.toggle("Show the twin maps", help="Penultimate features of the original and the unlearned model, through one "
                  "PCA fitted on the original's: did the forget set move?"):
         xy_before, xy_after = twin_maps(ws_path, run["id"])
-        st.plotly_chart(plots.twin_maps(xy_before, xy_after, ds.y_train.numpy(), forget, ds.classes), key="twin")
+        ui.chart(st, plots.twin_maps(xy_before, xy_after, ds.y_train.numpy(), forget, ds.classes), key="twin")
     if run.get("analysis"):
-        st.plotly_chart(plots.cka_lines(run["analysis"]), key="cka")
+        ui.chart(st, plots.cka_lines(run["analysis"]), key="cka")
         st.caption("Linear CKA per layer on test samples: how similar each layer's representation is to the "
                    "original's (what the method changed) and to the oracle's (whether it changed it the right way).")
 

@@ -241,7 +241,7 @@ def selection_panel(sel: np.ndarray, n_test: int) -> None:
                        "distance between their centres. Higher = more mixed with the rest = harder to unlearn. "
                        f"A random set of this size scores {baseline:,.0f}: it sits right on top of the rest.")
     left, right = st.columns(2)
-    left.plotly_chart(plots.class_counts(labels[sel], labels[:n_train], ds.classes), key="class_counts")
+    ui.chart(left, plots.class_counts(labels[sel], labels[:n_train], ds.classes), key="class_counts")
     summary = selection.score_summary(sel, available)
     if summary:
         right.dataframe(pd.DataFrame(summary), hide_index=True,

@@ -94,7 +94,7 @@ def partial_runs(active: bool):
                           "exact_job")
                 st.rerun(scope="app")
         step = max(1, run["done"] // 12)
-        st.plotly_chart(plots.convergence(estimator.convergence(run["masks"], run["correct"], step)),
+        ui.chart(st, plots.convergence(estimator.convergence(run["masks"], run["correct"], step)),
                         key=f"live_conv-{i}")
 
 
@@ -125,7 +125,7 @@ def exact_vs_proxies() -> None:
                        "so the first points are noisy; the error then falls roughly as 1/√K.")
             _, arrays = ui.score_set(ws_path, stored["exact"]["id"])
             step = max(1, stored["exact"]["models"] // 16)
-            st.plotly_chart(plots.convergence(estimator.convergence(arrays["masks"], arrays["correct"], step)),
+            ui.chart(st, plots.convergence(estimator.convergence(arrays["masks"], arrays["correct"], step)),
                             key="final_conv")
     others = [n for n in available if n != "exact"]
     if not others:
@@ -142,7 +142,7 @@ def exact_vs_proxies() -> None:
     st.caption(f"Plotted as {scores.oriented_name(name)}, so that higher = more memorized for every score; "
                f"{agree['n']} samples with a defined exact score. Precision@k: the share of the proxy's "
                f"top {agree['k']} that are in the exact score's top {agree['k']}.")
-    st.plotly_chart(plots.score_vs_score(exact, proxy, ids, labels, "exact memorization",
+    ui.chart(st, plots.score_vs_score(exact, proxy, ids, labels, "exact memorization",
                                          scores.oriented_name(name), flipped if flipped.any() else None),
                     key="scatter")
 
@@ -153,7 +153,7 @@ def all_scores() -> None:
         names = list(available)
         oriented = np.array([scores.oriented(n, available[n]) for n in names])
         matrix = pd.DataFrame(oriented.T, columns=names).corr(method="spearman").to_numpy()
-        st.plotly_chart(plots.correlation_heatmap(names, matrix), key="corr")
+        ui.chart(st, plots.correlation_heatmap(names, matrix), key="corr")
     costs = {n: r["seconds"] for n, r in stored.items() if n not in proxies.FROM_DYNAMICS}
     learning_events = [n for n in stored if n in proxies.FROM_DYNAMICS]
     if learning_events:  # one computation from the recorded dynamics serves them all
@@ -163,11 +163,11 @@ def all_scores() -> None:
         st.caption("Compute seconds of each stored score set. The learning-event proxies "
                    f"({', '.join(learning_events) or 'none stored'}) are read off the dynamics recorded during "
                    "training, which made training about 6% slower (`python -m bench training`).")
-        st.plotly_chart(plots.cost_chart(costs), key="cost")
+        ui.chart(st, plots.cost_chart(costs), key="cost")
     if flipped.any():
         st.markdown("**Finding the mislabeled samples**")
         st.caption(f"{flipped.sum()} training labels were flipped. AUROC of each score for telling them apart.")
-        st.plotly_chart(plots.auroc_bars({n: metrics.auroc(flipped, scores.oriented(n, v))
+        ui.chart(st, plots.auroc_bars({n: metrics.auroc(flipped, scores.oriented(n, v))
                                           for n, v in available.items()}), key="auroc")
 
 
@@ -177,9 +177,9 @@ def one_score() -> None:
     log_y = c2.checkbox("log count axis", help="Most samples are barely memorized; a log axis shows the tail.")
     values = available[shown]
     left, right = st.columns(2)
-    left.plotly_chart(plots.histogram(values, labels, xlabel=shown, class_names=ds.classes, log_y=log_y),
+    ui.chart(left, plots.histogram(values, labels, xlabel=shown, class_names=ds.classes, log_y=log_y),
                       key="histogram")
-    right.plotly_chart(plots.per_class_box(values, labels, ds.classes, shown), key="per_class")
+    ui.chart(right, plots.per_class_box(values, labels, ds.classes, shown), key="per_class")
 
     count = st.slider("Images", 10, 60, 20, 10)
     # Rank by the score, ties (exact memorization is often exactly 0 or 1) broken by another score.

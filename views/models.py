@@ -158,11 +158,11 @@ if rec:
     left, right = st.columns(2)
     with left:
         if rec.get("log"):
-            st.plotly_chart(plots.training_curves(rec["log"]), key="curves")
+            ui.chart(st, plots.training_curves(rec["log"]), key="curves")
         else:
             st.info("Imported models have no training log.")
     with right:
-        st.plotly_chart(plots.per_class_accuracy(rec["per_class_acc"], ds_rec["classes"]), key="per_class")
+        ui.chart(st, plots.per_class_accuracy(rec["per_class_acc"], ds_rec["classes"]), key="per_class")
     if ds_rec.get("flipped"):
         st.caption(f"{len(ds_rec['flipped'])} training labels were flipped (label noise {ds_rec['label_noise']:.0%}).")
     if rec.get("block_bytes"):

@@ -6,6 +6,7 @@ need it, so Home, the first page a fresh server shows, opens without waiting for
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -191,16 +192,26 @@ def launch(ws: Workspace, argv: list[str], title: str, state_key: str) -> str:
     return job_id
 
 
+FAST_POLL_SECONDS, SLOW_POLL_SECONDS = 8.0, 2.5
+
+
 def job_status(ws: Workspace, state_key: str) -> None:
     """Live progress of the job this page launched last; reruns the page once when it ends."""
     job_id = st.session_state.get(state_key)
     if not job_id:
         return
+    # Each poll costs the browser ~0.1 s of CPU (a headless Chromium on 2 cores: a quarter of a core
+    # at one a second, taken from the job): every second while the job starts, so its first line
+    # shows at once, then every few seconds.
+    created = jobs.get(ws, job_id)["created"]
+    every = 1.0 if time.time() - created < FAST_POLL_SECONDS else SLOW_POLL_SECONDS
 
-    @st.fragment(run_every=1.0)
+    @st.fragment(run_every=every)
     def _poll():
         jobs.refresh(ws)
         job = jobs.get(ws, job_id)
+        if every < SLOW_POLL_SECONDS and job["state"] in jobs.ACTIVE and time.time() - created >= FAST_POLL_SECONDS:
+            st.rerun(scope="app")  # once: the fragment is defined again, polling slower
         if job["state"] in jobs.ACTIVE:
             st.progress(job["progress"], text=f"{job['title']}: {job['message']}")
             if st.button("Cancel", key=f"cancel-{job_id}"):
@@ -211,6 +222,13 @@ def job_status(ws: Workspace, state_key: str) -> None:
         st.rerun(scope="app")
 
     _poll()
+
+
+def chart(where, fig, **kwargs) -> None:
+    """A Plotly figure on the page (`where`: st or a column), drawn once (plots.steady)."""
+    from explorer.present import plots
+
+    where.plotly_chart(plots.steady(fig), theme=None, config={"displaylogo": False}, **kwargs)
 
 
 def last_job_message() -> None:

@@ -213,7 +213,7 @@ if found:
     st.subheader("Latest sweep")
     st.caption(f"{len(last['points'])} settings · preset {last.get('preset')} · the line joins the settings no other "
                "beats on both ToW and time.")
-    st.plotly_chart(plots.sweep_front(last["points"], sweeps.front(last["points"])), key="sweep_front")
+    ui.chart(st, plots.sweep_front(last["points"], sweeps.front(last["points"])), key="sweep_front")
     st.dataframe(pd.DataFrame([{**{k: row[k] for k in ("method", "tow", "acc_forget", "seconds", "run_id")},
                                 "settings": json.dumps(row["params"])} for row in sweeps.summary(last)]),
                  hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f")

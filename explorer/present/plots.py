@@ -42,6 +42,47 @@ def _style(fig: go.Figure, **layout) -> go.Figure:
     return fig
 
 
+# Plotly's default colours, which its template carried: a figure drawn without one keeps them.
+COLORWAY = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff",
+            "#fecb52"]
+
+
+def _plain(value):
+    """numpy arrays (and those inside dicts and lists) as plain lists."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def steady(fig: go.Figure) -> go.Figure:
+    """The figure as the app shows it, drawn once. Streamlit calls Plotly.react again right after
+    the first draw; plotly redraws everything when the layout has a template (even an equal one)
+    or a trace has typed arrays (what numpy arrays become), point by point in SVG. So: plain lists,
+    a layout.datarevision that changes with the data, no template but its colours, fonts and grid
+    written out (Streamlit's look), for st.plotly_chart(theme=None). Figures beyond SVG_POINTS
+    points keep their arrays: plain lists of WebGL-sized data cost the server more than a redraw."""
+    if sum(len(getattr(t, "x", None) if getattr(t, "x", None) is not None else ()) for t in fig.data) > SVG_POINTS:
+        return fig
+    data = [_plain(t.to_plotly_json()) for t in fig.data]
+    layout = _plain(fig.layout.to_plotly_json())
+    layout.pop("template", None)
+    import json
+
+    layout.setdefault("datarevision", _revision(np.frombuffer(json.dumps(data, default=str).encode(), np.uint8)))
+    layout.setdefault("colorway", COLORWAY)
+    layout["font"] = {"family": MAP_FONT, "color": "#31333f", **layout.get("font", {})}
+    for name in [k for k in layout if k.startswith(("xaxis", "yaxis"))] or ["xaxis", "yaxis"]:
+        layout[name] = {"gridcolor": "#e6e9ef", "zerolinecolor": "#d5dae5", "linecolor": "#d5dae5",
+                        **layout.get(name, {})}
+    out = go.Figure(data=data, layout=layout)
+    out.layout.template = None
+    return out
+
+
 def _axis(n: int, letter: str) -> str:
     """Plotly's name for the n-th subplot's axis (1-based): x, x2, x3, …"""
     return letter if n == 1 else f"{letter}{n}"
