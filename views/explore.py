@@ -17,7 +17,7 @@ ws_path = str(ws.path.resolve())
 st.title("Explore")
 st.caption("Each point is a sample, placed by the model's penultimate features: samples close on the map look "
            "alike to the model. Colour it by a memorization score to find what the model memorized, then lasso "
-           "or box a group (or click one sample) and save it as a forget set. "
+           "or box a group (or lasso a single sample to open it) and save it as a forget set. "
            "[UMAP](https://arxiv.org/abs/1802.03426) keeps neighbourhoods; PCA is instant.")
 ui.last_job_message()
 
@@ -300,7 +300,10 @@ def selection_shown() -> None:
         else:
             st.info("Only test samples are selected: select training samples to build a forget set.")
     else:
-        st.info("Nothing selected yet: drag a lasso or a box on the map, or click a point to open that sample.")
+        # Streamlit turns point clicks off while the drag mode is lasso or box (its PlotlyChart sets
+        # clickmode "event"), so a click selects nothing here: one sample is opened by a lasso.
+        st.info("Nothing selected yet: drag a lasso or a box on the map; lasso a single point to open that "
+                "sample.")
 
 
 # theme=None: the map carries its own look and no template, so Streamlit's re-render right after
