@@ -3,6 +3,8 @@ pages stay thin."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -65,16 +67,14 @@ def steady(fig: go.Figure) -> go.Figure:
     a layout.datarevision that changes with the data, no template but its colours, fonts and grid
     written out (Streamlit's look), for st.plotly_chart(theme=None). Figures beyond SVG_POINTS
     points keep their arrays: plain lists of WebGL-sized data cost the server more than a redraw."""
-    if sum(len(getattr(t, "x", None) if getattr(t, "x", None) is not None else ()) for t in fig.data) > SVG_POINTS:
+    if sum(len(t.x) for t in fig.data if getattr(t, "x", None) is not None) > SVG_POINTS:
         return fig
     data = [_plain(t.to_plotly_json()) for t in fig.data]
     layout = _plain(fig.layout.to_plotly_json())
     layout.pop("template", None)
-    import json
-
-    layout.setdefault("datarevision", _revision(np.frombuffer(json.dumps(data, default=str).encode(), np.uint8)))
+    layout.setdefault("datarevision", _revision(json.dumps(data, default=str).encode()))
     layout.setdefault("colorway", COLORWAY)
-    layout["font"] = {"family": MAP_FONT, "color": "#31333f", **layout.get("font", {})}
+    layout["font"] = {"family": FONT, "color": "#31333f", **layout.get("font", {})}
     for name in [k for k in layout if k.startswith(("xaxis", "yaxis"))] or ["xaxis", "yaxis"]:
         layout[name] = {"gridcolor": "#e6e9ef", "zerolinecolor": "#d5dae5", "linecolor": "#d5dae5",
                         **layout.get(name, {})}
@@ -142,7 +142,7 @@ def histogram(values: np.ndarray, labels: np.ndarray | None = None, xlabel: str 
 
 
 MAP_GRID = 60_000  # sample_map's positions: integers 0 … MAP_GRID (uint16)
-MAP_FONT = '"Source Sans", sans-serif'  # Streamlit's, since the map is drawn without its theme
+FONT = '"Source Sans", sans-serif'  # Streamlit's: the charts are drawn without its theme (steady, sample_map)
 
 # Pale for unmemorized, dark red for memorized: the samples that matter stand out on white.
 MEMORIZATION_SCALE = [[0.0, "#9fb3c8"], [0.4, "#6baed6"], [0.7, "#f28e2b"], [1.0, "#9b1d20"]]
@@ -154,13 +154,11 @@ def _wire(values: np.ndarray, plain: bool):
     return values.tolist() if plain else values
 
 
-def _revision(*arrays) -> str:
-    """A short digest of a figure's arrays, for layout.datarevision: it changes with the data."""
-    import hashlib
-
+def _revision(*parts) -> str:
+    """A short digest of a figure's arrays (or bytes), for layout.datarevision: it changes with the data."""
     digest = hashlib.blake2b(digest_size=8)
-    for a in arrays:
-        digest.update(np.ascontiguousarray(a).tobytes())
+    for a in parts:
+        digest.update(a if isinstance(a, bytes) else np.ascontiguousarray(a).tobytes())
     return digest.hexdigest()
 
 
@@ -235,7 +233,7 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
                             marker=dict(color="rgba(0,0,0,0)", size=size + 5, line=dict(color="black", width=1.5))))
     axis = dict(showticklabels=False, automargin=False, showgrid=False, zeroline=False, showline=True, mirror=True,
                 linecolor="rgba(128,128,128,0.35)")
-    fig = _style(fig, height=600, dragmode="lasso", font=dict(family=MAP_FONT, size=12, color="#808495"),
+    fig = _style(fig, height=600, dragmode="lasso", font=dict(family=FONT, size=12, color="#808495"),
                  paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
                  margin=dict(t=30, b=40, l=50, autoexpand=False,
                              r=_right_margin([] if categories is None else [colour_name, *map(str, categories),

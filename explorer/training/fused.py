@@ -137,7 +137,6 @@ class _PerModelLinear(torch.autograd.Function):
             dtype = torch.get_autocast_dtype(kind)
             x, w, b = x.to(dtype), w.to(dtype), None if b is None else b.to(dtype)
         ctx.save_for_backward(x, w)
-        ctx.has_bias = b is not None
         with torch.autocast(kind, enabled=False):
             return torch.bmm(x, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
@@ -147,7 +146,7 @@ class _PerModelLinear(torch.autograd.Function):
         g = g.to(w.dtype)
         gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
         gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
-        gb = g.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        gb = g.sum(1) if ctx.needs_input_grad[2] else None  # False for a missing bias
         return tuple(None if grad is None else grad.to(dtype) for grad, dtype in zip((gx, gw, gb), ctx.dtypes))
 
 
