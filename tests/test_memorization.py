@@ -196,6 +196,30 @@ def test_the_batched_engine_trains_each_model_as_fit_trains_it(arch, extra):
             assert torch.allclose(p, q, atol=1e-10, rtol=1e-8), (name, (p - q).abs().max())
 
 
+def test_by_hand_gradients_are_autograds_of_the_training_loss_and_bf16_with_amp():
+    """The batched engine's MLP step (by_hand.py) against autograd on the loss `fit` minimizes."""
+    from explorer.training import by_hand, losses
+
+    torch.manual_seed(0)
+    K, B, d, h, C, lam = 3, 16, 20, 32, 10, 0.3
+    weights = [(torch.randn(K, h, d) / d**0.5, torch.randn(K, h)), (torch.randn(K, C, h) / h**0.5, torch.randn(K, C))]
+    x, y = torch.randn(K, B, d), torch.randint(C, (K, B))
+    mean = torch.full((K, B), 1 / B)
+    grad = lambda z: by_hand.logit_grad(z, y, mean, mean, lam)  # noqa: E731
+    params = [t.clone().requires_grad_() for pair in weights for t in pair]
+    w0, b0, w1, b1 = params
+    total = sum(losses.training_loss(torch.relu(x[k] @ w0[k].t() + b0[k]) @ w1[k].t() + b1[k], y[k], lam)
+                for k in range(K))
+    reference = torch.autograd.grad(total, params)
+    plain = by_hand.gradients(weights, [True, False], x, grad)
+    for ours, theirs in zip(plain, reference):
+        assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-4)
+    amp = by_hand.gradients(weights, [True, False], x, grad, torch.bfloat16)
+    for ours, f32 in zip(amp, plain):
+        assert ours.dtype == torch.float32 and not torch.equal(ours, f32)  # computed in bf16, handed back float32
+        assert (ours - f32).norm() < 0.05 * f32.norm()
+
+
 @pytest.mark.parametrize("order", ["shared", "own"])
 @pytest.mark.parametrize("extra", [{}, RECIPES["cosine_codes_sd"]], ids=["plain", "codes_sd"])
 def test_a_sample_outside_a_models_subset_never_changes_its_weights(order, extra):
@@ -287,8 +311,8 @@ def test_killed_job_resumes_to_the_same_estimate(noisy_model, tmp_path):
 
     ws, rec = noisy_model
     pristine = Workspace(shutil.copytree(ws.path, tmp_path / "pristine"))
-    argv = ["memorize", rec["id"], "--exact", "--models", "16", "--epochs", "20", "--engine", "sequential",
-            "--seed", "11", "--device", "cpu"]
+    argv = ["memorize", rec["id"], "--exact", "--models", "8", "--chunk", "2", "--epochs", "5", "--engine",
+            "sequential", "--seed", "11", "--device", "cpu"]
     job_id = jobs.submit(ws, argv, "exact")
     deadline = time.monotonic() + 120
     while not list((ws.path / "partial").glob(f"exact-{rec['id']}-*/chunk-*.npz")):
@@ -297,9 +321,9 @@ def test_killed_job_resumes_to_the_same_estimate(noisy_model, tmp_path):
     os.kill(jobs.get(ws, job_id)["pid"], signal.SIGKILL)
     assert jobs.wait(ws, job_id, timeout=30)["state"] == "failed"
 
-    cfg = ExactConfig(models=16, epochs=20, engine="sequential", seed=11)
+    cfg = ExactConfig(models=8, chunk=2, epochs=5, engine="sequential", seed=11)
     [partial] = memorize.in_progress(ws, rec["id"])
-    assert 0 < partial["done"] < 16
+    assert 0 < partial["done"] < 8
     resumed = artifacts.load_scores(ws, memorize.exact(ws, rec, cfg, CPU))
     fresh = artifacts.load_scores(pristine, memorize.exact(pristine, rec, cfg, CPU))
     assert np.array_equal(resumed.arrays["correct"], fresh.arrays["correct"])

@@ -38,6 +38,7 @@ from torch import nn
 from .. import models
 from ..runtime import devices, optim, precision
 from ..runtime.progress import Progress, no_progress
+from . import by_hand
 from .codes import make_codes
 from .recipe import Recipe
 
@@ -222,6 +223,12 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
         # Each model's swaps from its own stream, apart from its shuffling, as codes.py draws them.
         swap_streams = [torch.Generator().manual_seed(s + 7919) for s in (seeds if not shared else seeds[:1])]
     opt = optim.SGD(ens.params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    hand = None if shared else by_hand.layers_of(ens.layers)  # an MLP on its own batches: by_hand.py
+    if hand:
+        x_rows = x.flatten(1)
+        codes_rows = None if codes is None else codes.flatten(1).expand(K, -1, -1)
+        hand_weights, relus = [ens.weights[i] for i, _ in hand], [relu for _, relu in hand]
+        compute_dtype = precision.DTYPE if recipe.amp else None
     total = recipe.epochs * batches.steps
     step = 0
     for epoch in range(recipe.epochs):
@@ -230,6 +237,14 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
                      else torch.stack([torch.rand(batches.m, generator=g) for g in swap_streams], 1))
             swaps = devices.to_device(swaps < recipe.mnemonic_tmix, device)
         for ids, w, lo in batches.epoch():
+            if recipe.cosine:
+                opt.lr = optim.cosine_lr(recipe.lr, step, total)
+            if hand:
+                opt.step(_hand_gradients(hand_weights, relus, x_rows, y, ids, codes_rows,
+                                         None if codes is None else swaps[lo : lo + ids.shape[1]],
+                                         recipe.sd_lambda, compute_dtype))
+                step += 1
+                continue
             yb = y[ids][:, None].expand(-1, K) if shared else y[ids].t()
             xb = x[ids]
             if codes is not None:  # the classes' codes as extra rows of the batch
@@ -251,14 +266,34 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
                 # Σ over swapped samples of their class code's loss = Σ_c (swaps of class c) · loss(code c).
                 code_weight = torch.einsum("bkc,bk->ck", onehot[yb], sw)
                 loss = loss + member_losses(logits[B:], code_y, code_weight)
-            if recipe.cosine:
-                opt.lr = optim.cosine_lr(recipe.lr, step, total)
             opt.zero_grad()
             (loss / count).sum().backward()  # each model's mean over its own samples: independent gradients
             opt.step()
             step += 1
         progress((epoch + 1) / recipe.epochs, f"epoch {epoch + 1}/{recipe.epochs} of {K} models at once")
     return ens
+
+
+def _hand_gradients(weights, relus, x_rows, y, ids, codes_rows, swapped, sd_lambda, compute_dtype):
+    """The gradients of one step of K MLPs on their own batches `ids` (K, B) (by_hand.py): each
+    model's mean loss over its B samples, a swapped sample's (`swapped` (B, K)) taken on its
+    class's code, which rides along as one of C extra rows per model."""
+    K, B = ids.shape
+    xb, yb = x_rows[ids], y[ids]
+    real = torch.full((K, B), 1.0 / B, dtype=xb.dtype, device=xb.device)  # each model's mean over its B samples
+    if codes_rows is None:
+        ce_w = sd_w = real
+        rows_y = yb
+    else:
+        C = codes_rows.shape[1]
+        sw = swapped.t().to(xb.dtype) / B
+        code_w = torch.zeros(K, C, dtype=sw.dtype, device=sw.device).scatter_add_(1, yb, sw)  # swaps per class
+        xb = torch.cat([xb, codes_rows.to(xb.dtype)], 1)
+        rows_y = torch.cat([yb, torch.arange(C, device=xb.device).expand(K, C)], 1)
+        ce_w = torch.cat([real - sw, code_w], 1)
+        sd_w = torch.cat([real, torch.zeros_like(code_w)], 1)
+    grad = lambda z: by_hand.logit_grad(z, rows_y, ce_w, sd_w, sd_lambda)  # noqa: E731
+    return by_hand.gradients(weights, relus, xb, grad, compute_dtype)
 
 
 @torch.no_grad()
