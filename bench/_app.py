@@ -140,6 +140,19 @@ def settled(page, timeout_ms: float = 600_000) -> None:
     page.wait_for_function(_SETTLED, timeout=timeout_ms)
 
 
+# A main-thread idle period of 50 ms (requestIdleCallback's longest): nothing left to draw.
+_IDLE = """(limitMs) => Promise.race([
+    new Promise(done => { const wait = () => requestIdleCallback(d => d.timeRemaining() >= 49 ? done(true) : wait());
+                          wait(); }),
+    new Promise(done => setTimeout(() => done(false), limitMs))])"""
+
+
+def idle(page, timeout_ms: float = 30_000) -> bool:
+    """Wait until the browser has drawn everything (charts included) and sits idle; False if it
+    was still busy after `timeout_ms`."""
+    return page.evaluate(_IDLE, timeout_ms)
+
+
 def heading(page, pattern: str, level: int | None = None, other_than: str | None = None,
             timeout_ms: float = 600_000) -> str:
     """Wait for a visible heading (h`level`, or any) whose text matches the regular expression

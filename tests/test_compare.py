@@ -88,8 +88,11 @@ def test_compare_page_views(monkeypatch, two_runs):
     table = at.dataframe[0].value
     assert {"(original)", "(oracle)"} <= set(table["run"]) and len(table) >= 5
     assert any(row["seeds"] == 2 for row in at.dataframe[1].value.to_dict("records"))  # the two seeds pooled
-    # The run in detail shows one tab at a time (the open one is the only one drawn).
-    assert {el.key for el in at.get("plotly_chart")} >= {"bars", "tow_seconds", "before_after"}
+    # One section at a time, and in the run in detail one tab at a time (the open one is the only one drawn).
+    assert {el.key for el in at.get("plotly_chart")} >= {"bars", "tow_seconds"}
+    at.session_state["compare_section"] = "One run in detail"
+    assert "before_after" in {el.key for el in at.run().get("plotly_chart")}
+    assert "bars" not in {el.key for el in at.get("plotly_chart")}
     drawn = set()
     for tab in ("Classes", "Maps and layers", "Membership inference"):
         at.session_state["compare_tab"] = tab

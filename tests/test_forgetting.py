@@ -194,14 +194,16 @@ def test_compare_shows_forgetting_quality_beside_tow_and_two_runs_side_by_side(m
     next(s for s in at.selectbox if s.label == "Model").set_value(model["id"]).run()
     next(s for s in at.selectbox if s.label == "Forget set").set_value(fs["id"]).run()
     assert not at.exception
-    assert "ab_samples" not in {el.key for el in at.get("plotly_chart")}  # drawn only when asked for
-    next(t for t in at.toggle if t.label == "Set two runs side by side").set_value(True).run()
+    assert not {"ab_samples", "forgetting_quality"} & {el.key for el in at.get("plotly_chart")}  # in closed tabs
+    at.session_state["compare_section"] = "Forgetting quality"
+    at.run()
     table = next(d.value for d in at.dataframe if "F" in d.value.columns)
     assert set(table["evaluation"]) == {r["id"] for r in scored.values()} | {
         r["id"] for r in ws.find("evaluation", model_id=model["id"], forget_set_id=fs["id"])}
     assert table["F"].is_monotonic_decreasing and table["method"].iloc[0] == "retrain"
-    charts = {el.key for el in at.get("plotly_chart")}
-    assert {"forgetting_quality", "eps_vs_mem", "ab_samples", "ab_classes"} <= charts
+    assert {"forgetting_quality", "eps_vs_mem"} <= {el.key for el in at.get("plotly_chart")}
+    at.session_state["compare_section"] = "Two runs side by side"
+    assert {"ab_samples", "ab_classes"} <= {el.key for el in at.run().get("plotly_chart")} and not at.exception
     ab = next(d.value for d in at.dataframe if "B − A" in d.value.columns)
     assert "ToW" in ab["metric"].tolist()
 

@@ -72,30 +72,31 @@ if repeated:
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in repeated[0]
                                 if c not in ("method", "setting", "runs", "seeds")})
 
-# -- the trade-offs -----------------------------------------------------------------------------
-runs_rows = [row for row in shown_rows if not row["run"].startswith("(")]
-ref = shown[0]
-st.subheader("Against the references")
-ui.chart(st, plots.metric_panels(runs_rows, {k: METRICS[k][0] for k in ("acc_forget", "acc_retain", "acc_test",
-                                                                          "mia_efficacy")},
-                                    ref["original"], ref["oracle"]), key="bars")
-if ref["oracle"] is not None:
-    ui.chart(st, plots.tow_vs_seconds(runs_rows), key="tow_seconds")
-    st.caption("Up and to the left is better: as close to the oracle as possible, as fast as possible. "
-               "Use the camera icon on any chart to save it as a PNG.")
-every_row = [row for row in comparison.rows(ws, all_runs) if not row["run"].startswith("(")]
-if len({f"{row['unlearning_error']:.3g}" for row in every_row if row.get("unlearning_error") is not None}) > 1:
-    st.markdown("**Unlearning error against verification error**, every run of every model: models trained with the "
-                "SD loss (`--sd-lambda`) should sit lower on both.")
-    ui.chart(st, plots.error_vs_verification(every_row), key="error_vs_verification")
+# -- the sections, in tabs: only the open one is drawn ------------------------------------------
+def against_references() -> None:
+    runs_rows = [row for row in shown_rows if not row["run"].startswith("(")]
+    ref = shown[0]
+    ui.chart(st, plots.metric_panels(runs_rows, {k: METRICS[k][0] for k in ("acc_forget", "acc_retain", "acc_test",
+                                                                              "mia_efficacy")},
+                                        ref["original"], ref["oracle"]), key="bars")
+    if ref["oracle"] is not None:
+        ui.chart(st, plots.tow_vs_seconds(runs_rows), key="tow_seconds")
+        st.caption("Up and to the left is better: as close to the oracle as possible, as fast as possible. "
+                   "Use the camera icon on any chart to save it as a PNG.")
+    every_row = [row for row in comparison.rows(ws, all_runs) if not row["run"].startswith("(")]
+    if len({f"{row['unlearning_error']:.3g}" for row in every_row if row.get("unlearning_error") is not None}) > 1:
+        st.markdown("**Unlearning error against verification error**, every run of every model: models trained "
+                    "with the SD loss (`--sd-lambda`) should sit lower on both.")
+        ui.chart(st, plots.error_vs_verification(every_row), key="error_vs_verification")
 
-# -- forgetting quality, per sample ---------------------------------------------------------------
-evaluations = ws.find("evaluation", model_id=pick_model, forget_set_id=pick_fs)[::-1]
-st.subheader("Forgetting quality, per forget sample")
-if not evaluations:
-    st.caption("No evaluation of this forget set yet: **Evaluate forgetting quality F** on the Unlearn page, or "
-               "`evaluate MODEL --forget FS --method NAME`.")
-else:
+
+def forgetting_quality() -> None:
+    """Per forget sample: the competition's ε and F, from the evaluations of this forget set."""
+    evaluations = ws.find("evaluation", model_id=pick_model, forget_set_id=pick_fs)[::-1]
+    if not evaluations:
+        st.caption("No evaluation of this forget set yet: **Evaluate forgetting quality F** on the Unlearn page, or "
+                   "`evaluate MODEL --forget FS --method NAME`.")
+        return
     st.caption("The NeurIPS 2023 unlearning competition's judgement: N runs of a method against N models retrained "
                "without the forget set; for each forget sample, ε says how well an attacker tells the two apart (a "
                "95% lower bound). F is the mean bucket score, 1 = no sample can be told apart; the score multiplies "
@@ -104,7 +105,8 @@ else:
     ev_rows = comparison.evaluation_rows(evaluations, here)
     st.dataframe(pd.DataFrame(ev_rows), hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
-                                ("F", "F low", "F high", "F (point)", "score", "test acc", "retrained test acc", "ToW (runs)")})
+                                ("F", "F low", "F high", "F (point)", "score", "test acc", "retrained test acc",
+                                 "ToW (runs)")})
     ui.chart(st, plots.forgetting_quality(ev_rows), key="forgetting_quality")
     mem = artifacts.memorization_of(ws, models_by_id[pick_model])
     points = comparison.epsilon_points(evaluations, None if mem is None else mem[1])
@@ -126,15 +128,10 @@ def ab_maps(ws_path: str, run_a: str, run_b: str) -> tuple[np.ndarray, np.ndarra
                                       embeddings.features(artifacts.unlearned_model(ws, b), x))
 
 
-@st.fragment
 def a_against_b() -> None:
     """Two runs on this forget set, A against B: metrics, per sample, classes, twin maps."""
-    st.subheader("Two runs side by side")
     if len(here) < 2:
         st.caption("Run a second method on this forget set to set two runs side by side.")
-        return
-    if not st.toggle("Set two runs side by side", key="ab_on", help="A against B: metrics, per sample, classes, maps "
-                     "(drawn only when on: the page opens faster)"):
         return
     label = lambda r: f"{r['method']} · {r['id']} · {comparison.settings_text(r['params'])}"  # noqa: E731
     ca, cb = st.columns(2)
@@ -168,16 +165,8 @@ def a_against_b() -> None:
                                         (f"A: {a['method']}", f"B: {b['method']}")), key="ab_twin")
 
 
-a_against_b()
-
-# -- one run in detail --------------------------------------------------------------------------
-
-
-@st.fragment
 def run_detail() -> None:
-    """One run: its figures in tabs, only the open one drawn. A tab, the run or the attack threshold
-    reruns only this."""
-    st.subheader("One run in detail")
+    """One run: its figures in tabs, only the open one drawn."""
     run = st.selectbox("Run", shown, format_func=lambda r: f"{r['method']} · {r['id']} · {comparison.settings_text(r['params'])}")
     m = run["metrics"]
     if run["oracle"] is None:
@@ -289,4 +278,19 @@ def maps_tab(run, samples, ds, forget, score_name, memo) -> None:
 
 TABS = {"Per sample": per_sample_tab, "Membership inference": mia_tab, "Classes": classes_tab,
         "Maps and layers": maps_tab}
-run_detail()
+SECTIONS = {"Against the references": against_references, "Forgetting quality": forgetting_quality,
+            "Two runs side by side": a_against_b, "One run in detail": run_detail}
+
+
+@st.fragment
+def sections() -> None:
+    """The page's sections, one tab each. Only the open tab is drawn (each chart costs the browser a
+    few hundred milliseconds), and a tab or a setting in one reruns only this."""
+    tabs = st.tabs(list(SECTIONS), key="compare_section", on_change="rerun")
+    for (label, draw), tab in zip(SECTIONS.items(), tabs):
+        if tab.open is not False:
+            with tab:
+                draw()
+
+
+sections()
