@@ -140,16 +140,21 @@ def settled(page, timeout_ms: float = 600_000) -> None:
     page.wait_for_function(_SETTLED, timeout=timeout_ms)
 
 
-# A main-thread idle period of 50 ms (requestIdleCallback's longest): nothing left to draw.
+# Drawn: no element still waiting for its code (Streamlit shows a skeleton while it loads, e.g.
+# plotly's on first use, during which the main thread can sit idle), every chart drawn, and then a
+# main-thread idle period of 50 ms (requestIdleCallback's longest): nothing left to draw.
 _IDLE = """(limitMs) => Promise.race([
-    new Promise(done => { const wait = () => requestIdleCallback(d => d.timeRemaining() >= 49 ? done(true) : wait());
-                          wait(); }),
+    new Promise(done => {
+        const drawn = () => !document.querySelector('[data-testid=stSkeleton]') && [...document.querySelectorAll(
+            '[data-testid=stPlotlyChart]')].every(chart => chart.querySelector('.main-svg'));
+        const wait = () => requestIdleCallback(d => drawn() && d.timeRemaining() >= 49 ? done(true) : wait());
+        wait(); }),
     new Promise(done => setTimeout(() => done(false), limitMs))])"""
 
 
 def idle(page, timeout_ms: float = 30_000) -> bool:
-    """Wait until the browser has drawn everything (charts included) and sits idle; False if it
-    was still busy after `timeout_ms`."""
+    """Wait until the page is drawn, its charts included, and the browser sits idle; False if it
+    was not after `timeout_ms`."""
     return page.evaluate(_IDLE, timeout_ms)
 
 

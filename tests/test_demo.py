@@ -9,7 +9,7 @@ from explorer.pipeline import demo
 from explorer.store import jobs
 
 
-def test_demo_builds_everything_once(ws):
+def test_demo_builds_everything_once(ws, monkeypatch):
     first = demo.run(ws, CPU, models=6, map_method="pca")  # UMAP itself is tested in test_explore
     assert ws.get(first["model"], "model")["arch"] == "mlp"  # on a CPU: exact memorization stays quick
     assert {ws.get(i)["kind"] for i in first["runs"]} == {"run"}
@@ -26,6 +26,18 @@ def test_demo_builds_everything_once(ws):
     again = demo.run(ws, CPU, models=6)  # a map exists: no UMAP is made
     assert again["runs"] == first["runs"] and again["forget_sets"] == first["forget_sets"]
     assert snapshot(ws) == before  # nothing recomputed
+
+    # Home then shows what the demo found: every run's ToW against its seconds.
+    import json
+
+    monkeypatch.setenv("EXPLORER_WORKSPACE", str(ws.path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("views/home.py")
+    at.run()
+    [chart] = [c for c in at.get("plotly_chart") if c.key == "demo_tow"]
+    spec = json.loads(chart.proto.spec)
+    assert sorted(y for trace in spec["data"] for y in trace["y"]) == sorted(ws.get(i)["metrics"]["tow"]
+                                                                             for i in first["runs"])
 
 
 def test_demo_refuses_bad_input_without_a_workspace(tmp_path):

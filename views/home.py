@@ -70,6 +70,19 @@ with st.container(border=True):
         ui.launch(ws, ["demo"], "demo", "home_job")
     ui.job_status(ws, "home_job")
 if demo_done:
+    demo_runs = [r for r in ws.find("run") if r.get("demo")]
+    if demo_runs:  # the headline; and the browser loads its table and chart code while this is read
+        from explorer.present import comparison, plots
+
+        rows = [r for r in comparison.rows(ws, demo_runs) if not r["run"].startswith("(")]
+        st.markdown("**What the demo found**: each method's tug of war with the oracle (ToW, 1 = as if retrained "
+                    "without the forget set) and its seconds; on the chart, up and to the left is better.")
+        left, right = st.columns([2, 3])
+        left.dataframe([{"method": r["method"], "forget set": r["forget set"], "ToW": r["tow"], "seconds": r["seconds"]}
+                        for r in rows], hide_index=True,
+                       column_config={"ToW": st.column_config.NumberColumn(format="%.3f"),
+                                      "seconds": st.column_config.NumberColumn(format="%.1f")})
+        ui.chart(right, plots.tow_vs_seconds(rows), key="demo_tow")
     st.page_link("views/explore.py", label="Explore the demo's map: lasso the dark red points", icon=":material/arrow_forward:")
     st.page_link("views/compare.py", label="Compare the demo's methods against the oracle", icon=":material/arrow_forward:")
 
