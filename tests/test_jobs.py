@@ -98,3 +98,13 @@ def test_announcing_imports_nothing_heavy_and_ignores_plain_commands(ws):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     jobs.announce(["train", "--workspace", str(ws.path), "--job", "j-missing"])  # no such row: nothing raised
+
+
+def test_the_servers_warm_up_waits_until_no_job_runs(ws):
+    """The app's background imports would take the cores from a job (views/ui.py says why)."""
+    from views import ui
+
+    job_id = jobs.submit(ws, ["demo", "--models", "1"], "refused demo")  # runs a few seconds, then fails
+    start = time.monotonic()
+    ui.wait_while_jobs_run(ws, poll_seconds=0.1)
+    assert jobs.get(ws, job_id)["state"] not in jobs.ACTIVE and time.monotonic() - start > 0.2

@@ -33,7 +33,19 @@ _WARM = ("pandas", "scipy.stats", "sklearn.metrics", "sklearn.linear_model", "sk
          "sklearn.decomposition", "sklearn.svm", "PIL.PngImagePlugin", "plotly.io")
 
 
-def _import_everything() -> None:
+def wait_while_jobs_run(ws: Workspace, poll_seconds: float = 1.0) -> None:
+    """Return once no job of the workspace is running. The warm-up's niceness cannot keep it out of
+    a job's way: a job runs in its own session, and Linux (autogroup) shares the cores fairly
+    between sessions, whatever a thread's priority; in the app the warm-up had slowed the demo's
+    first stages 2×."""
+    while True:
+        jobs.refresh(ws)  # a job whose process died counts no longer
+        if not jobs.list_jobs(ws, active_only=True):
+            return
+        time.sleep(poll_seconds)
+
+
+def _import_everything(ws: Workspace) -> None:
     import contextlib
     import importlib
     import os
@@ -42,29 +54,33 @@ def _import_everything() -> None:
 
     import explorer
 
-    with contextlib.suppress(AttributeError, OSError):  # Linux: nice this thread only, so a job started
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # meanwhile gets the cores first
+    with contextlib.suppress(AttributeError, OSError):  # Linux: nice this thread only, so that the
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # pages' scripts go first
 
+    wait_while_jobs_run(ws)
     with contextlib.suppress(Exception):  # torch first: the sidebar shows the device as soon as it is known
         _DEVICE.append(_describe_device())
     names = [m.name for m in pkgutil.walk_packages(explorer.__path__, "explorer.") if m.name != "explorer.__main__"]
     for name in [*names, *_WARM]:
+        wait_while_jobs_run(ws)
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a page that needs it reports the problem itself
             pass
     from explorer.present import plots
 
+    wait_while_jobs_run(ws)
     plots.warm_up()
 
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> None:
     """Once per server, in the background: import what the pages need and build one figure of
-    each kind, so a user's first visit to a page does not wait for imports."""
+    each kind, so a user's first visit to a page does not wait for imports; paused while a job
+    runs, which needs the cores more."""
     import threading
 
-    threading.Thread(target=_import_everything, name="warm-up", daemon=True).start()
+    threading.Thread(target=_import_everything, args=(workspace(),), name="warm-up", daemon=True).start()
 
 
 def _describe_device() -> str:
