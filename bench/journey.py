@@ -60,8 +60,8 @@ def _pages(page) -> dict[str, tuple[float, float]]:
     """Each page opened from the sidebar as a user does, once the previous one is drawn (the
     browser idle): (seconds until its script has finished, seconds until it is drawn too)."""
     opened = {}
+    _app.idle(page)
     for title in PAGES:
-        _app.idle(page)
         start = time.perf_counter()
         ready = _open_from_sidebar(page, title)
         _app.idle(page)

@@ -210,11 +210,7 @@ def run_detail() -> None:
     score_name = "exact" if "exact" in available else next(iter(available), None)
     memo = scores.oriented(score_name, available[score_name]) if score_name else None
 
-    tabs = dict(zip(TABS, st.tabs(list(TABS), key="compare_tab", on_change="rerun")))
-    for name, tab in tabs.items():
-        if tab.open is not False:  # only the open tab is drawn: the others are a click (a rerun of this) away
-            with tab:
-                TABS[name](run, samples, ds, forget, score_name, memo)
+    ui.lazy_tabs(TABS, "compare_tab", None, run, samples, ds, forget, score_name, memo)
 
 
 def per_sample_tab(run, samples, ds, forget, score_name, memo) -> None:
@@ -286,11 +282,7 @@ SECTIONS = {"Against the references": against_references, "Forgetting quality": 
 def sections() -> None:
     """The page's sections, one tab each. Only the open tab is drawn (each chart costs the browser a
     few hundred milliseconds), and a tab or a setting in one reruns only this."""
-    tabs = st.tabs(list(SECTIONS), key="compare_section", on_change="rerun")
-    for (label, draw), tab in zip(SECTIONS.items(), tabs):
-        if tab.open is not False:
-            with tab:
-                draw()
+    ui.lazy_tabs(SECTIONS, "compare_section")
 
 
 sections()

@@ -202,11 +202,7 @@ def what_the_scores_say() -> None:
     """The views of the scores, one tab each. Only the open tab is drawn (a Plotly chart costs the
     browser a few hundred milliseconds), and a tab or a setting in one reruns only this."""
     default = "Exact vs proxies" if "exact" in stored else "Per class and per sample"
-    tabs = st.tabs(list(TABS), default=default, key="mem_tab", on_change="rerun")
-    for (label, draw), tab in zip(TABS.items(), tabs):
-        if tab.open is not False:
-            with tab:
-                draw()
+    ui.lazy_tabs(TABS, "mem_tab", default)
 
 
 what_the_scores_say()

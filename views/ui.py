@@ -240,6 +240,15 @@ def job_status(ws: Workspace, state_key: str) -> None:
     _poll()
 
 
+def lazy_tabs(views: dict, key: str, default: str | None = None, *args) -> None:
+    """`views` {label: draw} as tabs, only the open one drawn (`draw(*args)`): the others are a click
+    (a rerun) away, and a page's first visit draws one tab's charts, not all of them."""
+    for (label, draw), tab in zip(views.items(), st.tabs(list(views), default=default, key=key, on_change="rerun")):
+        if tab.open is not False:
+            with tab:
+                draw(*args)
+
+
 def chart(where, fig, **kwargs) -> None:
     """A Plotly figure on the page (`where`: st or a column), drawn once (plots.steady)."""
     from explorer.present import plots
