@@ -128,6 +128,25 @@ def test_gaussians_score_the_likelier_side():
     assert lira.still_member(np.arange(100.0), np.arange(100.0), fpr=0.1) == pytest.approx(0.1)
 
 
+def test_roc_and_offline_score_as_scikit_learn_and_scipy_do_ties_and_tails_included():
+    from scipy.stats import norm
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(2)
+    for members, nonmembers in ((rng.normal(1, 1, 300), rng.normal(0, 1, 2000)),
+                                (rng.integers(0, 5, 300).astype(float), rng.integers(0, 4, 400).astype(float))):
+        y, s = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))], np.r_[members, nonmembers]
+        f, t, _ = roc_curve(y, s)
+        for fpr in (1e-3, 0.01, 0.3):
+            r = lira.roc(np.r_[members, np.nan], nonmembers, fpr)  # a NaN score is dropped
+            assert r["auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+            assert r["tpr"] == t[f <= fpr].max()
+    g = lira.Gaussians(mu_in=np.zeros(4), sd_in=np.ones(4), n_in=np.ones(4), mu_out=np.zeros(4), sd_out=np.full(4, 2.0),
+                       n_out=np.ones(4))
+    phi = np.array([-3.0, 0.0, 20.0, 90.0])  # far in the upper tail the survival function underflows
+    assert np.allclose(lira.offline(phi, g), -norm.logsf(phi / 2.0), rtol=1e-10)
+
+
 def test_a_model_that_never_saw_the_flipped_samples_no_longer_holds_them_members(exact_run):
     ws, model_rec, rec = exact_run
     ds = artifacts.dataset_of(ws, model_rec)

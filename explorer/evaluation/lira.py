@@ -87,26 +87,30 @@ def online(target_phi: np.ndarray, g: Gaussians) -> np.ndarray:
 def offline(target_phi: np.ndarray, g: Gaussians) -> np.ndarray:
     """−log Pr[Z > φ], Z ~ N(μ_out, σ_out²), for the target's φ on each sample (higher = more
     likely a member; 0 far below the OUT models, log 2 at their mean); NaN without OUT models."""
-    from scipy.stats import norm
+    import torch  # log Φ(−z) = log Pr[Z > z], accurate far in the tail; scipy.stats costs 3 s to import
 
     x = np.asarray(target_phi, np.float64)
-    with np.errstate(invalid="ignore"):
-        return -norm.logsf((x - g.mu_out) / g.sd_out)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (x - g.mu_out) / g.sd_out
+    return -torch.special.log_ndtr(torch.from_numpy(-z)).numpy()
 
 
 def roc(members: np.ndarray, nonmembers: np.ndarray, fpr: float = 1e-3) -> dict[str, float]:
-    """AUC and the TPR at `fpr` of "member iff score > t" (NaNs dropped): the best TPR of any
+    """AUC and the TPR at `fpr` of "member iff score ≥ t" (NaNs dropped): the best TPR of any
     threshold whose FPR is at most `fpr`; with fewer than 1/fpr non-members that is the TPR at
-    no false positive. NaN when a side is empty."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
+    no false positive. NaN when a side is empty. (scikit-learn's roc_curve and roc_auc_score give
+    the same, ties included; written out because importing sklearn costs seconds in a job.)"""
     a, b = np.asarray(members, float), np.asarray(nonmembers, float)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     if not len(a) or not len(b):
         return {"auc": float("nan"), "tpr": float("nan")}
-    y, s = np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]
-    f, t, _ = roc_curve(y, s)
-    return {"auc": float(roc_auc_score(y, s)), "tpr": float(t[f <= fpr].max())}
+    values, where = np.unique(np.r_[a, b], return_inverse=True)  # ascending distinct scores
+    pos = np.bincount(where[: len(a)], minlength=len(values))[::-1]  # per threshold, highest first
+    neg = np.bincount(where[len(a) :], minlength=len(values))[::-1]
+    tp, fp = np.cumsum(pos), np.cumsum(neg)  # flagged at "score ≥ each distinct value"
+    tpr, fpr_at = np.r_[0, tp] / len(a), np.r_[0, fp] / len(b)
+    auc = float(np.sum(np.diff(fpr_at) * (tpr[1:] + tpr[:-1]) / 2))  # trapezoids: ties count half
+    return {"auc": auc, "tpr": float(tpr[fpr_at <= fpr].max())}
 
 
 def threshold(test_scores: np.ndarray, fpr: float = 0.01) -> float:

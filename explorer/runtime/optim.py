@@ -28,6 +28,9 @@ class SGD:
         if not idx:
             return
         params, grads = [self.params[i] for i in idx], [grads[i] for i in idx]
+        if self.momentum and len({(t.device, t.dtype) for t in params + grads}) == 1:
+            self._fused(idx, params, grads)
+            return
         if self.weight_decay:
             grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
         if self.momentum:
@@ -41,6 +44,21 @@ class SGD:
                     self.buffers[i] = grads[k].clone()
             grads = [self.buffers[i] for i in idx]
         torch._foreach_add_(params, grads, alpha=-self.lr)
+
+    def _fused(self, idx, params, grads) -> None:
+        """The same update as the foreach path, bit for bit, in one pass over each tensor (PyTorch's
+        fused SGD kernel): half the memory traffic, which is most of a small ensemble's step."""
+        fresh = [self.buffers[i] is None for i in idx]  # a first update seeds the buffer with the gradient
+        for first in (True, False):
+            ks = [k for k in range(len(idx)) if fresh[k] == first]
+            if not ks:
+                continue
+            if first:
+                for k in ks:
+                    self.buffers[idx[k]] = torch.empty_like(grads[k])
+            torch._fused_sgd_([params[k] for k in ks], [grads[k] for k in ks], [self.buffers[idx[k]] for k in ks],
+                              weight_decay=self.weight_decay, momentum=self.momentum, lr=self.lr, dampening=0.0,
+                              nesterov=False, maximize=False, is_first_step=first)
 
 
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:

@@ -109,10 +109,14 @@ def calibrate(arch: str, ds, recipe: Recipe, device: torch.device, k: int, steps
     subsets = {e: torch.stack([torch.randperm(n, generator=rng)[:m] for _ in range(1 if e == "sequential" else k)])
                for e in candidates}
 
+    # The batched engines copy their initial weights, so one set serves every round (fit trains
+    # its model in place: the sequential engine builds one each time, as it does for real).
+    nets = {e: [init_model(arch, ds, seed) for seed in range(k)] for e in candidates if e != "sequential"}
+
     def seconds(engine: str, batches: int) -> float:
         start = time.perf_counter()
         _train_only(_RUN[engine], arch, ds, subsets[engine][:, : batches * recipe.batch_size],
-                    list(range(len(subsets[engine]))), cut, device)
+                    list(range(len(subsets[engine]))), cut, device, nets.get(engine))
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -140,13 +144,13 @@ def pick(timed: dict[str, float]) -> tuple[str, str | None]:
     return fastest, f"fastest of {len(timed)} measured here ({rates})"
 
 
-def _train_only(run, arch, ds, subsets, seeds, recipe, device):
-    """Training alone, without the evaluation passes, for timing."""
+def _train_only(run, arch, ds, subsets, seeds, recipe, device, nets=None):
+    """Training alone, without the evaluation passes, for timing; `nets` the batched engines'
+    initial models."""
     if run is _sequential:
         model = init_model(arch, ds, seeds[0])
         fit(model, ds.x_train[subsets[0]], ds.y_train[subsets[0]], recipe, device, record_dynamics=False)
     else:
-        nets = [init_model(arch, ds, seed) for seed in seeds]
         fused.train(nets, ds.x_train[: subsets.max() + 1], ds.y_train[: subsets.max() + 1], subsets, recipe, device,
                     seeds, "shared" if run is _RUN["fused"] else "own")
 

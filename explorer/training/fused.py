@@ -224,9 +224,11 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
         swap_streams = [torch.Generator().manual_seed(s + 7919) for s in (seeds if not shared else seeds[:1])]
     opt = optim.SGD(ens.params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     hand = None if shared else by_hand.layers_of(ens.layers)  # an MLP on its own batches: by_hand.py
-    if hand:
-        x_rows = x.flatten(1)
-        codes_rows = None if codes is None else codes.flatten(1).expand(K, -1, -1)
+    if hand:  # the codes as C more rows of the data, so that one gather builds each model's batch
+        x_rows, y_rows, code_ids = x.flatten(1), y, None
+        if codes is not None:
+            x_rows, y_rows = torch.cat([x_rows, codes.flatten(1)]), torch.cat([y, code_y[:, 0]])
+            code_ids = torch.arange(n, n + len(codes), device=device).expand(K, -1)
         hand_weights, relus = [ens.weights[i] for i, _ in hand], [relu for _, relu in hand]
         compute_dtype = precision.DTYPE if recipe.amp else None
     total = recipe.epochs * batches.steps
@@ -240,7 +242,7 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
             if recipe.cosine:
                 opt.lr = optim.cosine_lr(recipe.lr, step, total)
             if hand:
-                opt.step(_hand_gradients(hand_weights, relus, x_rows, y, ids, codes_rows,
+                opt.step(_hand_gradients(hand_weights, relus, x_rows, y_rows, ids, code_ids,
                                          None if codes is None else swaps[lo : lo + ids.shape[1]],
                                          recipe.sd_lambda, compute_dtype))
                 step += 1
@@ -274,23 +276,22 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
     return ens
 
 
-def _hand_gradients(weights, relus, x_rows, y, ids, codes_rows, swapped, sd_lambda, compute_dtype):
+def _hand_gradients(weights, relus, x_rows, y_rows, ids, code_ids, swapped, sd_lambda, compute_dtype):
     """The gradients of one step of K MLPs on their own batches `ids` (K, B) (by_hand.py): each
     model's mean loss over its B samples, a swapped sample's (`swapped` (B, K)) taken on its
-    class's code, which rides along as one of C extra rows per model."""
+    class's code, which rides along as one of C extra rows per model (`code_ids` (K, C): the
+    codes' rows in x_rows and y_rows)."""
     K, B = ids.shape
-    xb, yb = x_rows[ids], y[ids]
+    rows = ids if code_ids is None else torch.cat([ids, code_ids], 1)
+    xb = x_rows.index_select(0, rows.flatten()).view(K, rows.shape[1], -1)  # 5× faster than x_rows[rows]
+    rows_y = y_rows.index_select(0, rows.flatten()).view(K, -1)
     real = torch.full((K, B), 1.0 / B, dtype=xb.dtype, device=xb.device)  # each model's mean over its B samples
-    if codes_rows is None:
+    if code_ids is None:
         ce_w = sd_w = real
-        rows_y = yb
     else:
-        C = codes_rows.shape[1]
         sw = swapped.t().to(xb.dtype) / B
-        code_w = torch.zeros(K, C, dtype=sw.dtype, device=sw.device).scatter_add_(1, yb, sw)  # swaps per class
-        xb = torch.cat([xb, codes_rows.to(xb.dtype)], 1)
-        rows_y = torch.cat([yb, torch.arange(C, device=xb.device).expand(K, C)], 1)
-        ce_w = torch.cat([real - sw, code_w], 1)
+        code_w = torch.zeros(code_ids.shape, dtype=sw.dtype, device=sw.device).scatter_add_(1, rows_y[:, :B], sw)
+        ce_w = torch.cat([real - sw, code_w], 1)  # swaps per class on the class's code row
         sd_w = torch.cat([real, torch.zeros_like(code_w)], 1)
     grad = lambda z: by_hand.logit_grad(z, rows_y, ce_w, sd_w, sd_lambda)  # noqa: E731
     return by_hand.gradients(weights, relus, xb, grad, compute_dtype)
