@@ -538,6 +538,9 @@ def test_models_page_imports_a_user_model_and_shows_its_accuracy(monkeypatch, ws
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.switch_page("views/models.py")
     at.run()
+    assert not any(t.key == "imp_path" for t in at.text_input)  # only the open tab's form is drawn
+    at.session_state["models_tab"] = "Import"
+    at.run()
     at.text_input(key="imp_path").set_value(str(tmp_path / "mine.pt"))
     at.text_input(key="imp_own").set_value("usernets:Net")
     at.text_input(key="imp_kwargs").set_value('{"hidden": 32}')

@@ -24,8 +24,15 @@ if finished.get("title", "").startswith("import ") and finished.get("result_id")
     if imported.get("warning"):
         st.warning(imported["warning"])
 
-train_tab, import_tab = st.tabs(["Train", "Import"])
-with train_tab:
+NORMALIZE_CHOICES = {
+    "auto": "the file's own normalize.mean/std if it has them (RUM, SalUn), else dataset",
+    "dataset": "the explorer's standardized pixels, what its own models get",
+    "none": "[0, 1] pixels",
+    "MEAN/STD": "(p − mean) / std of [0, 1] pixels p, per channel: give them below",
+}
+
+
+def train_form() -> None:
     with st.form("train"):
         c1, c2, c3 = st.columns(3)
         dataset = c1.selectbox("Dataset", list(data.SOURCES), help="digits (8×8) and mnist5k (5,000 real 28×28 MNIST "
@@ -66,14 +73,8 @@ with train_tab:
             ui.launch(ws, argv, f"train {dataset} {arch}", "train_job")
     ui.job_status(ws, "train_job")
 
-NORMALIZE_CHOICES = {
-    "auto": "the file's own normalize.mean/std if it has them (RUM, SalUn), else dataset",
-    "dataset": "the explorer's standardized pixels, what its own models get",
-    "none": "[0, 1] pixels",
-    "MEAN/STD": "(p − mean) / std of [0, 1] pixels p, per channel: give them below",
-}
 
-with import_tab:
+def import_form() -> None:
     with st.form("import"):
         upload = st.file_uploader("Weights", type=["safetensors", "pt", "pth", "tar", "bin"],
                                   help="safetensors, or a torch file of tensors (loaded with weights_only=True): a plain "
@@ -130,6 +131,10 @@ with import_tab:
                 argv += ["--recipe", imp_recipe.strip()]
             ui.launch(ws, argv, f"import {shown}", "import_job")  # the command checks it all, in one line
     ui.job_status(ws, "import_job")
+
+
+# Only the open tab's form is drawn: a page's first visit sends one form's widgets, not both.
+ui.lazy_tabs({"Train": train_form, "Import": import_form}, key="models_tab")
 
 recs = ws.find("model")
 if not recs:
