@@ -133,43 +133,50 @@ def import_form() -> None:
     ui.job_status(ws, "import_job")
 
 
-# Only the open tab's form is drawn: a page's first visit sends one form's widgets, not both.
-ui.lazy_tabs({"Train": train_form, "Import": import_form}, key="models_tab")
+def all_models() -> None:
+    if not recs:
+        st.info("No models yet: train one in the Train tab.")
+        return
+    cols = ["name", "id", "source", "arch", "dataset", "epochs", "train_acc", "flipped_fit", "test_acc", "seconds", "device"]
+    st.dataframe(pd.DataFrame(recs[::-1]).reindex(columns=cols), hide_index=True, column_config={
+        "train_acc": st.column_config.NumberColumn("train acc", format="%.3f",
+                                                   help="Below 0.99 the model is not in the memorization regime: "
+                                                        "its memorization scores mostly say what it failed to learn."),
+        "flipped_fit": st.column_config.NumberColumn("flipped fit", format="%.3f",
+                                                     help="Share of the flipped (mislabeled) training samples it "
+                                                          "predicts as labelled: fitting them takes memorizing them."),
+        "test_acc": st.column_config.NumberColumn("test acc", format="%.3f"),
+        "seconds": st.column_config.NumberColumn("training time", format="%.1f s"),
+    })
+    if any(r.get("source") == "oracle" for r in recs):
+        st.caption("Oracles are retrained without a forget set to judge unlearning runs; their train accuracy "
+                   "includes the forget set they never saw.")
 
+    rec = ui.pick_model(ws, "models_pick", include_oracles=True)
+    if rec:
+        ds_rec = ws.get(rec["dataset_id"], "dataset")
+        left, right = st.columns(2)
+        with left:
+            if rec.get("log"):
+                ui.chart(st, plots.training_curves(rec["log"]), key="curves")
+            else:
+                st.info("Imported models have no training log.")
+        with right:
+            ui.chart(st, plots.per_class_accuracy(rec["per_class_acc"], ds_rec["classes"]), key="per_class")
+        if ds_rec.get("flipped"):
+            st.caption(f"{len(ds_rec['flipped'])} training labels were flipped (label noise {ds_rec['label_noise']:.0%}).")
+        if rec.get("block_bytes"):
+            st.caption(f"Trained in {rec['blocks']} blocks for `deepobliviate`: the stored block checkpoints "
+                       f"(M_0 … M_{rec['blocks']} with momentum) take {rec['block_bytes'] / 2**20:.2f} MiB on disk.")
+
+
+# One tab drawn at a time: a first visit after the demo shows the models without sending the two
+# forms' widgets (30 script files for the browser to load); a new model is shown once its job ends.
+if finished.get("state") == "succeeded" and finished.get("title", "").startswith(("train ", "import ")):
+    st.session_state["models_tab"] = "All models"
 recs = ws.find("model")
 if not recs:
-    st.info("No models yet: train one above. The default (digits, cnn, 60 epochs, fitting every label) takes about a minute on a 2-core CPU; the mlp two seconds.")
-    st.stop()
-
-st.subheader("All models")
-cols = ["name", "id", "source", "arch", "dataset", "epochs", "train_acc", "flipped_fit", "test_acc", "seconds", "device"]
-st.dataframe(pd.DataFrame(recs[::-1]).reindex(columns=cols), hide_index=True, column_config={
-    "train_acc": st.column_config.NumberColumn("train acc", format="%.3f",
-                                               help="Below 0.99 the model is not in the memorization regime: "
-                                                    "its memorization scores mostly say what it failed to learn."),
-    "flipped_fit": st.column_config.NumberColumn("flipped fit", format="%.3f",
-                                                 help="Share of the flipped (mislabeled) training samples it "
-                                                      "predicts as labelled: fitting them takes memorizing them."),
-    "test_acc": st.column_config.NumberColumn("test acc", format="%.3f"),
-    "seconds": st.column_config.NumberColumn("training time", format="%.1f s"),
-})
-if any(r.get("source") == "oracle" for r in recs):
-    st.caption("Oracles are retrained without a forget set to judge unlearning runs; their train accuracy "
-               "includes the forget set they never saw.")
-
-rec = ui.pick_model(ws, "models_pick", include_oracles=True)
-if rec:
-    ds_rec = ws.get(rec["dataset_id"], "dataset")
-    left, right = st.columns(2)
-    with left:
-        if rec.get("log"):
-            ui.chart(st, plots.training_curves(rec["log"]), key="curves")
-        else:
-            st.info("Imported models have no training log.")
-    with right:
-        ui.chart(st, plots.per_class_accuracy(rec["per_class_acc"], ds_rec["classes"]), key="per_class")
-    if ds_rec.get("flipped"):
-        st.caption(f"{len(ds_rec['flipped'])} training labels were flipped (label noise {ds_rec['label_noise']:.0%}).")
-    if rec.get("block_bytes"):
-        st.caption(f"Trained in {rec['blocks']} blocks for `deepobliviate`: the stored block checkpoints "
-                   f"(M_0 … M_{rec['blocks']} with momentum) take {rec['block_bytes'] / 2**20:.2f} MiB on disk.")
+    st.info("No models yet: train one below. The default (digits, cnn, 60 epochs, fitting every label) takes about "
+            "a minute on a 2-core CPU; the mlp two seconds.")
+ui.lazy_tabs({"All models": all_models, "Train": train_form, "Import": import_form}, key="models_tab",
+             default="All models" if recs else "Train")
