@@ -19,9 +19,12 @@ def _duration(job) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-@st.fragment(run_every=2.0)
-def job_table():
+def job_table(polling: bool) -> None:
+    if polling:
+        jobs.refresh(ws)  # a job whose process died is running no longer
     rows = jobs.list_jobs(ws)
+    if polling and not any(j["state"] in jobs.ACTIVE for j in rows):
+        st.rerun(scope="app")  # the last running job has ended: draw once more, then stop polling
     if not rows:
         st.info("No jobs yet. Training, memorization and unlearning runs appear here while they work.")
         return
@@ -41,4 +44,7 @@ def job_table():
                 st.rerun(scope="fragment")
 
 
-job_table()
+# Polls only while a job runs: each poll sends the table and the logs of the last 20 jobs again.
+jobs.refresh(ws)
+polling = bool(jobs.list_jobs(ws, active_only=True))
+st.fragment(job_table, run_every=ui.SLOW_POLL_SECONDS if polling else None)(polling)

@@ -99,7 +99,7 @@ def partial_runs(active: bool):
 
 
 if any(j["argv"][:2] == ["memorize", rec["id"]] for j in jobs.list_jobs(ws, active_only=True)):
-    st.fragment(lambda: partial_runs(active=True), run_every=2.0)()
+    st.fragment(lambda: partial_runs(active=True), run_every=ui.SLOW_POLL_SECONDS)()
 else:
     partial_runs(active=False)
 
