@@ -88,7 +88,7 @@ if demo_done:
 
 if not trained:
     st.subheader("Or start from scratch")
-    st.write("Train a small CNN on the digits (60 epochs, about a minute on a laptop CPU, to fit its flipped labels).")
+    st.write("Train a small CNN on the digits (70 epochs, about a minute on a laptop CPU, to fit its flipped labels).")
     if st.button("Train a digits CNN"):
         ui.launch(ws, ["train", "--dataset", "digits", "--arch", "cnn"], "train digits cnn", "home_job")
 elif counts["scores"] == 0:

@@ -176,7 +176,7 @@ if finished.get("state") == "succeeded" and finished.get("title", "").startswith
     st.session_state["models_tab"] = "All models"
 recs = ws.find("model")
 if not recs:
-    st.info("No models yet: train one below. The default (digits, cnn, 60 epochs, fitting every label) takes about "
+    st.info("No models yet: train one below. The default (digits, cnn, 70 epochs, fitting every label) takes about "
             "a minute on a 2-core CPU; the mlp two seconds.")
 ui.lazy_tabs({"All models": all_models, "Train": train_form, "Import": import_form}, key="models_tab",
              default="All models" if recs else "Train")
