@@ -92,7 +92,7 @@ def offline(target_phi: np.ndarray, g: Gaussians) -> np.ndarray:
     x = np.asarray(target_phi, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (x - g.mu_out) / g.sd_out
-    return -torch.special.log_ndtr(torch.from_numpy(-z)).numpy()
+    return -torch.special.log_ndtr(torch.from_numpy(np.asarray(-z, np.float64))).numpy()
 
 
 def roc(members: np.ndarray, nonmembers: np.ndarray, fpr: float = 1e-3) -> dict[str, float]:
