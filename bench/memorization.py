@@ -86,6 +86,7 @@ def speed(out: dict, device, peak: float) -> None:
         recipe = replace(training.default_for(arch, name), epochs=epochs)
         subs = torch.as_tensor(estimator.subsets(ds.n_train, 0.7, k, seed=0))
         tag = f"{arch}_{name}[{device.type}]"
+        flops = _training_flops_per_sample(arch, ds)
         rates = {}
         start = time.perf_counter()
         for j in range(2):
@@ -101,7 +102,7 @@ def speed(out: dict, device, peak: float) -> None:
             if engine != "plain_loop":
                 out[f"{tag}_speedup_over_plain_loop {engine}"] = round(rate / rates["plain_loop"], 2)
             # For the cnn this says what its speed-up can be: the plain loop's fraction already.
-            gflops = rate * epochs * subs.shape[1] * _training_flops_per_sample(arch, ds) / 1e9
+            gflops = rate * epochs * subs.shape[1] * flops / 1e9
             out[f"{tag}_fraction_of_matmul_peak {engine}"] = round(gflops / peak, 3)
         cal = ensembles.calibrate(arch, ds, training.default_for(arch, name), device, k)
         out[f"{tag}_auto_picks"] = cal["engine"]

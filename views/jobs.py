@@ -45,6 +45,6 @@ def job_table(polling: bool) -> None:
 
 
 # Polls only while a job runs: each poll sends the table and the logs of the last 20 jobs again.
-jobs.refresh(ws)
+# (A job whose process died still counts here; the fragment's refresh finds it and stops polling.)
 polling = bool(jobs.list_jobs(ws, active_only=True))
 st.fragment(job_table, run_every=ui.SLOW_POLL_SECONDS if polling else None)(polling)
