@@ -21,7 +21,7 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-ui.sidebar(ui.workspace(), light=page.title == "Home")
+ui.sidebar(ui.workspace(), page.title, light=page.title == "Home")
 try:
     page.run()
 finally:  # after the first page is drawn, so its script does not share the CPU with the imports

@@ -130,6 +130,14 @@ def test_colourings_and_selection_summary():
     assert row["mean (selected)"] == pytest.approx(0.8) and row["in top 10%"] == 1.0
 
 
+def test_a_selections_classes_are_counted_against_a_random_pick():
+    rows = selection.class_table(np.array([0, 0, 2]), np.array([0, 0, 1, 1, 2, 2]), ["a", "b", "c"])
+    assert [r["class"] for r in rows] == ["a", "b", "c"]
+    assert [r["selected"] for r in rows] == [2, 0, 1]
+    assert [r["a random pick"] for r in rows] == pytest.approx([1, 1, 1])  # 3 of 6 samples, a third in each class
+    assert [r["× a random pick"] for r in rows] == pytest.approx([2, 0, 1])
+
+
 # -- forget sets in the workspace and the CLI -------------------------------------------------------
 
 def test_forget_set_by_score_records_its_provenance(explored):
@@ -250,6 +258,8 @@ def test_page_shows_a_selection_and_saves_it(monkeypatch, explored):
     assert not at.exception and not at.error
     assert any(h.value == "5 samples selected" for h in at.subheader)
     assert any("1 test samples" in c.value for c in at.caption)
+    classes = at.dataframe[0].value  # the selection's classes, the test sample left out
+    assert classes["selected"].sum() == 5 and list(classes["class"]) == [str(c) for c in ds.classes]
     es = next(m for m in at.metric if m.label == "entanglement (ES)")
     features = artifacts.load_map(ws, explored["map"]).train_features
     assert float(es.value.replace(",", "")) == pytest.approx(metrics.entanglement(features, ids[:5]), abs=0.05)

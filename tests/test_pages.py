@@ -205,3 +205,21 @@ def test_interrupted_exact_run_is_shown_and_resumed_from_the_page(monkeypatch, w
     done = jobs.wait(ws, job["id"], timeout=120)
     assert done["state"] == "succeeded", jobs.log_tail(done)
     assert memorize.in_progress(ws, model["id"]) == []
+
+
+def test_the_sidebar_lists_a_running_job_only_where_the_page_does_not_show_it(monkeypatch, ws):
+    """Home shows the job it launched, live; its sidebar would repeat it, and poll the server for it again."""
+    job_id = jobs.submit(ws, ["train", "--arch", "cnn", "--epochs", "500", "--device", "cpu"], "long train")
+    try:
+        monkeypatch.setenv("EXPLORER_WORKSPACE", str(ws.path))
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        at.session_state["home_job"] = job_id  # as Home's button leaves it
+        at.run().run()  # the second run is the one a running job's poll brings
+        assert not at.exception
+        assert "**Running jobs**" not in [m.value for m in at.sidebar.markdown]
+        assert any("long train" in p.proto.text for p in at.get("progress"))  # on the page itself
+        at.switch_page("views/models.py").run()
+        assert "**Running jobs**" in [m.value for m in at.sidebar.markdown]
+    finally:
+        jobs.cancel(ws, job_id)
+        jobs.wait(ws, job_id, timeout=60)

@@ -241,7 +241,16 @@ def selection_panel(sel: np.ndarray, n_test: int) -> None:
                        "distance between their centres. Higher = more mixed with the rest = harder to unlearn. "
                        f"A random set of this size scores {baseline:,.0f}: it sits right on top of the rest.")
     left, right = st.columns(2)
-    ui.chart(left, plots.class_counts(labels[sel], labels[:n_train], ds.classes), key="class_counts")
+    # A table with bars, not a chart: a Plotly chart drawn again after every lasso took ~0.1 s of
+    # the browser's 0.5 s; this shows the same counts, sorts, and downloads as CSV.
+    classes = selection.class_table(labels[sel], labels[:n_train], ds.classes)
+    left.dataframe(pd.DataFrame(classes), hide_index=True, height=min(36 + 35 * len(classes), 400), column_config={
+        "selected": st.column_config.ProgressColumn(min_value=0, max_value=max(r["selected"] for r in classes),
+                                                    format="%d", help="samples of the selection in this class"),
+        "a random pick": st.column_config.NumberColumn(format="%.1f", help="on average, in a random set of "
+                                                       "training samples of the same size"),
+        "× a random pick": st.column_config.NumberColumn(format="%.2f×", help="over 1: the class is "
+                                                         "over-represented in the selection")})
     summary = selection.score_summary(sel, available)
     if summary:
         right.dataframe(pd.DataFrame(summary), hide_index=True,

@@ -209,6 +209,18 @@ def launch(ws: Workspace, argv: list[str], title: str, state_key: str) -> str:
 
 
 FAST_POLL_SECONDS, SLOW_POLL_SECONDS = 8.0, 5.0
+ENDING_SECONDS = 1.5 * SLOW_POLL_SECONDS  # a job whose progress says it ends sooner is polled every second
+
+
+def poll_seconds(job: dict, now: float) -> float:
+    """Seconds between two polls of a running job. Each poll costs the browser ~0.1 s of CPU (a
+    headless Chromium on 2 cores), taken from the job, so it is polled every 5 s, except while it
+    starts (its first line shows at once) and once its progress says it ends within ~7 s (so
+    "done" shows at once, not up to 5 s late: 2 s of the demo's 35 s on average)."""
+    elapsed, done = now - job["created"], job["progress"]
+    if elapsed < FAST_POLL_SECONDS or (done > 0 and elapsed * (1 - done) / done < ENDING_SECONDS):
+        return 1.0
+    return SLOW_POLL_SECONDS
 
 
 def job_status(ws: Workspace, state_key: str) -> None:
@@ -216,19 +228,16 @@ def job_status(ws: Workspace, state_key: str) -> None:
     job_id = st.session_state.get(state_key)
     if not job_id:
         return
-    # Each poll costs the browser ~0.1 s of CPU (a headless Chromium on 2 cores), taken from the job:
-    # every second while the job starts, so its first line shows at once, then every 5 s (the
-    # browser's share of a core during the demo: 0.18 polling every 2.5 s, 0.09 every 5 s).
-    created = jobs.get(ws, job_id)["created"]
-    every = 1.0 if time.time() - created < FAST_POLL_SECONDS else SLOW_POLL_SECONDS
+    st.session_state.setdefault("_polled_on", {}).setdefault(st.session_state.get("_page"), set()).add(state_key)
+    every = poll_seconds(jobs.get(ws, job_id), time.time())
 
     @st.fragment(run_every=every)
     def _poll():
         jobs.refresh(ws)
         job = jobs.get(ws, job_id)
-        if every < SLOW_POLL_SECONDS and job["state"] in jobs.ACTIVE and time.time() - created >= FAST_POLL_SECONDS:
-            st.rerun(scope="app")  # once: the fragment is defined again, polling slower
         if job["state"] in jobs.ACTIVE:
+            if poll_seconds(job, time.time()) != every:
+                st.rerun(scope="app")  # the fragment is defined again, polling at the new pace
             st.progress(job["progress"], text=f"{job['title']}: {job['message']}")
             if st.button("Cancel", key=f"cancel-{job_id}"):
                 jobs.cancel(ws, job_id)
@@ -238,6 +247,12 @@ def job_status(ws: Workspace, state_key: str) -> None:
         st.rerun(scope="app")
 
     _poll()
+
+
+def polled_by_page(page: str) -> set[str]:
+    """Ids of the jobs the page `page` shows with job_status (which polls them itself)."""
+    keys = st.session_state.get("_polled_on", {}).get(page, ())
+    return {st.session_state[k] for k in keys if st.session_state.get(k)}
 
 
 def lazy_tabs(views: dict, key: str, default: str | None = None, *args) -> None:
@@ -316,21 +331,26 @@ def gallery(ds, ids, captions: list[str], split: str = "train", width: int = 88)
     st.image(thumbnail_uris(ds, ids, split, width), caption=captions, width=width)
 
 
-def sidebar(ws: Workspace, light: bool = False) -> None:
+def sidebar(ws: Workspace, page: str, light: bool = False) -> None:
     """The workspace, the device, and the jobs running now. It polls (every 5 s) only while a job
-    runs: each poll sends the server the state of every widget on the page, a lasso on a large
-    map included (megabytes), and the server parses it again. On a `light` page (Home, which
-    does not need torch) the device is shown once the warm-up has imported torch, polling until
-    then; other pages import torch anyway, so the device is found right away."""
+    runs that the page `page` does not poll itself: each poll costs the browser CPU the job could
+    use, and sends the server the state of every widget on the page, a lasso on a large map
+    included (megabytes). On a `light` page (Home, which does not need torch) the device is shown
+    once the warm-up has imported torch, polling until then while no job runs; other pages import
+    torch anyway, so the device is found right away."""
+    st.session_state["_page"] = page  # read by job_status, which the page's script calls later
     with st.sidebar:
         st.caption(f"Workspace: `{ws.path.resolve()}`")
+        on_page = polled_by_page(page)  # shown, live, on the page itself
         active = jobs.list_jobs(ws, active_only=True)
-        known = device_name(resolve=not light) is not None
+        others = [j for j in active if j["id"] not in on_page]
+        # The warm-up that finds the device waits while a job runs: no use polling for it then.
+        detecting = device_name(resolve=not light) is None and not active
 
-        @st.fragment(run_every=SLOW_POLL_SECONDS if active or not known else None)
+        @st.fragment(run_every=SLOW_POLL_SECONDS if others or detecting else None)
         def _running():
             st.caption(f"Device: **{device_name() or 'detecting…'}**")
-            running = jobs.list_jobs(ws, active_only=True)
+            running = [j for j in jobs.list_jobs(ws, active_only=True) if j["id"] not in on_page]
             if running:
                 st.markdown("**Running jobs**")
             for job in running:

@@ -252,19 +252,6 @@ def sample_map(xy: np.ndarray, ids: np.ndarray, labels: np.ndarray, colour: np.n
     return fig
 
 
-def class_counts(selected: np.ndarray, everything: np.ndarray, class_names: Sequence[str]) -> go.Figure:
-    """Selected samples per class, next to the count a random pick of the same size would give."""
-    k = len(class_names)
-    sel = np.bincount(selected, minlength=k)
-    expected = np.bincount(everything, minlength=k) * len(selected) / max(len(everything), 1)
-    names = [str(c) for c in class_names]
-    fig = go.Figure([go.Bar(x=names, y=sel, name="selected", marker_color="#ef553b"),
-                     go.Scatter(x=names, y=expected, name="a random pick", mode="markers",
-                                marker=dict(symbol="line-ew", size=22, line=dict(width=2, color="#333")))])
-    return _style(fig, height=260, xaxis=dict(title="class", type="category"), yaxis_title="samples",
-                  legend=dict(orientation="h", y=1.15), margin=dict(t=30, b=40, l=40, r=10))
-
-
 def selected_ids(selection: Mapping | None) -> list[int]:
     """Sample ids of the points in a Streamlit plotly selection event. The browser sends
     custom_data as a dict {"0": id, …} or a list; points of helper traces carry none."""

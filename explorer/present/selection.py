@@ -49,6 +49,17 @@ def training_only(ids, n_train: int) -> tuple[np.ndarray, int]:
     return train, len(ids) - len(train)
 
 
+def class_table(selected_labels: np.ndarray, train_labels: np.ndarray, class_names) -> list[dict]:
+    """Per class: how many of the selection are in it, how many a random pick of the same size
+    would hold on average, and the ratio of the two (over 1: the class is over-represented)."""
+    k = len(class_names)
+    counts = np.bincount(np.asarray(selected_labels, np.int64), minlength=k)[:k]
+    expected = np.bincount(np.asarray(train_labels, np.int64), minlength=k)[:k] * len(selected_labels) / max(len(train_labels), 1)
+    return [{"class": str(name), "selected": int(n), "a random pick": float(e),
+             "× a random pick": float(n / e) if e > 0 else float("nan")}
+            for name, n, e in zip(class_names, counts, expected)]
+
+
 def score_summary(selected: np.ndarray, raw_scores: dict[str, np.ndarray]) -> list[dict]:
     """Per score, the selection against all training samples, oriented (higher = more
     memorized): means, and the share of the selection among the 10% most memorized."""
