@@ -88,6 +88,13 @@ def test_a_job_says_it_started_before_its_slow_imports(ws):
     assert seen[-1][0] == "succeeded"
 
 
+def test_the_page_that_launches_a_job_can_wait_for_its_first_line(ws):
+    job_id = jobs.submit(ws, ["train", "--arch", "mlp", "--epochs", "1", "--device", "cpu"], "quick train")
+    job = jobs.wait_first_line(ws, job_id, timeout=30)
+    assert job["message"] != "starting"  # "started: loading PyTorch", or further
+    jobs.wait(ws, job_id, timeout=120)
+
+
 def test_announcing_imports_nothing_heavy_and_ignores_plain_commands(ws):
     import subprocess
     import sys

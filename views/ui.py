@@ -202,9 +202,11 @@ def pick_model(ws: Workspace, key: str, dynamics_only: bool = False, include_ora
 
 
 def launch(ws: Workspace, argv: list[str], title: str, state_key: str) -> str:
-    """Start a CLI command as a background job and remember it for this page."""
+    """Start a CLI command as a background job and remember it for this page; returns once the
+    job's process has said it started (about half a second), so the page shows that at once."""
     job_id = jobs.submit(ws, argv, title)
     st.session_state[state_key] = job_id
+    jobs.wait_first_line(ws, job_id)
     return job_id
 
 

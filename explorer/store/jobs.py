@@ -151,6 +151,17 @@ def wait(ws: Workspace, job_id: str, timeout: float = 600, poll: float = 0.2) ->
     raise TimeoutError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
 
 
+def wait_first_line(ws: Workspace, job_id: str, timeout: float = 2.0, poll: float = 0.05) -> dict:
+    """Wait (at most `timeout`) until the job's process has said it started, or the job ended: the
+    page that launched it then shows its first line at once, not at its first poll."""
+    deadline = time.monotonic() + timeout
+    job = get(ws, job_id)
+    while job["state"] in ACTIVE and job["message"] == "starting" and time.monotonic() < deadline:
+        time.sleep(poll)
+        job = get(ws, job_id)
+    return job
+
+
 def announce(argv: list[str]) -> None:
     """First words of a job's own process (`... --workspace PATH --job ID`), written before the slow
     imports; a plain command line, or a job row that is gone, is left alone."""
