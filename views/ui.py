@@ -206,23 +206,30 @@ def launch(ws: Workspace, argv: list[str], title: str, state_key: str) -> str:
     job's process has said it started (about half a second), so the page shows that at once."""
     job_id = jobs.submit(ws, argv, title)
     st.session_state[state_key] = job_id
-    jobs.wait_first_line(ws, job_id)
+    jobs.wait_first_line(ws, job_id, timeout=3.0)
     return job_id
 
 
-FAST_POLL_SECONDS, SLOW_POLL_SECONDS = 8.0, 5.0
+SLOW_POLL_SECONDS = 5.0
 ENDING_SECONDS = 1.5 * SLOW_POLL_SECONDS  # a job whose progress says it ends sooner is polled every second
+UNKNOWN_SECONDS = 8.0  # a job that has reported no progress yet is polled every second for this long
 
 
-def poll_seconds(job: dict, now: float) -> float:
-    """Seconds between two polls of a running job. Each poll costs the browser ~0.1 s of CPU (a
-    headless Chromium on 2 cores), taken from the job, so it is polled every 5 s, except while it
-    starts (its first line shows at once) and once its progress says it ends within ~7 s (so
-    "done" shows at once, not up to 5 s late: 2 s of the demo's 35 s on average)."""
+def poll_seconds(job: dict, now: float, before: tuple[float, float] | None = None) -> float:
+    """Seconds between two polls of a running job. Each poll costs the browser CPU (0.03-0.08 s in
+    a headless Chromium on 2 cores) taken from the job, so it is polled every 5 s, and every second
+    when it should end within ~7 s, so "done" shows at once, not up to 5 s late (2 s of the demo's
+    35 s on average). Its end is guessed from its progress so far and, as a job's stages differ in
+    pace (the demo's last ones are quick), from its pace since the poll `before` (time, progress).
+    Until it reports progress its length is unknown (it may take 3 s), so for its first 8 s it is
+    polled every second too. Its first line needs no poll: `launch` waits for it."""
     elapsed, done = now - job["created"], job["progress"]
-    if elapsed < FAST_POLL_SECONDS or (done > 0 and elapsed * (1 - done) / done < ENDING_SECONDS):
-        return 1.0
-    return SLOW_POLL_SECONDS
+    if done <= 0:
+        return 1.0 if elapsed < UNKNOWN_SECONDS else SLOW_POLL_SECONDS
+    left = [elapsed * (1 - done) / done]
+    if before is not None and done > before[1] and now > before[0]:
+        left.append((1 - done) * (now - before[0]) / (done - before[1]))
+    return 1.0 if min(left) < ENDING_SECONDS else SLOW_POLL_SECONDS
 
 
 def job_status(ws: Workspace, state_key: str) -> None:
@@ -231,20 +238,31 @@ def job_status(ws: Workspace, state_key: str) -> None:
     if not job_id:
         return
     st.session_state.setdefault("_polled_on", {}).setdefault(st.session_state.get("_page"), set()).add(state_key)
-    every = poll_seconds(jobs.get(ws, job_id), time.time())
+    # The pace its polls chose, and (time, progress) at an earlier poll, for the job's recent pace.
+    pace = st.session_state.setdefault(f"_pace-{job_id}", {"every": None, "before": None, "ending": False})
+    if pace["every"] is None:
+        pace["every"] = poll_seconds(jobs.get(ws, job_id), time.time())
+    every = pace["every"]
 
     @st.fragment(run_every=every)
     def _poll():
         jobs.refresh(ws)
-        job = jobs.get(ws, job_id)
+        job, now = jobs.get(ws, job_id), time.time()
         if job["state"] in jobs.ACTIVE:
-            if poll_seconds(job, time.time()) != every:
+            # Once it is ending it stays polled every second: its estimate would flap with each poll.
+            wanted = 1.0 if pace["ending"] else poll_seconds(job, now, pace["before"])
+            pace["ending"] = wanted == 1.0 and job["progress"] > 0
+            if pace["before"] is None or now - pace["before"][0] >= SLOW_POLL_SECONDS - 0.5:  # a pace over ~5 s
+                pace["before"] = (now, job["progress"])
+            if wanted != every:
+                pace["every"] = wanted
                 st.rerun(scope="app")  # the fragment is defined again, polling at the new pace
             st.progress(job["progress"], text=f"{job['title']}: {job['message']}")
             if st.button("Cancel", key=f"cancel-{job_id}"):
                 jobs.cancel(ws, job_id)
             return
         st.session_state.pop(state_key, None)
+        st.session_state.pop(f"_pace-{job_id}", None)
         st.session_state["last_job"] = job
         st.rerun(scope="app")
 
