@@ -61,7 +61,7 @@ def _import_everything(ws: Workspace) -> None:
     with contextlib.suppress(Exception):  # torch first: the sidebar shows the device as soon as it is known
         _DEVICE.append(_describe_device())
     names = [m.name for m in pkgutil.walk_packages(explorer.__path__, "explorer.") if m.name != "explorer.__main__"]
-    for name in [*names, *_WARM]:
+    for name in [*_WARM, *names]:  # the slow ones first (scipy.stats, for Memorization); pages import ours anyway
         wait_while_jobs_run(ws)
         try:
             importlib.import_module(name)
