@@ -61,7 +61,7 @@ for col, (label, kind) in zip(cols[1:], [("score sets", "scores"), ("forget sets
 ui.last_job_message()
 demo_done = any(m["name"].startswith("demo ") for m in trained)
 with st.container(border=True):
-    st.markdown("**The demo** — the whole story in under a minute on a 2-core CPU (36–41 s measured; up to a "
+    st.markdown("**The demo** — the whole story in under a minute on a 2-core CPU (36–43 s measured; up to a "
                 "minute more on a fresh install, while UMAP compiles; running it again takes seconds): digits with 5% flipped labels, a "
                 "model, exact memorization (128 subset models) and every proxy, a UMAP map, two forget sets (a mix "
                 "of low, mid and high memorization, and one whole class), RUM, mnemonic, fine-tuning, NegGrad+ and "
