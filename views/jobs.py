@@ -20,9 +20,7 @@ def _duration(job) -> str:
 
 
 def job_table(polling: bool) -> None:
-    if polling:
-        jobs.refresh(ws)  # a job whose process died is running no longer
-    rows = jobs.list_jobs(ws)
+    rows = jobs.list_jobs(ws)  # refreshed: a job whose process died is running no longer
     if polling and not any(j["state"] in jobs.ACTIVE for j in rows):
         st.rerun(scope="app")  # the last running job has ended: draw once more, then stop polling
     if not rows:
@@ -45,6 +43,6 @@ def job_table(polling: bool) -> None:
 
 
 # Polls only while a job runs: each poll sends the table and the logs of the last 20 jobs again.
-# (A job whose process died still counts here; the fragment's refresh finds it and stops polling.)
+# (A job whose process died still counts here; the fragment's listing finds it and stops polling.)
 polling = bool(jobs.list_jobs(ws, active_only=True))
 st.fragment(job_table, run_every=ui.SLOW_POLL_SECONDS if polling else None)(polling)

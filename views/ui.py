@@ -39,8 +39,7 @@ def wait_while_jobs_run(ws: Workspace, poll_seconds: float = 1.0) -> None:
     between sessions, whatever a thread's priority; in the app the warm-up had slowed the demo's
     first stages 2×."""
     while True:
-        jobs.refresh(ws)  # a job whose process died counts no longer
-        if not jobs.list_jobs(ws, active_only=True):
+        if not jobs.list_jobs(ws, active_only=True):  # refreshed: a job whose process died counts no longer
             return
         time.sleep(poll_seconds)
 
@@ -206,7 +205,7 @@ def launch(ws: Workspace, argv: list[str], title: str, state_key: str) -> str:
     job's process has said it started (about half a second), so the page shows that at once."""
     job_id = jobs.submit(ws, argv, title)
     st.session_state[state_key] = job_id
-    jobs.wait_first_line(ws, job_id, timeout=3.0)
+    jobs.wait_first_line(ws, job_id)
     return job_id
 
 

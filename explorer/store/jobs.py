@@ -151,7 +151,7 @@ def wait(ws: Workspace, job_id: str, timeout: float = 600, poll: float = 0.2) ->
     raise TimeoutError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
 
 
-def wait_first_line(ws: Workspace, job_id: str, timeout: float = 2.0, poll: float = 0.05) -> dict:
+def wait_first_line(ws: Workspace, job_id: str, timeout: float = 3.0, poll: float = 0.05) -> dict:
     """Wait (at most `timeout`) until the job's process has said it started, or the job ended: the
     page that launched it then shows its first line at once, not at its first poll."""
     deadline = time.monotonic() + timeout
