@@ -379,7 +379,7 @@ def evaluate_(
     as_json: JsonOpt = False,
     job: JobOpt = None,
 ):
-    """Forgetting quality F and per-sample ε of a method, the competition's way: N runs of it against N retrained oracles."""
+    """Forgetting quality F (on a simultaneous 95% bound and on the competition's point estimate), per-sample ε and KLoM of a method, also by memorization group: N runs of it against N retrained oracles."""
 
     def prepare():
         parsed = json_object(params, "--params", unlearning.ParamError)
@@ -391,14 +391,26 @@ def evaluate_(
         model_rec, fs_rec = ws.get(model, "model"), ws.get(forget, "forget_set")
         if not job:  # the app shows the cost on the page; the command line says it before it starts
             typer.echo(f"cost: {evaluate_mod.cost(ws, model_rec, fs_rec, method, models_, dev)['text']}", err=True)
-        return evaluate_mod.evaluate(ws, model_rec, fs_rec, method, parsed, models_, dev, preset, progress)
+        rec = evaluate_mod.evaluate(ws, model_rec, fs_rec, method, parsed, models_, dev, preset, progress)
+        found = comparison.evaluation_groups(ws, rec)  # by the model's memorization now, so not kept in the record
+        return {**rec, "by_group_score": found and found[0], "by_group": found and found[1]}
 
     def summary(r):
+        def num(v):  # NaN and null (F where N resolves no ε; KLoM of an older record) as n/a
+            return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
         lo, hi = r["forgetting_quality_interval"]
-        return (f"evaluation {r['id']}: {r['method']} on {r['forget_set_id']}, N = {r['models']} · forgetting quality F "
-                f"{r['forgetting_quality']:.3f} [{lo:.3f}, {hi:.3f}] (competition's point estimate "
-                f"{r['forgetting_quality_point']:.3f}) · score {r['score']:.3f} · test acc "
-                f"{r['unlearned_acc_test']:.3f} (retrained {r['retrained_acc_test']:.3f}) · {r['seconds']:.1f} s")
+        f = (f"{num(r['forgetting_quality'])} [{num(lo)}, {num(hi)}]" if num(r["forgetting_quality"]) != "n/a"
+             else f"n/a (N = {r['models']} resolves no ε at 95%)")
+        lines = [f"evaluation {r['id']}: {r['method']} on {r['forget_set_id']}, N = {r['models']} · forgetting quality F "
+                 f"{f} (competition's point estimate {num(r['forgetting_quality_point'])}) · score {num(r['score'])} "
+                 f"(point {num(r.get('score_point'))}) · KLoM {num(r.get('klom'))} · test acc "
+                 f"{r['unlearned_acc_test']:.3f} (retrained {r['retrained_acc_test']:.3f}) · {r['seconds']:.1f} s"]
+        for group, g in (r.get("by_group") or {}).items():
+            lines.append(f"  {group} {r['by_group_score']} ({g['size']} samples): F {num(g['forgetting_quality'])} · "
+                         f"point {num(g['forgetting_quality_point'])} · KLoM {num(g['klom'])} · mean ε "
+                         f"{num(g['epsilon'])} (point {num(g['epsilon_point'])})")
+        return "\n".join(lines)
 
     execute(workspace, job, as_json, work, summary, prepare=prepare)
 
@@ -510,14 +522,14 @@ class ExportTable(str, Enum):
 
 @app.command()
 def export(
-    record_id: Annotated[str, typer.Argument(help="A score set (per-sample values), a run (metrics) or an evaluation (per forget sample: ε, its score, memorization).")],
+    record_id: Annotated[str, typer.Argument(help="A score set (per-sample values), a run (metrics) or an evaluation (per forget sample: ε of the bound and the point estimate, its score, KLoM, memorization and its group).")],
     format_: Annotated[ExportFormat, typer.Option("--format", help="csv or json.")] = ExportFormat.csv,
     out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
     table: Annotated[ExportTable, typer.Option(help="Of an exact score set: values (one row per training sample), lira (the original model's per-sample LiRA scores against the subset models, one row per training and test sample) or influence (the test samples each training sample helps and hurts most, one row per pair); of a run: samples (the original's, the unlearned model's and the oracle's outputs, one row per training and test sample).")] = ExportTable.values,
     top: Annotated[int, typer.Option(help="With --table influence: test samples per training sample and direction.")] = 5,
     workspace: WorkspaceOpt = None,
 ):
-    """Export a score set's per-sample values (or an exact one's LiRA scores or influence pairs), a run's metrics (or per-sample outputs), or an evaluation's per-sample ε."""
+    """Export a score set's per-sample values (or an exact one's LiRA scores or influence pairs), a run's metrics (or per-sample outputs), or an evaluation's per-sample ε and KLoM."""
     import csv
     import io
 
@@ -648,7 +660,7 @@ def show(
 ):
     """Show one record with its metrics."""
     rec = query(workspace, lambda ws: jobs.get(ws, record_id) if record_id.startswith("j-") else ws.get(record_id))
-    bulky = {"ids", "flipped", "log", "files", "forget_ids", "epsilons", "epsilons_point"}
+    bulky = {"ids", "flipped", "log", "files", "forget_ids", "epsilons", "epsilons_point", "kloms"}
     text = "\n".join(f"{k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}"
                      for k, v in rec.items() if k not in bulky)
     emit(rec, as_json, text)

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer import unlearning
+from explorer.evaluation import forgetting
 from explorer.memorization import scores
 from explorer.pipeline import evaluate, forget_sets, runs, sweeps
 from explorer.runtime import devices
@@ -180,6 +181,11 @@ if st.toggle("Evaluate forgetting quality F", help="The NeurIPS 2023 unlearning 
     n_eval = int(c1.number_input("N (runs and oracles)", 4, 512, evaluate.MODELS,
                                  help="The competition used 512; 32 gives F on the digits in minutes."))
     with_none = c2.checkbox("also the original, unchanged", True, help="The floor every method should beat: F = 0.")
+    top, top_point = forgetting.cap(n_eval, n_eval), forgetting.cap(n_eval, n_eval, confidence=None)
+    st.caption(f"At N = {n_eval}, F's 95% bound tells samples apart up to ε = {top:.2f} (the competition's point "
+               f"estimate up to {top_point:.0f}, without a guarantee); KLoM needs no cap." if top > 0 else
+               f"At N = {n_eval}, 95% confidence resolves no ε: F will be empty (it needs N ≥ 10, 1.28 at 32); the "
+               f"competition's point estimate and KLoM are still computed.")
     targets = [*settings, *(["none"] if with_none else [])]
     dev = devices.resolve("auto")
     for name in targets:

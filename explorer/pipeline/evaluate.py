@@ -34,6 +34,7 @@ from ..runtime.progress import Progress, clock, no_progress, stage
 from ..store import artifacts
 from ..store.workspace import Workspace, npz_bytes, write_atomic
 from ..training import ensembles
+from ..unlearning import sequence
 from . import memorize, runs
 from .oracle import recipe_for
 
@@ -271,46 +272,62 @@ def evaluate(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, par
         "models": n, "device": device.type, "forget_ids": [int(i) for i in forget],
         **result["meta"], "seconds": round(time.perf_counter() - start, 3),
         "run_seconds": float(unl["seconds"].sum()), "cost": estimate["text"],
-    }, files={"samples": npz_bytes(unlearned_phi=unl["phi"], retrained_phi=ref["phi"], **result["arrays"])})
+    }, files={artifacts.EVALUATION_SAMPLES: npz_bytes(unlearned_phi=unl["phi"], retrained_phi=ref["phi"],
+                                                     **result["arrays"])})
     shutil.rmtree(folder, ignore_errors=True)
     return rec
 
 
 def score(unl: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict:
-    """The evaluation's figures from the runs' and the oracles' φ and accuracies."""
-    eps = forgetting.epsilons(unl["phi"], ref["phi"])
-    top = forgetting.cap(len(unl["phi"]), len(ref["phi"]))
+    """The evaluation's figures from the runs' and the oracles' φ and accuracies: F and the score on
+    the simultaneous bound (`forgetting_quality`, `score`) and on the competition's point estimate
+    (`forgetting_quality_point`, `score_point`), ε of both per forget sample, and KLoM (per sample,
+    `kloms`, and its mean, `klom`). F on the bound is NaN when N is too small for it to resolve any ε."""
+    n_u, n_r = len(unl["phi"]), len(ref["phi"])
+    eps, top = forgetting.epsilons(unl["phi"], ref["phi"]), forgetting.cap(n_u, n_r)
     points = forgetting.sample_scores(eps, top)
-    f = float(points.mean())
+    f = forgetting.forgetting_quality(eps, top)
     eps_point = forgetting.epsilons(unl["phi"], ref["phi"], confidence=None)
-    f_point = forgetting.forgetting_quality(eps_point, forgetting.cap(len(unl["phi"]), len(ref["phi"]), confidence=None))
+    top_point = forgetting.cap(n_u, n_r, confidence=None)
+    f_point = forgetting.forgetting_quality(eps_point, top_point)
+    kloms = forgetting.klom(unl["phi"], ref["phi"])
     means = {f"{who}_{k}": float(src[k].mean()) for who, src in (("unlearned", unl), ("retrained", ref))
              for k in ("acc_retain", "acc_forget", "acc_test")}
-    adjusted = forgetting.utility_adjusted(f, means["unlearned_acc_retain"], means["unlearned_acc_test"],
-                                           means["retrained_acc_retain"], means["retrained_acc_test"])
+    utility = (means["unlearned_acc_retain"], means["unlearned_acc_test"], means["retrained_acc_retain"],
+               means["retrained_acc_test"])
     lo, hi = forgetting.interval(points)
-    meta = {"forgetting_quality": f, "forgetting_quality_interval": [lo, hi], "score": adjusted,
-            "epsilons": [float(e) for e in eps], "epsilon_cap": top, "forgetting_quality_point": f_point,
-            "epsilons_point": [float(e) for e in eps_point], **means}
-    return {"meta": meta, "arrays": {"epsilons": eps, "epsilons_point": eps_point, "points": points}}
+    meta = {"forgetting_quality": f, "forgetting_quality_interval": [lo, hi],
+            "score": forgetting.utility_adjusted(f, *utility), "epsilons": [float(e) for e in eps], "epsilon_cap": top,
+            "epsilon_bound": "simultaneous", "confidence": forgetting.CONFIDENCE,
+            "forgetting_quality_point": f_point, "score_point": forgetting.utility_adjusted(f_point, *utility),
+            "epsilons_point": [float(e) for e in eps_point], "epsilon_cap_point": top_point,
+            "klom": float(kloms.mean()), "kloms": [float(k) for k in kloms], **means}
+    return {"meta": meta, "arrays": {"epsilons": eps, "epsilons_point": eps_point, "points": points, "klom": kloms}}
 
 
 def export_rows(ws: Workspace, rec: dict) -> list[dict]:
     """One row per forget sample: sample_id, label, epsilon (the bound), epsilon_point (the
-    competition's), points (its bucket score), the unlearned and the retrained models' median φ,
-    and the model's memorization where it has a score (named in the column)."""
-    with np.load(ws.read(rec, "samples")) as z:
-        arrays = {k: z[k] for k in z.files}
+    competition's), points (its bucket score), klom, the unlearned and the retrained models' median
+    φ, and where the model has a memorization score its value (named in the column) and the sample's
+    group by it (low / mid / high: RUM's terciles of the forget set)."""
+    arrays = artifacts.evaluation_samples(ws, rec)
+    kloms = arrays["klom"] if "klom" in arrays else forgetting.klom(arrays["unlearned_phi"], arrays["retrained_phi"])
     model_rec = ws.get(rec["model_id"], "model")
     labels = artifacts.dataset_of(ws, model_rec).y_train.numpy()
     mem = artifacts.memorization_of(ws, model_rec)
+    group = {}
+    if mem is not None and np.isfinite(mem[1][rec["forget_ids"]]).all():
+        parts = sequence.split(mem[1], rec["forget_ids"])
+        group = {int(i): name for name, part in zip(sequence.group_names(len(parts)), parts) for i in part}
     rows = []
     for j, i in enumerate(rec["forget_ids"]):
         row = {"sample_id": int(i), "label": int(labels[i]), "epsilon": float(arrays["epsilons"][j]),
                "epsilon_point": float(arrays["epsilons_point"][j]), "points": float(arrays["points"][j]),
+               "klom": float(kloms[j]),
                "unlearned_phi_median": float(np.median(arrays["unlearned_phi"][:, j])),
                "retrained_phi_median": float(np.median(arrays["retrained_phi"][:, j]))}
         if mem is not None:
             row[f"memorization_{mem[0]}"] = float(mem[1][i])
+            row["group"] = group.get(int(i))
         rows.append(row)
     return rows

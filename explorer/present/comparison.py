@@ -10,8 +10,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..evaluation import metrics
+from ..evaluation import forgetting, metrics
+from ..store import artifacts
 from ..store.workspace import Workspace
+from ..unlearning import ParamError, sequence
 
 # metric -> (label, what it means); the order is the order of tables and charts
 METRICS = {
@@ -118,10 +120,11 @@ def twin_projection(before_features: np.ndarray, after_features: np.ndarray) -> 
 
 
 def evaluation_rows(evaluations: list[dict], runs: list[dict]) -> list[dict]:
-    """One row per evaluation (forgetting quality F with its interval, the competition's point
-    estimate, the utility-adjusted score, N), beside the mean ToW and ToW-MIA of the same
-    method's runs on the same model and forget set: the per-sample judgement next to the
-    averages'. Best F first."""
+    """One row per evaluation (forgetting quality F on the simultaneous bound with its interval,
+    F on the competition's point estimate, the utility-adjusted score on each, mean KLoM, N),
+    beside the mean ToW and ToW-MIA of the same method's runs on the same model and forget set:
+    the per-sample judgement next to the averages'. Best F first, then best F (point) (an F that N
+    cannot resolve last)."""
     out = []
     for ev in evaluations:
         mine = [r for r in runs if r["method"] == ev["method"] and r["model_id"] == ev["model_id"]
@@ -129,21 +132,77 @@ def evaluation_rows(evaluations: list[dict], runs: list[dict]) -> list[dict]:
         tows = [r["metrics"]["tow"] for r in mine if r["metrics"].get("tow") is not None]
         lo, hi = ev["forgetting_quality_interval"]
         out.append({"evaluation": ev["id"], "method": ev["method"], "settings": settings_text(ev.get("params") or {}),
-                    "N": ev["models"], "F": ev["forgetting_quality"], "F low": lo, "F high": hi,
-                    "F (point)": ev["forgetting_quality_point"], "score": ev["score"],
+                    "N": ev["models"], "F": _number(ev["forgetting_quality"]), "F low": _number(lo),
+                    "F high": _number(hi), "F (point)": ev["forgetting_quality_point"], "score": _number(ev["score"]),
+                    "score (point)": ev.get("score_point"), "KLoM": ev.get("klom"),
+                    # older records bounded each rule alone: not the same F
+                    "bound": "simultaneous" if ev.get("epsilon_bound") == "simultaneous" else "per rule (older)",
                     "test acc": ev["unlearned_acc_test"], "retrained test acc": ev["retrained_acc_test"],
                     "ToW (runs)": float(np.mean(tows)) if tows else None, "runs": len(mine),
                     "seconds": ev.get("seconds")})
-    return sorted(out, key=lambda r: -r["F"])
+    return sorted(out, key=lambda r: (r["F"] is None, -(r["F"] or 0.0), -r["F (point)"]))
+
+
+def _number(value) -> float | None:
+    """NaN (stored as null) as None, for tables and sorting."""
+    return None if value is None or (isinstance(value, float) and not np.isfinite(value)) else float(value)
+
+
+def evaluation_groups(ws: Workspace, ev: dict) -> tuple[str, dict[str, dict]] | None:
+    """(score name, figures per group) of an evaluation's forget samples split by the model's
+    memorization as RUM splits them (terciles of the forget set's own ranking: low, mid, high):
+    per group its size, mean memorization, F on the bound and on the point estimate, mean KLoM and
+    mean ε of both. None when the model has no memorization score or a forget sample has no value.
+    Random forget sets overstate forgetting: the memorized samples are the hard ones."""
+    mem = artifacts.memorization_of(ws, ws.get(ev["model_id"], "model"))
+    if mem is None:
+        return None
+    forget = np.asarray(ev["forget_ids"], dtype=np.int64)
+    try:
+        parts = sequence.split(mem[1], forget)
+    except ParamError:  # samples never held out have no exact memorization
+        return None
+    at = {int(i): j for j, i in enumerate(forget)}
+    arrays = artifacts.evaluation_samples(ws, ev)
+    kloms = arrays["klom"] if "klom" in arrays else forgetting.klom(arrays["unlearned_phi"], arrays["retrained_phi"])
+    n_u, n_r = len(arrays["unlearned_phi"]), len(arrays["retrained_phi"])
+    names = sequence.group_names(len(parts))
+    groups = forgetting.by_group({name: np.array([at[int(i)] for i in part], dtype=np.int64)
+                                  for name, part in zip(names, parts)},
+                                 arrays["epsilons"], ev["epsilon_cap"], arrays["epsilons_point"],
+                                 ev.get("epsilon_cap_point", forgetting.cap(n_u, n_r, confidence=None)), kloms)
+    for name, part in zip(names, parts):
+        groups[name]["memorization"] = float(np.mean(mem[1][part])) if len(part) else float("nan")
+    return mem[0], groups
+
+
+def group_rows(ws: Workspace, evaluations: list[dict]) -> list[dict]:
+    """One row per (evaluation, memorization group), for the table and the chart by group; empty
+    when the model has no memorization score."""
+    out = []
+    for ev in evaluations:
+        found = evaluation_groups(ws, ev)
+        if found is None:
+            continue
+        name, groups = found
+        for group, g in groups.items():
+            out.append({"evaluation": ev["id"], "method": ev["method"], "N": ev["models"], "group": group,
+                        "size": g["size"], f"mean {name}": g["memorization"], "F": _number(g["forgetting_quality"]),
+                        "F (point)": _number(g["forgetting_quality_point"]), "KLoM": _number(g["klom"]),
+                        "ε": _number(g["epsilon"]), "ε (point)": _number(g["epsilon_point"])})
+    return out
 
 
 def epsilon_points(evaluations: list[dict], memorization: np.ndarray | None) -> list[dict]:
-    """Per forget sample of each evaluation: (method, sample id, ε, memorization or None), for
-    the ε-against-memorization chart and its CSV."""
+    """Per forget sample of each evaluation: (method, sample id, ε, the point estimate's ε, KLoM,
+    memorization or None), for the ε-against-memorization chart and its CSV."""
     out = []
     for ev in evaluations:
-        for i, eps in zip(ev["forget_ids"], ev["epsilons"]):
+        none = [None] * len(ev["forget_ids"])  # older records: no KLoM kept in the record
+        points, kloms = ev.get("epsilons_point") or none, ev.get("kloms") or none
+        for i, eps, point, kl in zip(ev["forget_ids"], ev["epsilons"], points, kloms):
             out.append({"method": ev["method"], "evaluation": ev["id"], "sample_id": int(i), "epsilon": eps,
+                        "epsilon_point": point, "klom": kl,
                         "memorization": None if memorization is None else float(memorization[i])})
     return out
 

@@ -590,18 +590,43 @@ def residual_curve_figure(report: dict):
 
 
 def forgetting_quality(rows: Sequence[Mapping]) -> go.Figure:
-    """F per evaluation with its 95% interval, and the mean ToW of the method's runs beside it
-    (both on 0–1, higher = closer to retraining)."""
+    """F per evaluation on the simultaneous bound with its 95% interval, F on the competition's
+    point estimate, and the mean ToW of the method's runs beside them (all on 0–1, higher = closer
+    to retraining)."""
     names = [f"{r['method']} · N={r['N']}" for r in rows]
+    f = [r["F"] for r in rows]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=names, y=[r["F"] for r in rows], name="forgetting quality F", marker_color=PALETTE["unlearned"],
-                         error_y=dict(type="data", symmetric=False, array=[r["F high"] - r["F"] for r in rows],
-                                      arrayminus=[r["F"] - r["F low"] for r in rows]),
+    fig.add_trace(go.Bar(x=names, y=f, name="F (95% bound)", marker_color=PALETTE["unlearned"],
+                         error_y=dict(type="data", symmetric=False,
+                                      array=[None if v is None else r["F high"] - v for r, v in zip(rows, f)],
+                                      arrayminus=[None if v is None else v - r["F low"] for r, v in zip(rows, f)]),
                          hovertemplate="%{x}<br>F %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Bar(x=names, y=[r.get("F (point)") for r in rows], name="F (competition's point estimate)",
+                         marker_color="#ffa15a", hovertemplate="%{x}<br>F (point) %{y:.3f}<extra></extra>"))
     fig.add_trace(go.Bar(x=names, y=[r.get("ToW (runs)") for r in rows], name="ToW (mean of its runs)",
                          marker_color=PALETTE["oracle"], hovertemplate="%{x}<br>ToW %{y:.3f}<extra></extra>"))
     return _style(fig, barmode="group", height=340, yaxis=dict(range=[0, 1.05], title="1 = as retrained"),
                   legend=dict(orientation="h", y=1.12))
+
+
+def forgetting_by_group(rows: Sequence[Mapping]) -> go.Figure:
+    """F on the bound, F on the point estimate and mean KLoM per memorization group (low, mid,
+    high), one bar per evaluation: a method that forgets the memorized samples as well as the
+    others keeps its bars level across the groups."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("F (95% bound)", "F (point estimate)",
+                                                        "mean KLoM (0 = as retrained)"))
+    for i, ev in enumerate(dict.fromkeys(r["evaluation"] for r in rows)):
+        mine = [r for r in rows if r["evaluation"] == ev]
+        name = f"{mine[0]['method']} · N={mine[0]['N']}"
+        for col, key in enumerate(("F", "F (point)", "KLoM"), start=1):
+            fig.add_trace(go.Bar(x=[f"{r['group']} ({r['size']})" for r in mine], y=[r[key] for r in mine], name=name,
+                                 legendgroup=ev, showlegend=col == 1, marker_color=CLASS_COLOURS[i % len(CLASS_COLOURS)],
+                                 hovertemplate=f"{name}<br>%{{x}}<br>{key} %{{y:.3f}}<extra></extra>"),
+                          row=1, col=col)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=2)
+    fig.update_xaxes(title_text="memorization group (samples)")
+    return _style(fig, barmode="group", height=360, legend=dict(orientation="h", y=-0.3))
 
 
 def epsilon_vs_memorization(points: Sequence[Mapping], memorization_name: str) -> go.Figure:
@@ -616,4 +641,4 @@ def epsilon_vs_memorization(points: Sequence[Mapping], memorization_name: str) -
                                           marker=dict(size=7, opacity=0.7, color=CLASS_COLOURS[i % len(CLASS_COLOURS)]),
                                           hovertemplate="sample %{text}<br>ε %{y:.2f} · memorization %{x:.3f}<extra>"
                                                         + method + "</extra>"))
-    return _style(fig, height=360, xaxis=dict(title=memorization_name), yaxis=dict(title="ε (95% lower bound)", rangemode="tozero"))
+    return _style(fig, height=360, xaxis=dict(title=memorization_name), yaxis=dict(title="ε (simultaneous 95% lower bound)", rangemode="tozero"))

@@ -57,7 +57,8 @@ def html(ws: Workspace, run_ids: list[str]) -> str:
 
 def _evaluation_sections(ws: Workspace, runs: list[dict]) -> list[str]:
     """Forgetting quality F of each (model, forget set) the runs cover, where it was evaluated:
-    the table beside ToW, the F chart and per-sample ε against memorization."""
+    the table beside ToW, the F chart, both by memorization group and per-sample ε against
+    memorization."""
     out = []
     for model_id, fs_id in dict.fromkeys((r["model_id"], r["forget_set_id"]) for r in runs):
         evaluations = ws.find("evaluation", model_id=model_id, forget_set_id=fs_id)
@@ -65,14 +66,25 @@ def _evaluation_sections(ws: Workspace, runs: list[dict]) -> list[str]:
             continue
         rows = comparison.evaluation_rows(evaluations, [r for r in runs if r["model_id"] == model_id])
         out.append(f"<h2>Forgetting quality · {html_lib.escape(fs_id)}</h2><p>N runs of each method against N models "
-                   "retrained without the forget set (the NeurIPS 2023 unlearning competition's evaluation); ε per "
-                   "forget sample as a 95% lower bound, F its mean bucket score (1 = no sample told apart).</p>"
-                   + pd.DataFrame(rows).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—", border=0)
-                   + _figure(plots.forgetting_quality(rows)))
+                   "retrained without the forget set (the NeurIPS 2023 unlearning competition's evaluation). F: the "
+                   "mean bucket score of ε per forget sample (1 = no sample told apart), on a simultaneous 95% lower "
+                   "bound of ε (0 for a perfect unlearner in ≥ 95% of samples); F (point): on the competition's own "
+                   "point estimate, as its code computes it; KLoM: KL divergence of the unlearned and retrained "
+                   "models' margin histograms (0 = as retrained).</p>"
+                   + _table(rows) + _figure(plots.forgetting_quality(rows)))
+        by_group = comparison.group_rows(ws, evaluations)
+        if by_group:
+            out.append("<h3>By memorization group</h3><p>The forget set in terciles of its memorization (RUM's "
+                       "split): the memorized samples are the hard ones to forget.</p>"
+                       + _table(by_group) + _figure(plots.forgetting_by_group(by_group)))
         mem = artifacts.memorization_of(ws, ws.get(model_id, "model"))
         if mem is not None:
             out.append(_figure(plots.epsilon_vs_memorization(comparison.epsilon_points(evaluations, mem[1]), mem[0])))
     return out
+
+
+def _table(rows: list[dict]) -> str:
+    return pd.DataFrame(rows).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—", border=0)
 
 
 def _a_against_b_figures(ws: Workspace, a: dict, b: dict) -> str:

@@ -35,6 +35,7 @@ STATES = {"weights": WEIGHTS, "init": INIT}  # the state dicts `load_model` can 
 VALUES = "values.npz"  # a score set: its `values` and any extra arrays (stderr, masks, …)
 MAP = "map.npz"  # a sample map: xy, features, pred
 SAMPLES = "samples.npz"  # a run: per-sample outputs of the original, the unlearned model and the oracle
+EVALUATION_SAMPLES = "samples"  # an evaluation: per forget sample, both sides' φ and its ε (explorer.pipeline.evaluate)
 
 
 def has(rec: dict, name: str) -> bool:
@@ -144,6 +145,14 @@ def run_samples(ws: Workspace, run: dict) -> dict[str, np.ndarray] | None:
     if not has(run, SAMPLES):
         return None
     with np.load(ws.read(run, SAMPLES)) as z:
+        return {k: z[k] for k in z.files}
+
+
+def evaluation_samples(ws: Workspace, rec: dict) -> dict[str, np.ndarray]:
+    """An evaluation's arrays, in `forget_ids` order: `unlearned_phi` and `retrained_phi` (models ×
+    forget samples: the margins KLoM reads), `epsilons` (the bound), `epsilons_point`, `points`, and
+    `klom` in evaluations made since KLoM was added."""
+    with np.load(ws.read(rec, EVALUATION_SAMPLES)) as z:
         return {k: z[k] for k in z.files}
 
 
