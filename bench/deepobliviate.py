@@ -47,7 +47,7 @@ def measure(arch: str = "mlp", blocks_: int = 100, epochs: int = 10, lr: float =
     store = artifacts.open_blocks(ws, rec)
     original = _flat(load_file(ws.read(rec, "weights.safetensors")))
     rng = np.random.default_rng(seed)
-    settings = [(f"ratio tau={t:g}", {"tau": t}) for t in taus] + [("powerlaw eps=1e-5", {"rule": "powerlaw"})]
+    settings = [(f"ratio tau={t:g}", {"tau": t}) for t in taus] + [("powerlaw eps=1e-3", {"rule": "powerlaw"})]
     rows = []
     for d in sorted(int(v) for v in rng.choice(np.arange(1, blocks_), requests, replace=False)):
         pool = np.concatenate(store.ids[d - 1 : d + 1])

@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import _figures
 from explorer.pipeline import demo
 from explorer.runtime import devices
 from explorer.store.workspace import Workspace
@@ -22,6 +23,7 @@ def run() -> dict:
         start = time.perf_counter()
         demo.run(ws, device)
         warm = time.perf_counter() - start
+    _figures.record("demo", {"cli_seconds": round(cold, 1), "again_seconds": round(warm, 1), "device": device.type})
     return {f"demo_seconds[{device.type},{demo.arch_for(device)}]": round(cold, 1),
             "demo_again_seconds": round(warm, 1),
             "demo_tow": ", ".join(f"{m} {t:.3f}" for m, t in first["tow"].items())}

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import _app
+from bench import _app, _figures
 
 PAGES = ["Models", "Memorization", "Explore", "Unlearn", "Compare", "Jobs", "Home"]
 SETTLE_MS = int(os.environ.get("JOURNEY_TIMEOUT_MS", 600_000))  # a lower one fails fast while debugging
@@ -182,6 +182,10 @@ def _journey() -> dict:
         start = time.perf_counter()
         _cli_demo(tmp / "cli")
         out["demo_cli_again_seconds"] = round(time.perf_counter() - start, 1)
+        _figures.record("journey", {"demo_cli_seconds": out["demo_cli_seconds"],
+                                    "demo_app_seconds": out["demo_app_seconds"],
+                                    "demo_again_seconds": out["demo_cli_again_seconds"],
+                                    "first_install_extra_seconds": out["umap_compile_and_imports_seconds"]})
         big = _big_map_lasso(browser, tmp)
         out["lasso_to_panel_60000_seconds[median,each]"] = (
             f"{statistics.median(big):.2f}, " + " ".join(f"{t:.2f}" for t in big))

@@ -6,11 +6,15 @@ With --json the last line on stdout is one JSON object (or, for `list`, one JSON
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import math
 import sys
 import traceback
 from contextlib import contextmanager
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
@@ -20,7 +24,7 @@ from typer.exceptions import TyperException
 
 from . import data, models, training, unlearning
 from .data import DatasetSpec
-from .errors import UserError, json_object
+from .errors import UserError, first_line, json_object
 from .evaluation import choice, embeddings
 from .memorization import proxies, regime
 from .memorization.estimator import ExactConfig
@@ -36,7 +40,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Memorization
 forget_set_app = typer.Typer(no_args_is_help=True, help="Build forget sets.")
 app.add_typer(forget_set_app, name="forget-set")
 
-WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace folder [default: ./workspace or $EXPLORER_WORKSPACE].")]
+WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace folder (default: ./workspace or $EXPLORER_WORKSPACE).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on the last line.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
 JobOpt = Annotated[Optional[str], typer.Option("--job", hidden=True, help="Report into this job row (set by the app).")]
@@ -92,7 +96,7 @@ def execute(workspace: Path | None, job: str | None, as_json: bool, work: Callab
             with terminal_progress(sys.stderr.isatty()) as progress:
                 record = work(ws, progress, prepared)
     except UserError as err:  # caused by what the user asked for: exit 2, one line
-        fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        fail(first_line(err))
     except jobs.Cancelled:
         typer.echo("cancelled; nothing half-done was written", err=True)
         raise typer.Exit(143)
@@ -129,22 +133,42 @@ def emit(record, as_json: bool, text: str) -> None:
 # -- commands ---------------------------------------------------------------------------------
 
 
+def recipe_options(command: Callable, recipe_cls: type | None = None) -> Callable:
+    """One option per recipe field, made from its declaration (training.Recipe's `knob`s): its
+    type, its help and where its default comes from. The command receives them as `recipe: dict`,
+    None for each option not given, so the architecture's and dataset's default recipe fills it."""
+    kinds = {"int": int, "float": float, "bool": bool}
+    declared = dataclasses.fields(recipe_cls or training.Recipe)
+    base = inspect.signature(command, eval_str=True)
+    added = []
+    for f in declared:
+        knob, flag = f.metadata["knob"], f.name.replace("_", "-")
+        note = f" (default: {knob.default_note} {f.default})" if knob.default_note else f" (default: {f.default})"
+        decl = (f"--{flag}/--no-{flag}",) if training.recipe.kind(f) == "bool" else (f"--{flag}",)
+        added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                       annotation=Annotated[Optional[kinds[training.recipe.kind(f)]],
+                                                            typer.Option(*decl, help=knob.help + note,
+                                                                         show_default=False)]))
+    names = [f.name for f in declared]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        return command(**{k: v for k, v in kwargs.items() if k not in names}, recipe={k: kwargs[k] for k in names})
+
+    kept = [p for p in base.parameters.values() if p.name != "recipe"]
+    wrapper.__signature__ = base.replace(parameters=[*kept[:2], *added, *kept[2:]])
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    del wrapper.__wrapped__  # Typer must read the signature above, not the command's own
+    return wrapper
+
+
 @app.command()
+@recipe_options
 def train(
     dataset: Annotated[str, typer.Option(help="digits, mnist5k, mnist, fashion_mnist, cifar10, cifar100, svhn or imagefolder.")] = "digits",
-    arch: Annotated[str, typer.Option(help="mlp, cnn, resnet18, resnet50 or vgg16_bn.")] = "cnn",
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: the recipe that reaches the memorization regime for this architecture and dataset where there is one (digits, mnist5k), else 30].")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate [default: as --epochs says, else 0.05].")] = None,
-    momentum: float = training.Recipe.momentum,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay [default: as --epochs says, else 5e-4].")] = None,
-    batch_size: int = training.Recipe.batch_size,
-    seed: int = training.Recipe.seed,
-    cosine: Annotated[bool, typer.Option(help="Cosine learning-rate schedule.")] = False,
-    mnemonic_tmix: Annotated[float, typer.Option(help="Probability P in [0, 1) of swapping a training sample for its class's mnemonic code (enables one-shot `mnemonic` unlearning; 0.1 is typical).")] = 0.0,
-    codes_seed: Annotated[int, typer.Option(help="Seed of the mnemonic codes.")] = 0,
-    sd_lambda: Annotated[float, typer.Option(help="Weight λ ≥ 0 of the SD loss (Unrolling SGD): CE + λ·mean std of each sample's logits / classes; lowers the unlearning and verification errors of `sgd_unroll` (0.1 is typical).")] = 0.0,
-    blocks: Annotated[int, typer.Option(help="Train in B ≥ 2 class-stratified blocks, one after another (--epochs on each), storing the model after each block: enables `deepobliviate` unlearning (10 is typical; 0 = normal training, with dynamics).")] = 0,
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision: forward passes in bfloat16 autocast, losses and weights in float32. For GPUs with bf16 (Ampere or newer); on most CPUs bf16 is emulated and slower. Exact memorization and unlearning of this model follow it.")] = False,
+    arch: Annotated[str, typer.Option(help="mlp, sigmoid_mlp (the mnemonic-code paper's MNIST model, trained with its recipe by default), cnn, resnet18, resnet50 or vgg16_bn.")] = "cnn",
+    *,
+    recipe: dict,
     curvature_every: Annotated[int, typer.Option(help="Also record each sample's loss curvature every K epochs, during training, as the RUM code does (K = 1: every epoch), for the `curvature_avg` proxy; two more input-gradient passes per batch of those epochs. 0 = off (the `curvature` proxy scores the final model instead).")] = 0,
     label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped to another class.")] = 0.0,
     split_seed: int = 0,
@@ -158,25 +182,20 @@ def train(
     """Train a model from scratch, recording per-sample dynamics, and register it."""
 
     def prepare():
-        base = training.default_for(arch, dataset)
-        recipe = training.Recipe(epochs=base.epochs if epochs is None else epochs, lr=base.lr if lr is None else lr,
-                                 momentum=momentum,
-                                 weight_decay=base.weight_decay if weight_decay is None else weight_decay,
-                                 batch_size=batch_size, seed=seed, cosine=cosine, mnemonic_tmix=mnemonic_tmix,
-                                 codes_seed=codes_seed, sd_lambda=sd_lambda, blocks=blocks, amp=amp)
+        chosen = replace(training.default_for(arch, dataset), **{k: v for k, v in recipe.items() if v is not None})
         spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise)
         dev = devices.resolve(device)
-        if amp:
+        if chosen.amp:
             precision.check(dev)  # a GPU without bf16 is refused now, before anything is written
         ds = data.load(spec)
         models.for_dataset(arch, ds)  # the architecture exists and fits the images
-        if blocks > ds.n_train:
-            raise training.RecipeError(f"--blocks {blocks} is more than the {ds.n_train} training samples")
-        if curvature_every and blocks:
+        if chosen.blocks > ds.n_train:
+            raise training.RecipeError(f"--blocks {chosen.blocks} is more than the {ds.n_train} training samples")
+        if curvature_every and chosen.blocks:
             raise training.RecipeError("--curvature-every records into the training dynamics, which block training "
                                        "does not record; leave out --blocks or --curvature-every")
-        curvature.recorded_epochs(recipe.epochs, curvature_every)  # refuses K outside 0 … epochs
-        return spec, recipe, dev
+        curvature.recorded_epochs(chosen.epochs, curvature_every)  # refuses K outside 0 … epochs
+        return spec, chosen, dev
 
     def work(ws, progress, prepared):
         spec, recipe, dev = prepared
@@ -193,7 +212,7 @@ def train(
         typer.echo(f"warning: {line}", err=True)
 
 
-ARCH_HELP = ("The architecture the weights belong to: a registry name (mlp, cnn, resnet18, resnet50, vgg16_bn; the "
+ARCH_HELP = ("The architecture the weights belong to: a registry name (mlp, sigmoid_mlp, cnn, resnet18, resnet50, vgg16_bn; the "
              "layouts of torchvision, RUM/SalUn and pytorch-cifar are recognised and mapped); MODULE:CALLABLE, your "
              "own architecture (e.g. mymodels:Net): this imports MODULE and calls CALLABLE(**--arch-kwargs), running "
              "that code as `python` would, now and whenever the model is loaded; or timm:NAME (needs timm; never "
@@ -311,13 +330,13 @@ def embed_(
 def unlearn(
     model: Annotated[str, typer.Argument(help="Model id.")],
     forget: Annotated[str, typer.Option("--forget", help="Forget-set id.")],
-    method: Annotated[str, typer.Option(help=f"One of: {', '.join(unlearning.NAMES)}; with --sweep, a comma-separated list.")] = "finetune",
+    method: Annotated[str, typer.Option(help=f"One of: {', '.join(unlearning.NAMES)}; or your own, MODULE:CLASS or path/to/file.py:CLASS, a subclass of explorer.unlearning.Method (this imports it: its code runs as `python` would run it); with --sweep, a comma-separated list.")] = "finetune",
     params: Annotated[str, typer.Option(help='Method parameters as JSON, e.g. \'{"epochs": 5, "lr": 0.01}\' or, for rum, '
                                             '\'{"score": "exact", "steps": ["none", "finetune", "salun"]}\'.')] = "{}",
     sweep: Annotated[bool, typer.Option("--sweep", help="Try a small grid of settings per method and keep the best of each.")] = False,
     score: Annotated[str, typer.Option(help="The memorization score RUM refines by in a sweep (a name or a score-set id).")] = "exact",
-    beam: Annotated[Optional[int], typer.Option(help=f"With --sweep: partial sequences RUM and shuffle keep per group; wider finds better sequences at proportional cost [default: {sweeps.BEAM}].")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Settings for parameters not given: paper-cifar10, paper-cifar100, paper-svhn, paper-mnist (the papers' code for that dataset, batch 256), paper (= paper-cifar10) or digits (calibrated, batch 64) [default: the model's dataset's preset if there is one, else paper].")] = None,
+    beam: Annotated[Optional[int], typer.Option(help=f"With --sweep: partial sequences RUM and shuffle keep per group; wider finds better sequences at proportional cost (default: {sweeps.BEAM}).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Settings for parameters not given: paper-cifar10, paper-cifar100, paper-svhn, paper-mnist (the papers' code for that dataset, batch 256), paper (= paper-cifar10) or digits (calibrated, batch 64) (default: the model's dataset's preset if there is one, else paper).")] = None,
     oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Retrain the oracle to measure against (skip it for large models: ToW and speed-up are then missing).")] = True,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
@@ -329,6 +348,8 @@ def unlearn(
     def prepare():
         parsed = json_object(params, "--params", unlearning.ParamError)
         names = [m.strip() for m in method.split(",") if m.strip()]
+        for name in filter(unlearning.is_user_method, names):
+            typer.echo(f"running your own method {name} (its module is imported)", err=True)
         if sweep:
             if not oracle:
                 raise unlearning.ParamError("a sweep scores every setting against the oracle: drop --no-oracle")
@@ -421,13 +442,13 @@ def memorize_(
     exact: Annotated[bool, typer.Option("--exact", help="Run the exact Feldman–Zhang estimator.")] = False,
     models_: Annotated[int, typer.Option("--models", help="How many models K to train on random subsets.")] = ExactConfig.models,
     ratio: Annotated[float, typer.Option(help="Fraction r of the training set in each subset.")] = ExactConfig.ratio,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs per model [default: the model's own recipe].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per model (default: the model's own recipe).")] = None,
     seed: int = 0,
     engine: Annotated[str, typer.Option(help="auto (the fastest of a few timed steps of each), batched (K models as one computation, each with its own batches), fused (K models on shared batches, one wide matmul per layer) or sequential.")] = "auto",
-    chunk: Annotated[Optional[int], typer.Option(help="Models per saved chunk [default: 32 batched or fused, 8 sequential].")] = None,
+    chunk: Annotated[Optional[int], typer.Option(help="Models per saved chunk (default: 32 batched or fused, 8 sequential).")] = None,
     backend: Annotated[str, typer.Option(help="local (this machine) or ray (chunks as tasks on a Ray cluster).")] = "local",
     address: Annotated[Optional[str], typer.Option(help="The Ray cluster to use with --backend ray, e.g. auto or "
-                                                        "ray://head:10001 [default: RAY_ADDRESS, else a local Ray].")] = None,
+                                                        "ray://head:10001 (default: RAY_ADDRESS, else a local Ray).")] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,

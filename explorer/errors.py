@@ -9,6 +9,16 @@ else is a bug (exit 1, traceback in the log).
 import json
 
 
+def first_line(err: BaseException, named: bool = False) -> str:
+    """What a one-line report says of an exception: the first line of its message (its type's name
+    when it has none); `named` puts the type's name first, for errors raised by a user's own code."""
+    text = str(err).strip()
+    if not text:
+        return type(err).__name__
+    line = text.splitlines()[0][:200] if named else text.splitlines()[0]
+    return f"{type(err).__name__}: {line}" if named else line
+
+
 class UserError(Exception):
     """Bad input: a one-line message saying what is wrong and, where possible, what to do."""
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .runtime import devices
+from . import errors
 from .errors import UserError
 
 
@@ -35,6 +36,17 @@ def mlp(channels: int, num_classes: int, size: int, hidden: int = 128) -> nn.Mod
         nn.Flatten(),
         nn.Linear(channels * size * size, hidden),
         nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+def sigmoid_mlp(channels: int, num_classes: int, size: int, hidden: int = 1000) -> nn.Module:
+    """One hidden layer of 1,000 sigmoid units: the MNIST model of the mnemonic-code paper
+    (Yamashita et al., ACML 2024; its code's models/mlp.py), whose one-shot update it was tuned on."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(channels * size * size, hidden),
+        nn.Sigmoid(),
         nn.Linear(hidden, num_classes),
     )
 
@@ -160,6 +172,7 @@ def rename(state: dict, renames) -> tuple[dict, list[str]]:
 # name -> (builder, smallest image side it accepts)
 ARCHS: dict[str, tuple[Callable[..., nn.Module], int]] = {
     "mlp": (mlp, 1),
+    "sigmoid_mlp": (sigmoid_mlp, 1),
     "cnn": (cnn, 2),
     "resnet18": (_resnet(18), 8),
     "resnet50": (_resnet(50), 8),
@@ -263,8 +276,7 @@ def _user_module(name: str, kwargs: dict, channels: int, num_classes: int, path:
 
 
 def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__
+    return errors.first_line(err, named=True)
 
 
 def module_root(module_name: str) -> str | None:

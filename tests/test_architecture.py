@@ -32,3 +32,15 @@ def test_the_import_contracts_are_kept():
 def test_ruff_finds_nothing():
     done = _run(_tool("ruff"), "check", "--no-cache", ".")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_no_page_names_a_method():
+    """Pages dispatch on what a method declares (its spec, needs, whole_classes, preview, whether it
+    is a sequence), never on its name: a user's own method gets the same page as ours."""
+    from explorer import unlearning
+
+    names = {*unlearning.NAMES}
+    for page in sorted((ROOT / "views").glob("*.py")):
+        text = page.read_text()
+        for name in names:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, f"{page.name} names the method {name!r}"

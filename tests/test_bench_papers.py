@@ -75,3 +75,35 @@ def test_rank_needs_a_positive_significant_correlation():
     assert not verdict(papers.judge_rank(0.8, 0.2, 4))
     assert not verdict(papers.judge_rank(-0.8, 0.001, 18))
     assert not verdict(papers.judge_rank(math.nan, math.nan, 18))
+
+
+def _case(forget=0.0, retained=0.95, before=0.95):
+    return {"forget": forget, "retained": retained, "retained_before": before}
+
+
+def test_mnemonic_under_the_papers_protocol_needs_every_case():
+    assert verdict(papers.judge_mnemonic_classes([_case(), _case(retained=0.955)], 300.0))
+    ok, why = papers.judge_mnemonic_classes([_case(), _case(forget=0.4)], 300.0)  # one class still recognised
+    assert not ok and "1 of 2 cases" in why
+    ok, why = papers.judge_mnemonic_classes([_case(), _case(retained=0.92)], 300.0)  # 3 points lost on one
+    assert not ok and "lost 3.0 points" in why
+    assert not verdict(papers.judge_mnemonic_classes([_case()], 2.0))  # not faster than retraining enough
+    assert not verdict(papers.judge_mnemonic_classes([], 300.0))
+
+
+def test_sd_loss_under_the_papers_protocol_needs_one_weight_lower_on_every_seed_at_no_accuracy_cost():
+    lower = [(1.0, 0.8, 0.95, 0.95), (1.2, 1.0, 0.94, 0.945)]
+    mixed = [(1.0, 0.8, 0.95, 0.95), (1.0, 1.1, 0.95, 0.95)]
+    ok, why = papers.judge_sd_protocol({1.0: mixed, 5.0: lower})
+    assert ok and "λ 5: lower in 2 of 2 seeds" in why and "λ 1: lower in 1 of 2" in why
+    assert not verdict(papers.judge_sd_protocol({1.0: mixed}))
+    costly = [(1.0, 0.5, 0.95, 0.90), (1.0, 0.5, 0.95, 0.92)]  # lower, but 4 points of test accuracy lost
+    ok, why = papers.judge_sd_protocol({25.0: costly})
+    assert not ok and "−4.0 points" in why
+    assert not verdict(papers.judge_sd_protocol({5.0: [(1.0, 0.5, 0.9, 0.9)]}))  # one seed cannot show it
+    assert not verdict(papers.judge_sd_protocol({}))
+
+
+def test_deepobliviate_bounds_say_what_each_rule_can_reach():
+    text = papers.deepobliviate_bounds([51, 100, 91], 100)  # chains of 50, 1 and 10 blocks
+    assert "median 10.0×" in text and "B/2 = 50.0×" in text and "B/15 = 6.7×" in text

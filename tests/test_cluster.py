@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import run_cli, snapshot
-from explorer import training
+from explorer import commands, training
 from explorer.memorization import estimator
 from explorer.pipeline import checkpoints, memorize
 from explorer.store import artifacts
@@ -167,7 +167,7 @@ def test_cancelling_a_ray_job_stops_it_cleanly_and_it_resumes(trained, tmp_path,
     ws, rec, _ = trained
     ws = copy_of(ws, tmp_path)
     cfg = ExactConfig(models=64, chunk=4, epochs=20, seed=5)
-    job_id = jobs.submit(ws, memorize.cli_args(rec["id"], cfg, "ray"), "exact on ray")
+    job_id = jobs.submit(ws, commands.memorize(rec["id"], cfg, "ray"), "exact on ray")
     deadline = time.monotonic() + 120
     while not list((ws.path / "partial").glob("exact-*/chunk-*.npz")):
         assert time.monotonic() < deadline and jobs.get(ws, job_id)["state"] in jobs.ACTIVE, jobs.get(ws, job_id)

@@ -286,10 +286,23 @@ def test_powerlaw_rule_on_constructed_residuals():
     assert fit["h"] == pytest.approx(1.5, rel=1e-2) and fit["a"] == pytest.approx(2, rel=1e-2)
     assert fit["b"] == pytest.approx(0.1, abs=1e-3)
     out = deepobliviate.stop_index(seq, "powerlaw", eps=1e-3)
-    # |dΔ/dx| = 3·x^−2.5 < 1e-3 first at x = 25
-    assert out["rule"] == "powerlaw" and out["index"] == 24 and out["note"] is None
-    assert deepobliviate.stop_index(seq, "powerlaw", eps=1e-3, weights=1000)["index"] == 14  # Δ/W: first chance
+    # relative to Δ_d = 2.1: |dΔ/dx|/Δ_d = 3·x^−2.5 / 2.1 < 1e-3 first at x = 19
+    assert out["rule"] == "powerlaw" and out["index"] == 18 and out["note"] is None and out["fit"]["decaying"]
+    assert out["fit"]["scale"] == pytest.approx(2.1)
+    # the same curve in other units stops at the same block: ε is relative to the first residual
+    assert deepobliviate.stop_index([1000 * v for v in seq], "powerlaw", eps=1e-3)["index"] == 18
     assert deepobliviate.stop_index(seq[:14], "powerlaw", eps=1e-3)["index"] == 13  # too short to fit, never stops
+
+
+def test_powerlaw_refuses_a_growing_residual():
+    """A residual that grows (the original's updates and the retrained ones drift apart) must never
+    stop the chain, however flat its fitted slope: only a decaying fit stops it."""
+    x = np.arange(1, 41)
+    growing = (2 - x ** -0.5).tolist()  # rises towards 2, its slope soon tiny
+    out = deepobliviate.stop_index(growing, "powerlaw", eps=1e-2)
+    assert out["index"] == len(growing) - 1 and not out["fit"]["decaying"]
+    stop, fit = deepobliviate.should_stop(growing, "powerlaw", 0.05, 1.0)  # even the loosest ε
+    assert not stop and fit["a"] < 0
 
 
 def test_powerlaw_falls_back_to_ratio_with_too_few_points():

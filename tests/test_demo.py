@@ -21,6 +21,14 @@ def test_demo_builds_everything_once(ws, monkeypatch):
     mix, one_class = (ws.get(i, "forget_set") for i in first["forget_sets"])
     assert mix["size"] == demo.MIX_SIZE and one_class["classes"] == [demo.FORGET_CLASS]
     assert all(ws.get(i)["metrics"]["tow"] is not None for i in first["runs"])
+    # Class forgetting as its paper shows it: the paper's model forgets all of class 3 in one shot
+    # and keeps what it knew of the others.
+    coded = ws.get(first["mnemonic_model"], "model")
+    assert coded["arch"] == "sigmoid_mlp" and coded["recipe"]["mnemonic_tmix"] == 0.1 and coded["recipe"]["epochs"] == 200
+    [mnemonic] = [ws.get(i) for i in first["runs"] if ws.get(i)["method"] == "mnemonic"]
+    assert mnemonic["model_id"] == coded["id"] and mnemonic["forget_set_id"] == one_class["id"]
+    assert mnemonic["metrics"]["acc_forget"] == 0.0
+    assert mnemonic["metrics"]["acc_retain"] >= coded["train_acc"] - 0.01
 
     before = snapshot(ws)
     again = demo.run(ws, CPU, models=6)  # a map exists: no UMAP is made

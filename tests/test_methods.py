@@ -385,3 +385,76 @@ def test_published_defaults():
     assert p["retrain"]["batch_size"] == p["sgd_unroll"]["batch_size"] == training.Recipe.batch_size
     assert (p["random_label"]["rule"], p["salun"]["rule"], p["salun"]["fix_masked"]) == ("epoch", "epoch", 1)
     assert p["retrain"]["rule"] == "replay"
+
+
+def test_every_preset_fits_every_methods_spec():
+    """A preset's settings are checked against each method's declared parameters, sequence steps
+    included: a preset cannot set a parameter a method does not take, or a value out of its range."""
+    for preset, table in unlearning.presets.PRESETS.items():
+        for name, cls in unlearning.REGISTRY.items():
+            cls.check(unlearning.presets.settings(preset, name))
+            for groups in (1, 3):
+                for group in range(groups):
+                    cls.check(unlearning.presets.step_settings(preset, name, group, groups))
+        assert set(table) - {"sequence", "ho_ret"} <= set(unlearning.REGISTRY), preset
+
+
+def test_a_methods_spec_is_its_one_declaration():
+    for name, cls in unlearning.REGISTRY.items():
+        method = cls()
+        assert set(method.params) == set(cls.spec), name  # every parameter declared, nothing else taken
+        for key, p in cls.spec.items():
+            assert (p.choices and p.default in p.choices) or not p.choices, (name, key)
+            assert method.params[key] == p.default or key in ("epochs", "lr", "momentum", "weight_decay",
+                                                               "batch_size"), (name, key)
+        assert cls.knob is None or cls.spec[cls.knob].sweep == cls.knob_values
+
+
+def _docs_example() -> str:
+    """The example method of docs/methods.md ("Your own method"), as a user would copy it."""
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "methods.md").read_text()
+    section = text[text.index("## Your own method"):]
+    return section[section.index("```python") + len("```python"): section.index("```", section.index("```python") + 9)]
+
+
+def test_your_own_method_runs_from_the_cli_sweeps_and_shows_on_compare(populated, tmp_path, monkeypatch):
+    """The docs' example method in a file of the user's own, named by its path: checked against its
+    spec, run on the shared loop, swept by its knob, and shown on Compare, with no edit to the project."""
+    import json
+
+    from conftest import ROOT, last_json, run_cli
+    from streamlit.testing.v1 import AppTest
+
+    path = tmp_path / "mine.py"
+    code = _docs_example()
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10  # "ten lines"
+    path.write_text(code)
+    name = f"{path}:GradDiff"
+    ws, model, fs = populated["ws"], populated["model"], populated["forget_set"]
+    bad = run_cli("unlearn", model["id"], "--forget", fs["id"], "--method", name, "--params", '{"beta": 2}',
+                  workspace=ws.path)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == \
+        "error: graddiff: beta must be between 0 and 1, got 2.0"
+    assert "running your own method" in bad.stderr
+    done = run_cli("unlearn", model["id"], "--forget", fs["id"], "--method", name, "--json", workspace=ws.path)
+    assert done.returncode == 0, done.stderr
+    run = last_json(done.stdout)
+    assert run["method"] == name and run["params"]["beta"] == 0.5 and run["metrics"]["tow"] is not None
+    swept = run_cli("unlearn", model["id"], "--forget", fs["id"], "--method", name, "--sweep", "--json",
+                    workspace=ws.path)
+    assert swept.returncode == 0, swept.stderr
+    points = last_json(swept.stdout)["points"]
+    assert {p["params"]["beta"] for p in points} == {0.25, 0.5}  # its declared knob
+    missing = run_cli("unlearn", model["id"], "--forget", fs["id"], "--method", f"{tmp_path}/nope.py:X",
+                      workspace=ws.path)
+    assert missing.returncode == 2 and "no file" in missing.stderr
+
+    monkeypatch.setenv("EXPLORER_WORKSPACE", str(ws.path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("views/compare.py")
+    at.run()
+    assert not at.exception
+    shown = json.dumps([df.value.to_dict() for df in at.dataframe], default=str)
+    assert name in shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from types import SimpleNamespace
@@ -109,7 +110,7 @@ def test_tmix_zero_trains_bit_for_bit_as_before_and_keeps_old_records(digits):
 
 @pytest.mark.parametrize("tmix", [-0.1, 1.0, float("nan")])
 def test_recipe_refuses_tmix_outside_zero_one(tmix):
-    with pytest.raises(RecipeError, match="t_mix"):
+    with pytest.raises(RecipeError, match="mnemonic_tmix"):
         Recipe(mnemonic_tmix=tmix)
 
 
@@ -170,7 +171,7 @@ def test_codes_come_from_their_seed_and_travel_with_the_model(ws):
 def test_cli_train_refuses_a_bad_tmix_and_writes_nothing(tmp_path):
     res = run_cli("train", "--arch", "mlp", "--epochs", "1", "--mnemonic-tmix", "1.5", workspace=tmp_path / "ws")
     assert res.returncode == 2
-    assert res.stderr.strip() == "error: mnemonic t_mix must be in [0, 1), got 1.5"
+    assert res.stderr.strip() == "error: mnemonic_tmix must be in [0, 1), got 1.5"
     assert not (tmp_path / "ws").exists()
 
 
@@ -393,7 +394,7 @@ def test_method_parameters_are_checked():
     method = unlearning.REGISTRY["mnemonic"]()  # the published MNIST setting: fixed λ, the accuracy rule
     assert method.knob is None and method.summary and method.codes is None
     assert (method.params["lam1"], method.params["lam2"], method.params["grid"]) == (1e-3, 10.0, 0)
-    assert method.params["rule"] == "hard" and method.rules == mnemonic.RULES
+    assert method.params["rule"] == "hard" and method.spec["rule"].choices == mnemonic.RULES
     assert "rule" not in method.defaults  # the defaults stay numbers, as the shared checks expect
     assert unlearning.make("mnemonic", {"rule": "strict"}).params["rule"] == "strict"
     for bad in ({"lam1": 0}, {"lam2": -1}, {"grid": 2}, {"with_data": 0.5}, {"samples_per_class": 0}, {"nope": 1},
@@ -402,7 +403,7 @@ def test_method_parameters_are_checked():
             unlearning.make("mnemonic", bad)
     with pytest.raises(ParamError, match="rule must be one of hard, strict, soft, got 'fuzzy'"):
         unlearning.make("mnemonic", {"rule": "fuzzy"})
-    with pytest.raises(ParamError, match="no parameter 'nope'.*samples_per_class, seed, rule"):
+    with pytest.raises(ParamError, match="no parameter 'nope'.*samples_per_class, rule"):
         unlearning.make("mnemonic", {"nope": 1})
 
 
@@ -414,3 +415,30 @@ def test_a_run_binds_the_codes_and_keeps_the_report(ws, digits):
     assert details["forget_classes"] == [6] and details["probe"] == "codes" and details["grid"]
     assert details["rule"] == "strict" and run["params"]["rule"] == "strict"
     assert run["metrics"]["acc_forget"] <= 0.05
+
+
+def test_the_papers_mnist_model_and_recipe_forget_a_digit_class_at_the_published_lambdas(ws):
+    """Yamashita et al.'s MNIST setting as a user gets it by naming the model: 1,000 sigmoid units,
+    SGD lr 0.01 (momentum 0.9, weight decay 5e-4, batch 128, 200 epochs), codes at t_mix 0.1; with
+    the published λ (preset paper-mnist) it forgets a digits class and keeps the others, where the
+    regime's ReLU MLP keeps the class recognised (bench papers)."""
+    net = models.build("sigmoid_mlp", 1, 10, 8)
+    assert [type(m) for m in net] == [nn.Flatten, nn.Linear, nn.Sigmoid, nn.Linear] and net[1].out_features == 1000
+    recipe = training.default_for("sigmoid_mlp", "digits")
+    assert (recipe.epochs, recipe.lr, recipe.momentum, recipe.weight_decay, recipe.batch_size, recipe.mnemonic_tmix) \
+        == (200, 0.01, 0.9, 5e-4, 128, 0.1)
+    model = checkpoints.train(ws, DatasetSpec(), "sigmoid_mlp", recipe, CPU)
+    fs = forget_sets.create(ws, model, "class", classes=[3])
+    run = runs.unlearn(ws, model, fs, "mnemonic", {}, CPU, with_oracle=False, preset="paper-mnist")
+    assert (run["params"]["lam1"], run["params"]["lam2"], run["params"]["rule"]) == (1e-3, 10.0, "hard")
+    samples, y = artifacts.run_samples(ws, run), artifacts.dataset_of(ws, model).y_test.numpy()
+    before, after = (samples[f"{who}_test_pred"] == y for who in ("original", "unlearned"))
+    assert after[y == 3].mean() <= 0.05 < before[y == 3].mean()
+    assert after[y != 3].mean() >= before[y != 3].mean() - 0.01
+
+
+def test_cli_train_takes_the_papers_recipe_for_its_model_unless_told_otherwise(tmp_path):
+    out = run_cli("train", "--arch", "sigmoid_mlp", "--epochs", "2", "--json", workspace=tmp_path / "ws")
+    assert out.returncode == 0, out.stderr
+    recipe = json.loads(out.stdout.strip().splitlines()[-1])["recipe"]
+    assert (recipe["epochs"], recipe["lr"], recipe["batch_size"], recipe["mnemonic_tmix"]) == (2, 0.01, 128, 0.1)

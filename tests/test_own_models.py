@@ -444,7 +444,7 @@ BAD_IMPORTS = [
     (("--arch", "usernets:Net", "--normalize", "0.1/0"), "positive standard deviations"),
     (("--arch", "usernets:Net", "--normalize", "bright"), "not dataset, none or MEAN/STD"),
     (("--arch", "usernets:Net", "--recipe", '{"epochz": 3}'), "--recipe has no setting 'epochz'"),
-    (("--arch", "usernets:Net", "--recipe", '{"lr": -1}'), "learning rate must be a positive number"),
+    (("--arch", "usernets:Net", "--recipe", '{"lr": -1}'), "lr must be above 0, got -1"),
 ]
 
 

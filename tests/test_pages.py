@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import CPU, ROOT
-from explorer import training
+from explorer import commands, training
 from explorer.memorization import estimator
 from explorer.pipeline import checkpoints, forget_sets, memorize, runs
 from explorer.store import artifacts, jobs
@@ -122,13 +122,22 @@ def test_compare_page_lists_runs(monkeypatch, populated):
 
 def test_train_form_launches_a_job(monkeypatch, ws):
     at = open_page(monkeypatch, ws, "models")
-    at.number_input[0].set_value(2)  # epochs
+    field = {n.label: n for n in at.number_input}
+    # One input per recipe field the declarations offer (training.KNOBS), left empty for the defaults.
+    offered = [k.label for k in training.KNOBS.values() if k.form and k.label not in ("Mixed precision (bf16)",)]
+    assert set(offered) <= set(field) and all(n.value is None for n in field.values())
+    field["Epochs"].set_value(2)
+    field["SD loss λ"].set_value(0.1)
     at.selectbox[1].set_value("mlp")
     at.button[0].click().run()
     assert not at.exception
     [job] = jobs.list_jobs(ws)
     assert job["argv"][:5] == ["train", "--dataset", "digits", "--arch", "mlp"]
-    assert jobs.wait(ws, job["id"], timeout=120)["state"] == "succeeded"
+    assert job["argv"][5:9] == ["--epochs", "2", "--sd-lambda", "0.1"]  # only what was filled in
+    done = jobs.wait(ws, job["id"], timeout=120)
+    assert done["state"] == "succeeded"
+    recipe = ws.get(done["result_id"], "model")["recipe"]
+    assert recipe == {**training.default_for("mlp", "digits").as_meta(), "epochs": 2, "sd_lambda": 0.1}
 
 
 def test_unlearn_form_launches_a_job(monkeypatch, populated):
@@ -200,7 +209,7 @@ def test_interrupted_exact_run_is_shown_and_resumed_from_the_page(monkeypatch, w
     assert "live_conv-0" in {el.key for el in at.get("plotly_chart")}
     next(b for b in at.button if b.label == "Resume it").click().run()
     job = next(j for j in jobs.list_jobs(ws) if j["argv"][0] == "memorize")
-    assert job["argv"] == memorize.cli_args(model["id"], estimator.ExactConfig(
+    assert job["argv"] == commands.memorize(model["id"], estimator.ExactConfig(
         models=6, epochs=2, seed=3, chunk=2, engine="sequential"))
     done = jobs.wait(ws, job["id"], timeout=120)
     assert done["state"] == "succeeded", jobs.log_tail(done)

@@ -121,3 +121,58 @@ def test_train_publishes_model_with_weights_init_and_dynamics(ws):
     # A second model on the same data reuses the dataset record.
     again = checkpoints.train(ws, DatasetSpec(label_noise=0.05), "mlp", Recipe(epochs=1), CPU)
     assert again["dataset_id"] == rec["dataset_id"]
+
+
+def test_a_recipe_field_declared_once_reaches_validation_the_record_the_cli_and_the_form():
+    """Adding a recipe field is one declaration: `as_meta`, validation, the `train` options, the
+    app's command line and the Models form all come from it, with no other edit."""
+    import dataclasses
+
+    import typer
+    from streamlit.testing.v1 import AppTest
+    from typer.testing import CliRunner
+
+    from explorer import cli, commands
+
+    @dataclasses.dataclass
+    class Extended(Recipe):
+        label_smoothing: float = training.knob(0.0, "Label smoothing", "Soft targets.", low=0, high=1, off=0.0)
+
+    assert Extended().as_meta() == Recipe().as_meta()  # off: old records and cache keys unchanged
+    assert Extended(label_smoothing=0.2).as_meta()["label_smoothing"] == 0.2
+    with pytest.raises(RecipeError, match="label_smoothing must be in"):
+        Extended(label_smoothing=1.5)
+
+    got = {}
+    app = typer.Typer()
+
+    def fake(dataset: str = "digits", arch: str = "mlp", *, recipe: dict):
+        got.update(recipe)
+
+    app.command()(cli.recipe_options(fake, Extended))
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "--label-smoothing" in result.output and "Soft targets." in result.output
+    argv = commands.recipe_args({"label_smoothing": 0.1, "epochs": None}, Extended)
+    assert argv == ["--label-smoothing", "0.1"]
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    assert got["label_smoothing"] == 0.1 and got["epochs"] is None
+
+    def form():
+        import streamlit as st
+
+        from views import ui
+        from tests_extended_recipe import Extended  # noqa: F401 - put there by the test below
+
+        st.session_state["values"] = ui.recipe_inputs(st.columns(3), Extended)
+
+    import sys
+    import types
+
+    sys.modules["tests_extended_recipe"] = types.SimpleNamespace(Extended=Extended)
+    try:
+        at = AppTest.from_function(form).run()
+    finally:
+        del sys.modules["tests_extended_recipe"]
+    assert not at.exception
+    smoothing = next(n for n in at.number_input if n.label == "Label smoothing")
+    assert smoothing.value is None and smoothing.max == 0.99

@@ -119,7 +119,7 @@ def test_finetune_moves_forget_accuracy_toward_the_oracle(populated):
     ({"epochs": "x"}, "epochs must be a whole number"),
     ({"epochs": 2.5}, "epochs must be a whole number"),
     ({"batch_size": 0}, "batch_size must be at least 1"),
-    ({"lr": -1}, "lr must be a positive"),
+    ({"lr": -1}, "lr must be above 0"),
     ({"lr": True}, "lr must be a number"),
 ])
 def test_methods_reject_bad_parameters(params, message):

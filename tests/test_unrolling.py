@@ -58,7 +58,7 @@ def test_recipe_sd_lambda_keeps_old_records_and_refuses_bad_values():
     assert Recipe().as_meta() == old and Recipe(**old).sd_lambda == 0.0
     assert Recipe(sd_lambda=0.1).as_meta() == {**old, "sd_lambda": 0.1}
     for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(RecipeError, match="SD-loss weight"):
+        with pytest.raises(RecipeError, match="sd_lambda"):
             Recipe(sd_lambda=bad)
 
 
@@ -96,7 +96,7 @@ def test_sd_lambda_zero_trains_bit_for_bit_as_before_and_positive_adds_the_term(
 def test_cli_train_refuses_a_negative_sd_lambda_and_writes_nothing(tmp_path):
     res = run_cli("train", "--arch", "mlp", "--epochs", "1", "--sd-lambda", "-1", workspace=tmp_path / "ws")
     assert res.returncode == 2
-    assert res.stderr.strip() == "error: the SD-loss weight must be a finite number, at least 0; got -1.0"
+    assert res.stderr.strip() == "error: sd_lambda must be at least 0, got -1.0"
     assert not (tmp_path / "ws").exists()
 
 

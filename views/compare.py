@@ -202,10 +202,10 @@ def run_detail() -> None:
         st.markdown("**Steps**")
         st.dataframe(pd.DataFrame([{k: v for k, v in step.items() if k != "ids"} for step in details["steps"]]),
                      hide_index=True)
-    if run["method"] == "deepobliviate" and details.get("residual") is not None:
-        st.markdown("**Residual memory per retrained block** (DeepObliviate, as understood)")
+    if details.get("residual") is not None:  # a run that retrained a chain of blocks (DeepObliviate)
+        st.markdown("**Residual memory per retrained block**")
         ui.chart(st, plots.residual_curve_figure(details), key="residual")
-    if run["method"] == "deepobliviate" and m.get("requests"):
+    if m.get("requests"):  # a run of requests, one after another
         st.markdown("**Per request** (speed-up: B / blocks retrained; accuracy right after the request)")
         st.dataframe(pd.DataFrame(m["requests"]), hide_index=True)
         each = details.get("requests") or []

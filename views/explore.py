@@ -4,6 +4,7 @@ import streamlit as st
 
 from explorer.evaluation import choice, embeddings
 from explorer.memorization import scores
+from explorer import commands
 from explorer.pipeline import embed, forget_sets
 from explorer.present import plots, selection
 from explorer.store import artifacts
@@ -48,7 +49,7 @@ if compute_map.open:
         st.caption(f"Runs as a job: UMAP takes about half a minute for {len(labels):,} samples here (longer the "
                    "first time, while it compiles).")
         if st.button("Compute", type="primary"):
-            ui.launch(ws, ["embed", rec["id"], "--method", method, "--seed", str(seed)],
+            ui.launch(ws, commands.embed(rec["id"], method, seed),
                       f"{method.upper()} map of {rec['name']}", "embed_job")
 ui.job_status(ws, "embed_job")
 if chosen is None:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from explorer.evaluation import metrics
 from explorer.memorization import estimator, proxies, scores
-from explorer.pipeline import memorize
+from explorer import commands
 from explorer.present import plots
 from explorer.store import artifacts, jobs
 from explorer.runtime import progress
@@ -61,7 +61,7 @@ with exact_col.form("exact"):
         backend, address = ("ray", where.strip() or None) if on_ray else ("local", None)
     if st.form_submit_button("Compute exact", type="primary"):
         cfg = estimator.ExactConfig(models=int(k), ratio=float(ratio), epochs=int(epochs))
-        ui.launch(ws, memorize.cli_args(rec["id"], cfg, backend, address), f"exact memorization of {rec['name']}",
+        ui.launch(ws, commands.memorize(rec["id"], cfg, backend, address), f"exact memorization of {rec['name']}",
                   "exact_job")
 with proxy_col.form("proxies"):
     st.markdown("**Proxies**")
@@ -74,7 +74,7 @@ with proxy_col.form("proxies"):
         st.caption("This model was not trained here, so the learning-event proxies (confidence, bi_acc, …) "
                    "are unavailable: they need its training dynamics.")
     if st.form_submit_button("Compute proxies") and chosen:
-        ui.launch(ws, ["proxies", rec["id"], "--only", ",".join(chosen)], f"proxies of {rec['name']}", "proxy_job")
+        ui.launch(ws, commands.proxies(rec["id"], chosen), f"proxies of {rec['name']}", "proxy_job")
 with exact_col:
     ui.job_status(ws, "exact_job")
 with proxy_col:
@@ -90,7 +90,7 @@ def partial_runs(active: bool):
             st.markdown(f"**An interrupted exact run** stopped after {run['done']} of {run['models']} models; "
                         "its saved models are kept.")
             if st.button("Resume it", key=f"resume-{i}"):
-                ui.launch(ws, memorize.cli_args(rec["id"], run["cfg"]), f"exact memorization of {rec['name']}",
+                ui.launch(ws, commands.memorize(rec["id"], run["cfg"]), f"exact memorization of {rec['name']}",
                           "exact_job")
                 st.rerun(scope="app")
         step = max(1, run["done"] // 12)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from explorer import data, models, training
+from explorer import commands, data, models
 from explorer.present import plots
 from views import ui
 
@@ -37,39 +37,19 @@ def train_form() -> None:
         c1, c2, c3 = st.columns(3)
         dataset = c1.selectbox("Dataset", list(data.SOURCES), help="digits (8×8) and mnist5k (5,000 real 28×28 MNIST "
                                                                    "digits) are embedded; the others load from the data root.")
-        arch = c2.selectbox("Architecture", list(models.ARCHS), index=list(models.ARCHS).index("cnn"))
-        regime = ("Empty: the recipe that reaches the memorization regime for this architecture and dataset "
-                  "(digits, mnist5k), else {}.")
-        epochs = c3.number_input("Epochs", 1, 500, None, placeholder="default",
-                                 help=regime.format(training.Recipe.epochs))
-        lr = c1.number_input("Learning rate", 1e-5, 1.0, None, format="%.4f", placeholder="default",
-                             help=regime.format(training.Recipe.lr))
-        batch = c2.number_input("Batch size", 1, 4096, training.Recipe.batch_size)
-        seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
+        arch = c2.selectbox("Architecture", list(models.ARCHS), index=list(models.ARCHS).index("cnn"),
+                            help="sigmoid_mlp is the mnemonic-code paper's MNIST model; left empty, its recipe is "
+                                 "the paper's, codes included.")
+        recipe = ui.recipe_inputs((c3, c1, c2))
         noise = c1.slider("Label noise", 0.0, 0.5, 0.0, 0.01, help="Fraction of training labels flipped to another class. Mislabeled samples can only be fit by memorizing them; the default recipes fit them on digits and mnist5k.")
         root = c2.text_input("Data root", "data", help="Folder holding torchvision datasets or an ImageFolder.")
-        tmix = c3.slider("Mnemonic codes (t_mix)", 0.0, 0.5, 0.0, 0.05,
-                         help="Swap this fraction of training samples for their class's random code, so the model can "
-                              "later forget a class in one shot without data (Yamashita et al.). 0.1 costs well under "
-                              "a point of accuracy; 0.3 is used for CIFAR-10.")
-        sd = c1.number_input("SD loss λ", 0.0, 1000.0, 0.0, help="Thudi et al.'s regularizer (std of the logits): "
-                             "lowers the unlearning and verification errors of single-step SGD unlearning. 0 = off.")
-        n_blocks = c2.number_input("Blocks", 0, 1000, 0, help="Train block by block, storing the model after each, "
-                                   "for DeepObliviate (e.g. 20; epochs are then per block). 0 = ordinary training.")
-        amp = c3.checkbox("Mixed precision (bf16)", help="Forward passes in bfloat16, losses and weights in float32. "
-                          "Mostly useful on a GPU (Ampere or newer); on a CPU it is usually slower. Unlearning "
-                          "runs on the model use it too.")
-        curv = c1.checkbox("Record loss curvature", help="Score every sample's loss curvature in each epoch, during "
+        curv = c3.checkbox("Record loss curvature", help="Score every sample's loss curvature in each epoch, during "
                            "training, as the RUM code does, for the curvature_avg proxy (its average over training). "
                            "Two more input-gradient passes per batch; the weights are the same without it. Not with "
                            "blocks.")
         if st.form_submit_button("Train", type="primary"):
-            argv = ["train", "--dataset", dataset, "--arch", arch,
-                    *(["--epochs", str(epochs)] if epochs is not None else []),
-                    *(["--lr", str(lr)] if lr is not None else []), "--batch-size", str(batch), "--seed", str(seed), "--label-noise", str(noise), "--data-root", root,
-                    "--mnemonic-tmix", str(tmix), "--sd-lambda", str(sd),
-                    *(["--blocks", str(n_blocks)] if n_blocks else []), *(["--amp"] if amp else []),
-                    *(["--curvature-every", "1"] if curv else [])]
+            argv = commands.train(dataset, arch, recipe, label_noise=noise, data_root=root,
+                                  curvature_every=1 if curv else 0)
             ui.launch(ws, argv, f"train {dataset} {arch}", "train_job")
     ui.job_status(ws, "train_job")
 
@@ -119,16 +99,10 @@ def import_form() -> None:
                 path = Path(imp_path.strip()).expanduser()
                 shown = path.name
             arch_name = imp_own.strip() or imp_arch
-            argv = ["import-model", str(path), "--arch", arch_name, "--dataset", imp_dataset, "--data-root", imp_root,
-                    "--split-seed", str(int(imp_split)), "--name", shown]
-            if imp_kwargs.strip():
-                argv += ["--arch-kwargs", imp_kwargs.strip()]
-            if imp_norm != "auto":
-                argv += ["--normalize", imp_stats.strip() if imp_norm == "MEAN/STD" else imp_norm]
-            if imp_head.strip():
-                argv += ["--head", imp_head.strip()]
-            if imp_recipe.strip():
-                argv += ["--recipe", imp_recipe.strip()]
+            argv = commands.import_model(
+                str(path), arch_name, imp_dataset, data_root=imp_root, split_seed=int(imp_split), name=shown,
+                arch_kwargs=imp_kwargs.strip(), head=imp_head.strip(), recipe=imp_recipe.strip(),
+                normalize=None if imp_norm == "auto" else imp_stats.strip() if imp_norm == "MEAN/STD" else imp_norm)
             ui.launch(ws, argv, f"import {shown}", "import_job")  # the command checks it all, in one line
     ui.job_status(ws, "import_job")
 

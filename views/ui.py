@@ -6,6 +6,8 @@ need it, so Home, the first page a fresh server shows, opens without waiting for
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import time
 from typing import TYPE_CHECKING
 
@@ -385,3 +387,51 @@ def load_model(ws_path: str, model_id: str):
 
     ws = _workspace(ws_path)
     return artifacts.load_model(ws, ws.get(model_id, "model")).eval()
+
+
+def recipe_inputs(columns, recipe_cls: type | None = None) -> dict:
+    """One input per recipe field the form offers (training.KNOBS), spread over `columns`; each
+    left empty (or a switch left off) keeps the default recipe's value for the chosen model."""
+    from explorer import training
+
+    values = {}
+    offered = [f for f in dataclasses.fields(recipe_cls or training.Recipe) if f.metadata["knob"].form]
+    for f, col in zip(offered, itertools.cycle(columns)):
+        knob = f.metadata["knob"]
+        note = f"Empty: {knob.default_note} {f.default}." if knob.default_note else f"Empty: {f.default}."
+        if training.recipe.kind(f) == "bool":
+            values[f.name] = col.checkbox(knob.label, help=knob.help) or None
+            continue
+        kind = int if training.recipe.kind(f) == "int" else float  # Streamlit wants every bound of the field's own type
+        low = knob.low if knob.low is not None else (1e-6 if knob.positive else None)
+        high = None if knob.high is None else knob.high - (1 if kind is int else 0.01)
+        values[f.name] = col.number_input(knob.label, None if low is None else kind(low),
+                                          None if high is None else kind(high), None,
+                                          None if kind is int else 0.01, placeholder="default",
+                                          format=None if kind is int else "%g", help=f"{knob.help} {note}")
+    return values
+
+
+def measured_demo() -> str:
+    """The demo's times as the benches last measured them (docs/figures.json), for Home's
+    sentence: " (41 s measured from the app on 2 cores, …)", or nothing before any measurement."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "figures.json"
+    try:
+        figures = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    journey, demo = figures.get("journey", {}), figures.get("demo", {})
+    app, cli = journey.get("demo_app_seconds"), journey.get("demo_cli_seconds") or demo.get("cli_seconds")
+    again = journey.get("demo_again_seconds") or demo.get("again_seconds")
+    extra = journey.get("first_install_extra_seconds")
+    if not (app or cli):
+        return ""
+    where = journey if app else demo
+    parts = [f"{app:.0f} s from the app" if app else f"{cli:.0f} s from the command line",
+             f"up to {extra:.0f} s more on a fresh install, while UMAP compiles" if extra else None,
+             f"{again:.0f} s again" if again else None]
+    return (f" ({'; '.join(p for p in parts if p)}: measured on {where.get('machine', 'this machine')}, "
+            f"{where.get('measured', '')})")

@@ -1,17 +1,18 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import unlearning
+from explorer import commands, unlearning
 from explorer.evaluation import forgetting
 from explorer.memorization import scores
 from explorer.pipeline import evaluate, forget_sets, runs, sweeps
 from explorer.runtime import devices
 from explorer.present import plots
-from explorer.store import artifacts
-from explorer.unlearning import deepobliviate, presets, sequence
+from explorer.errors import UserError
+from explorer.unlearning import presets, sequence
 from views import ui
 
 ws = ui.workspace()
@@ -51,107 +52,123 @@ preset = st.selectbox("Preset", list(presets.PRESETS), index=list(presets.PRESET
                            "256. digits: calibrated on the embedded dataset by a sweep, batch 64. A sweep below tunes "
                            "them for your forget set.")
 st.caption(f"Preset **{preset}**: {presets.SOURCES[preset]}.")
-chosen = st.multiselect("Methods", unlearning.NAMES, default=["finetune"],
-                        format_func=lambda n: f"{n} (the oracle itself)" if n == "retrain" else n)
+chosen = st.multiselect("Methods", unlearning.NAMES, default=[unlearning.FIRST],
+                        format_func=lambda n: f"{n} (the oracle itself)" if unlearning.resolve(n).from_init else n)
+own = st.text_input("Your own method (optional)", placeholder="path/to/file.py:ClassName or module:ClassName",
+                    help="A subclass of explorer.unlearning.Method: its `spec` and its loss on the shared loop, or its "
+                         "own `unlearn` (docs/methods.md has a ten-line example). Naming it imports the file: its "
+                         "code runs, as `python` would run it.").strip()
+if own:
+    if ":" in own.split("/")[-1] and own.rpartition(":")[0].endswith(".py"):
+        own = f"{Path(own.rpartition(':')[0]).expanduser().resolve()}:{own.rpartition(':')[2]}"  # jobs run elsewhere
+    try:
+        unlearning.resolve(own)
+        chosen = [*chosen, own]
+    except unlearning.ParamError as err:
+        st.error(str(err))
 
 
 def base_params(name: str, key: str) -> dict:
-    """Number inputs for a base method's parameters, at the preset's values, and its rule."""
-    cls = unlearning.REGISTRY[name]
-    values = {**cls.defaults, **presets.settings(preset, name)}
+    """An input per parameter the method's spec offers a form (unlearning.Param), at the preset's
+    values: a choice as a radio, a 0/1 switch as a checkbox, a number within its range."""
+    cls = unlearning.resolve(name)
+    values = {**{k: p.default for k, p in cls.spec.items()}, **presets.settings(preset, name)}
+    shown = [(k, p) for k, p in cls.spec.items() if not p.hidden]
     out = {}
-    if cls.rules:  # the one string parameter, at the preset's choice
-        chosen_rule = values.pop("rule", cls.rules[0])
-        out["rule"] = st.radio(cls.rule_label, list(cls.rules), index=list(cls.rules).index(chosen_rule),
-                               horizontal=True, key=f"{key}-rule", help=cls.rule_help)
-    for choice, options in cls.choices.items():  # the method's other string parameters
-        picked = values.pop(choice, options[0])
-        out[choice] = st.radio(cls.choice_labels.get(choice, choice), list(options), index=list(options).index(picked),
-                               horizontal=True, key=f"{key}-{choice}", help=cls.choice_help.get(choice))
-    shown = [k for k in values if k not in cls.hidden]  # rarely changed, or unused by this method
+    for k, p in shown:
+        if p.choices:
+            out[k] = st.radio(p.label or k, list(p.choices), index=list(p.choices).index(values[k]), horizontal=True,
+                              key=f"{key}-{k}", help=p.help or None)
+    numbers = [(k, p) for k, p in shown if not p.choices]
     if not shown:
         st.caption("No settings to choose: it follows the model's own training recipe.")
-        return out
-    for col, k in zip(st.columns(len(shown)), shown):
-        v = values[k]
-        out[k] = (col.number_input(k, 0, 10_000, int(v), key=f"{key}-{k}") if isinstance(v, int)
-                  else col.number_input(k, 0.0, 1e6, float(v), format="%g", key=f"{key}-{k}"))
+    for col, (k, p) in zip(st.columns(len(numbers)) if numbers else [], numbers):
+        label, v = p.label or k, values[k]
+        if p.switch:
+            out[k] = int(col.checkbox(label, bool(v), key=f"{key}-{k}", help=p.help or None))
+        elif isinstance(p.default, int):
+            out[k] = col.number_input(label, int(p.low), None if p.high is None else int(p.high), int(v),
+                                      key=f"{key}-{k}", help=p.help or None)
+        else:
+            out[k] = col.number_input(label, float(p.low), None if p.high is None else float(p.high), float(v),
+                                      format="%g", key=f"{key}-{k}", help=p.help or None)
     return out
+
+
+def sequence_params(name: str, cls) -> dict | None:
+    """A sequence's groups and a step per group: refined by a memorization score when the sequence
+    needs one (RUM), else random equal parts (shuffle). None when it cannot run on this model."""
+    refines = "score" in cls.needs
+    if refines:
+        if not available:
+            st.warning(f"{name} needs a memorization score: compute one on the **Memorization** page.")
+            return None
+        c1, c2 = st.columns(2)
+        score = c1.selectbox("Refine by", list(available), key=f"{name}-score",
+                             format_func=lambda n: f"{scores.oriented_name(n)} · {scores.label(n)}")
+        order = c2.radio("Order", ["low-high", "high-low"], horizontal=True, key=f"{name}-order")
+        cuts = st.text_input("Thresholds (blank = terciles of the forget set)", key=f"{name}-cuts",
+                             help="Oriented score values t1 < t2 < … splitting the groups, e.g. 0.3, 0.7.")
+        try:
+            thresholds = [float(t) for t in cuts.replace(",", " ").split()] or None
+            groups = sequence.split(scores.oriented(score, available[score]), np.asarray(fs["ids"]), thresholds)
+        except ValueError:
+            st.error("Thresholds must be numbers, e.g. 0.3, 0.7")
+            return None
+        except unlearning.ParamError as err:
+            st.warning(str(err))
+            return None
+        params = {"score": score, "order": order, **({"thresholds": thresholds} if thresholds else {})}
+        defaults = sequence.FULL_RUM + [sequence.FULL_RUM[-1]] * 10
+    else:
+        parts = int(st.number_input("Parts", 1, 10, 3, key=f"{name}-parts", help="Random equal parts, in sequence."))
+        groups, params, defaults = np.array_split(np.asarray(fs["ids"]), parts), {"parts": parts}, [unlearning.FIRST] * parts
+    steps = []
+    options = ["none", *unlearning.REGISTRY]
+    for col, gname, group, default in zip(st.columns(len(groups)), sequence.group_names(len(groups)), groups, defaults):
+        steps.append(col.selectbox(f"{gname} ({len(group)} samples)", options, index=options.index(default),
+                                   key=f"{name}-{gname}"))
+    st.caption("Each group's method runs with its preset settings; a **sweep** tunes them group by group.")
+    return {**params, "steps": steps}
 
 
 settings: dict[str, dict] = {}
 for name in chosen:
-    with st.expander(f"**{name}** settings", expanded=name in ("rum", "mnemonic")):
-        if name in unlearning.REGISTRY:
-            st.caption(unlearning.REGISTRY[name].summary)
-        if name == "rum":
-            st.caption(unlearning.Rum.summary)
-            if not available:
-                st.warning("RUM needs a memorization score: compute one on the **Memorization** page.")
-                continue
-            c1, c2 = st.columns(2)
-            score = c1.selectbox("Refine by", list(available), key="rum-score",
-                                 format_func=lambda n: f"{scores.oriented_name(n)} · {scores.label(n)}")
-            order = c2.radio("Order", ["low-high", "high-low"], horizontal=True, key="rum-order")
-            cuts = st.text_input("Thresholds (blank = terciles of the forget set)", key="rum-cuts",
-                                 help="Oriented score values t1 < t2 < … splitting the groups, e.g. 0.3, 0.7.")
-            try:
-                thresholds = [float(t) for t in cuts.replace(",", " ").split()] or None
-            except ValueError:
-                st.error("Thresholds must be numbers, e.g. 0.3, 0.7")
-                continue
-            try:
-                groups = sequence.split(scores.oriented(score, available[score]), np.asarray(fs["ids"]), thresholds)
-            except unlearning.ParamError as err:
-                st.warning(str(err))
-                continue
-            steps = []
-            for col, gname, group, default in zip(st.columns(len(groups)), sequence.group_names(len(groups)), groups,
-                                                  sequence.FULL_RUM + ["salun"] * 10):
-                with col:
-                    step = st.selectbox(f"{gname} ({len(group)} samples)", ["none", *unlearning.REGISTRY],
-                                        index=["none", *unlearning.REGISTRY].index(default), key=f"rum-{gname}")
-                    steps.append(step)
-            settings[name] = {"score": score, "order": order, "steps": steps,
-                              **({"thresholds": thresholds} if thresholds else {})}
-            st.caption("Each group's method runs with its preset settings; a **sweep** tunes them group by group.")
-        elif name == "mnemonic":
-            whole = [c for c, n in fs["class_counts"].items() if n == int((ds.y_train == int(c)).sum())]
-            if len(whole) < len(fs["class_counts"]):
-                st.warning(f"Mnemonic forgets whole classes, and this forget set holds only part of classes "
-                           f"{', '.join(c for c in fs['class_counts'] if c not in whole)}.")
-                if st.button(f"Make a forget set of classes {', '.join(fs['class_counts'])}"):
+    cls = unlearning.resolve(name)
+    with st.expander(f"**{name}** settings", expanded=issubclass(cls, unlearning.Sequence) or cls.whole_classes):
+        st.caption(cls.summary)
+        if issubclass(cls, unlearning.Sequence):
+            if (params := sequence_params(name, cls)) is not None:
+                settings[name] = params
+            continue
+        if cls.whole_classes:
+            partial = [c for c, n in fs["class_counts"].items() if n != int((ds.y_train == int(c)).sum())]
+            if partial:
+                st.warning(f"{name} forgets whole classes, and this forget set holds only part of classes "
+                           f"{', '.join(partial)}.")
+                if st.button(f"Make a forget set of classes {', '.join(fs['class_counts'])}", key=f"{name}-classes"):
                     made = forget_sets.create(ws, rec, "class", classes=[int(c) for c in fs["class_counts"]])
                     st.success(f"Made {made['id']} ({made['size']} samples): pick it above.")
                 continue
-            if not rec.get("has_codes"):
-                st.info("This model was trained without mnemonic codes: set with_data to 1 to probe a few real "
-                        "samples per class instead, or train with the mnemonic option on the Models page.")
-            settings[name] = base_params(name, "p-mnemonic")
-        elif name == "deepobliviate":
-            st.caption(unlearning.REGISTRY[name].summary)
-            if not rec.get("blocks"):
-                st.warning("DeepObliviate needs a model trained block by block: train one with **Blocks** on the "
-                           "Models page (or `train --blocks 20`).")
-                continue
-            settings[name] = base_params(name, "p-deepobliviate")
-            # Before the run: where the forget set sits in the chain, and what that costs the speed-up.
-            chain_plan = deepobliviate.plan(artifacts.open_blocks(ws, rec).ids, fs["ids"],
-                                            settings[name].get("requests", "set"), settings[name].get("rule", "ratio"))
-            st.info(chain_plan["text"])
-            for warning in chain_plan["warnings"]:
+        params = base_params(name, f"p-{name}")
+        try:  # what the method needs of the model, loaded as a run would: one line when the model lacks it
+            method = runs.bind(ws, rec, name, params, preset)
+            needed = runs.needed(ws, rec, method)
+        except UserError as err:
+            st.warning(str(err))
+            continue
+        for need in (n for n in cls.optional if needed.get(n) is None):
+            st.info(f"This model lacks {unlearning.NEEDS[need]}; {name} can do without it: see its settings.")
+        settings[name] = params
+        if preview := cls.preview(needed, fs["ids"], params):  # before the run: what it will do
+            st.info(preview["text"])
+            for warning in preview.get("warnings", []):
                 st.warning(warning)
-        elif name == "shuffle":
-            st.caption(unlearning.Shuffle.summary)
-            step = st.selectbox("Method for every part", list(unlearning.REGISTRY), index=1, key="shuffle-step")
-            settings[name] = {"steps": step}
-        else:
-            settings[name] = base_params(name, f"p-{name}")
 
 with_oracle = st.toggle("Retrain the oracle", True, help="Needed for ToW and the speed-up. For a large model you "
                         "may skip it: those metrics are then shown as missing, never guessed.")
 beam = sweeps.BEAM
-if {"rum", "shuffle"} & set(chosen):
+if any(issubclass(unlearning.resolve(n), unlearning.Sequence) for n in chosen):
     beam = int(st.number_input("Sweep search width (beam)", 1, 64, sweeps.BEAM,
                                help="How many partial sequences a sweep keeps per group while tuning RUM and "
                                     "shuffle. Wider finds better sequences, at that many times the trials "
@@ -159,17 +176,15 @@ if {"rum", "shuffle"} & set(chosen):
 c1, c2 = st.columns(2)
 if c1.button("Run", type="primary", disabled=not settings, help="One job per method."):
     for name, params in settings.items():
-        ui.launch(ws, ["unlearn", rec["id"], "--forget", fs["id"], "--method", name, "--preset", preset,
-                       "--params", json.dumps(params), *([] if with_oracle else ["--no-oracle"])],
+        ui.launch(ws, commands.unlearn(rec["id"], fs["id"], name, params, preset, with_oracle),
                   f"{name} on {fs['name']}", f"unlearn_job-{name}")
-sweepable = [n for n in chosen if n in (*sweeps.SWEEPABLE, *sweeps.SEQUENCES)]
-score_for_sweep = settings.get("rum", {}).get("score", "exact")
+sweepable = [n for n in chosen if sweeps.can_sweep(n)]
+score_for_sweep = next((p["score"] for p in settings.values() if "score" in p), "exact")
 if c2.button("Sweep", disabled=not sweepable or not with_oracle,
              help="Try a small grid per method (lr × {0.2, 1, 5}, epochs × {½, 1}, its knob) and keep the best by "
                   "ToW; RUM and shuffle are tuned group by group from the base methods chosen."):
-    ui.launch(ws, ["unlearn", rec["id"], "--forget", fs["id"], "--method", ",".join(sweepable), "--sweep",
-                   "--preset", preset, "--score", score_for_sweep, "--beam", str(beam)], f"sweep on {fs['name']}",
-              "sweep_job")
+    ui.launch(ws, commands.sweep(rec["id"], fs["id"], sweepable, preset, score_for_sweep, beam),
+              f"sweep on {fs['name']}", "sweep_job")
 for name in chosen:
     ui.job_status(ws, f"unlearn_job-{name}")
 ui.job_status(ws, "sweep_job")
@@ -192,8 +207,8 @@ if st.toggle("Evaluate forgetting quality F", help="The NeurIPS 2023 unlearning 
         st.caption(f"**{name}**: {evaluate.cost(ws, rec, fs, name, n_eval, dev)['text']}")
     if st.button("Evaluate", disabled=not targets, help="One job per method; the oracles are trained once and shared."):
         for name in targets:
-            ui.launch(ws, ["evaluate", rec["id"], "--forget", fs["id"], "--method", name, "--models", str(n_eval),
-                           *(["--preset", preset, "--params", json.dumps(settings[name])] if name != "none" else [])],
+            ui.launch(ws, commands.evaluate(rec["id"], fs["id"], name, n_eval, settings.get(name),
+                                            preset if name in settings else None),
                       f"evaluate {name} on {fs['name']}", f"evaluate_job-{name}")
     for name in targets:
         ui.job_status(ws, f"evaluate_job-{name}")

@@ -23,7 +23,7 @@ from torch import nn
 
 from .. import data as data_mod
 from .. import models, training
-from ..errors import UserError, json_object
+from ..errors import UserError, first_line, json_object
 from ..runtime.progress import Progress, no_progress
 from ..store import artifacts, block_file
 from ..store.workspace import Workspace, WorkspaceError, npz_bytes
@@ -139,7 +139,7 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - unpickling refusals, corrupt zips, bad headers
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            reason = first_line(err)
             raise CheckpointError(
                 f"{path.name} is neither a safetensors file nor a torch weights file that loads "
                 f"safely ({reason[:160]})"
@@ -289,11 +289,6 @@ def _probe(model: nn.Module, ds: data_mod.Dataset, spec: data_mod.DatasetSpec) -
     if out.ndim != 2 or out.shape[1] != ds.num_classes:
         raise CheckpointError(f"the model gives outputs of shape {tuple(out.shape[1:])} per sample but "
                               f"{spec.name} has {ds.num_classes} classes")
-
-
-def fit_weights(path: Path, arch: str, spec: data_mod.DatasetSpec, **options) -> nn.Module:
-    """`fit`'s model alone."""
-    return fit(path, arch, spec, **options).model
 
 
 def parse_recipe(text: str | None) -> training.Recipe | None:

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..training import Recipe, ensembles  # in a worker: from the package shipped with the job
 
 RETRIES = 3  # re-runs of a task whose worker process or node died
@@ -76,7 +76,7 @@ def _connect(ray, address: str | None) -> None:
                  include_dashboard=False, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"at {address}" if address else "locally"
-        raise UserError(f"could not start or reach Ray {where}: {str(err).strip().splitlines()[0]}") from None
+        raise UserError(f"could not start or reach Ray {where}: {first_line(err)}") from None
     finally:
         # Ray's driver exits on SIGTERM; a job's SIGTERM is a cancel request, taken at the next progress report.
         if threading.current_thread() is threading.main_thread():

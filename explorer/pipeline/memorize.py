@@ -50,9 +50,8 @@ def calibrated_engine(ws: Workspace, model_rec: dict, device: torch.device, k: i
     size and kept in the workspace, so that a resumed run picks what its start picked."""
     recipe = artifacts.recipe_of(model_rec) or Recipe()
     threads = torch.get_num_threads() if device.type == "cpu" else 0
-    key = json.dumps([model_rec["arch"], model_rec["dataset_id"], recipe.batch_size, recipe.amp,
-                      bool(recipe.mnemonic_tmix), bool(recipe.sd_lambda), bool(recipe.blocks),
-                      devices.describe(device), threads, k], sort_keys=True, default=str)
+    key = json.dumps([model_rec["arch"], model_rec["dataset_id"], recipe.cost_key(), devices.describe(device),
+                      threads, k], sort_keys=True, default=str)
     path = ws.path / "calibration.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     if key not in known:
@@ -165,16 +164,6 @@ def in_progress(ws: Workspace, model_id: str) -> list[dict]:
         runs.append({"cfg": cfg, "models": cfg.models, "n": info["n"], "done": len(train),
                      "masks": masks_of(subs, info["n"]), "correct": train})
     return runs
-
-
-def cli_args(model_id: str, cfg: ExactConfig, backend: str = "local", address: str | None = None) -> list[str]:
-    """The `memorize` command line that runs (or resumes) this configuration."""
-    argv = ["memorize", model_id, "--exact", "--models", str(cfg.models), "--ratio", str(cfg.ratio),
-            "--seed", str(cfg.seed), "--engine", cfg.engine]
-    argv += ["--epochs", str(cfg.epochs)] if cfg.epochs is not None else []
-    argv += ["--chunk", str(cfg.chunk)] if cfg.chunk is not None else []
-    argv += ["--backend", backend] if backend != "local" else []
-    return argv + (["--address", address] if address else [])
 
 
 CHUNK_ARRAYS = ("train", "test", "train_phi", "test_phi")  # a saved chunk's arrays, as train_correctness returns them

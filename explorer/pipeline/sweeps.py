@@ -33,7 +33,7 @@ SEQUENCES = tuple(unlearning.SEQUENCES)  # tuned group by group from the base me
 def grid(name: str, base: dict | None = None) -> list[dict]:
     """Settings around a method's defaults (or `base`): lr × {0.2, 1, 5}, epochs × {½, 1} and
     the method's knob over its `knob_values`, each point a full parameter dict."""
-    cls = unlearning.REGISTRY[name]
+    cls = unlearning.resolve(name)
     start = {**cls.defaults, **(base or {})}
     lrs = [start["lr"] * f for f in LR_FACTORS]
     epoch_values = sorted({max(1, round(start["epochs"] * f)) for f in EPOCH_FACTORS})
@@ -125,16 +125,29 @@ def tune_sequence(ws: Workspace, s: runs.Setup, kind: str, steps_from: dict[str,
 BEAM = 2  # partial sequences RUM and shuffle keep per group: each step of width costs a grid of trials
 
 
+def can_sweep(name: str) -> bool:
+    """Whether a sweep can tune this method: one of ours that says so, a sequence, or your own."""
+    return name in SWEEPABLE or name in SEQUENCES or _sweepable_own(name)
+
+
+def _sweepable_own(name: str) -> bool:
+    """A user's own method (MODULE:CLASS) a sweep can tune: a base method that says it is."""
+    if not unlearning.is_user_method(name):
+        return False
+    cls = unlearning.resolve(name)
+    return issubclass(cls, unlearning.Method) and cls.sweepable
+
+
 def check(methods: list[str], beam: int = BEAM) -> None:
     """Refuse, in one line, a sweep that cannot run."""
     if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
         raise unlearning.ParamError(f"--beam must be a whole number of at least 1, got {beam!r}")
     if not methods:
         raise unlearning.ParamError("name at least one method to sweep")
-    unknown = [m for m in methods if m not in (*SWEEPABLE, *SEQUENCES)]
+    unknown = [m for m in methods if m not in (*SWEEPABLE, *SEQUENCES) and not _sweepable_own(m)]
     if unknown:
         raise unlearning.ParamError(f"cannot sweep {unknown[0]!r}; sweepable: {', '.join((*SWEEPABLE, *SEQUENCES))}")
-    if set(SEQUENCES) & set(methods) and not set(SWEEPABLE) & set(methods):
+    if set(SEQUENCES) & set(methods) and not any(m in SWEEPABLE or _sweepable_own(m) for m in methods):
         raise unlearning.ParamError("name the base methods RUM may choose from, e.g. --method finetune,salun,rum")
 
 
@@ -145,7 +158,7 @@ def sweep(ws: Workspace, model_rec: dict, fs_rec: dict, methods: list[str], devi
     RUM and shuffle keep the `beam` best partial sequences per group (a wider search finds better
     sequences, at `beam` times the trials)."""
     check(methods, beam)
-    base_methods = [m for m in methods if m in SWEEPABLE]
+    base_methods = [m for m in methods if m in SWEEPABLE or unlearning.is_user_method(m)]
     sequences = [m for m in methods if m in SEQUENCES]
     if any("score" in unlearning.SEQUENCES[m].needs for m in sequences):
         score_sets.resolve(ws, model_rec, score)  # a missing score fails before any training

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..errors import first_line
 from .workspace import Workspace, WorkspaceError
 
 ACTIVE = ("queued", "running")
@@ -217,7 +218,7 @@ def run(ws: Workspace, job_id: str, work: Callable[[Reporter], dict]) -> dict:
         _set(ws, job_id, state="cancelled", message="cancelled", finished=time.time())
         raise
     except BaseException as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = first_line(err)
         _set(ws, job_id, state="failed", message=message, finished=time.time())
         raise
     finally:

@@ -15,9 +15,9 @@ from torch import nn
 from .blocks import fit_blocks
 from .codes import make_codes
 from .loop import DYNAMICS, TrainResult, accuracy, init_model, per_class_accuracy, run, state_bytes
-from .recipe import REGIME, Recipe, RecipeError, default_for
+from .recipe import KNOBS, PAPER, REGIME, Knob, Recipe, RecipeError, default_for, knob
 
-__all__ = ["DYNAMICS", "REGIME", "Recipe", "default_for", "RecipeError", "TrainResult", "accuracy", "fit", "init_model", "make_codes",
+__all__ = ["DYNAMICS", "KNOBS", "PAPER", "REGIME", "Knob", "knob", "Recipe", "default_for", "RecipeError", "TrainResult", "accuracy", "fit", "init_model", "make_codes",
            "per_class_accuracy", "state_bytes"]
 
 

@@ -13,6 +13,16 @@ from torch import nn
 from .recipe import Recipe
 
 
+SWAP_SEED_OFFSET = 7919  # the swap stream's seed is the recipe's seed plus this: a stream apart from shuffling
+
+
+def swap_stream(seed: int) -> torch.Generator:
+    """The generator that draws which samples are swapped for their codes, for a model trained
+    with `seed`: the one-model loop and the ensembles draw from the same stream, so a model trained
+    either way sees the same swaps."""
+    return torch.Generator().manual_seed(seed + SWAP_SEED_OFFSET)
+
+
 def make_codes(num_classes: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """One mnemonic code per class: uniform on [0, 1) in the model's (normalized) input space, as
     the official code draws them; the same seed always gives the same codes."""
@@ -34,7 +44,7 @@ class CodeMixer:
     def __init__(self, recipe: Recipe, num_classes: int, shape, device: torch.device):
         self.tmix = recipe.mnemonic_tmix
         self.codes = make_codes(num_classes, tuple(shape), recipe.codes_seed).to(device)
-        self.swaps = torch.Generator().manual_seed(recipe.seed + 7919)  # a stream apart from shuffling
+        self.swaps = swap_stream(recipe.seed)
         self.device = device
 
     def draw(self, perm: torch.Tensor, bounds: list[int], kept: torch.Tensor | None = None) -> None:

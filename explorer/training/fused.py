@@ -39,7 +39,8 @@ from .. import models
 from ..runtime import devices, optim, precision
 from ..runtime.progress import Progress, no_progress
 from . import by_hand
-from .codes import make_codes
+from . import losses
+from .codes import make_codes, swap_stream
 from .recipe import Recipe
 
 _PER_CHANNEL = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)  # indifferent to whose channels
@@ -157,12 +158,8 @@ def per_model_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, sd_lambda: float = 0.0) -> torch.Tensor:
     """Σ_i weight[i, k] · loss_k(i) per model k, from logits (B, K, C) and labels (B, K): the
-    cross-entropy, plus λ·std(z)/C per sample with the SD loss."""
-    B, K, C = logits.shape
-    losses = F.cross_entropy(logits.reshape(B * K, C), y.reshape(B * K), reduction="none").view(B, K)
-    if sd_lambda:
-        losses = losses + sd_lambda * logits.std(dim=2) / C
-    return (losses * weight).sum(0)
+    training loss of each sample (losses.per_sample, the one-model loop's)."""
+    return (losses.per_sample(logits, y, sd_lambda) * weight).sum(0)
 
 
 class _Batches:
@@ -221,7 +218,7 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
         code_y = torch.arange(num_classes, device=device)[:, None].expand(num_classes, K)
         onehot = torch.eye(num_classes, device=device)
         # Each model's swaps from its own stream, apart from its shuffling, as codes.py draws them.
-        swap_streams = [torch.Generator().manual_seed(s + 7919) for s in (seeds if not shared else seeds[:1])]
+        swap_streams = [swap_stream(s) for s in (seeds if not shared else seeds[:1])]
     opt = optim.SGD(ens.params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     hand = None if shared else by_hand.layers_of(ens.layers)  # an MLP on its own batches: by_hand.py
     if hand:  # the codes as C more rows of the data, so that one gather builds each model's batch
@@ -264,7 +261,7 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
                 sw = swaps[lo : lo + B].float() * w  # members swapped for their class's code in the loss
                 loss = member_losses(real, yb, w - sw)
                 if recipe.sd_lambda:  # on the real samples' logits, as the loop's
-                    loss = loss + recipe.sd_lambda * (real.std(dim=2) * w).sum(0) / real.shape[2]
+                    loss = loss + recipe.sd_lambda * (losses.sd_term(real) * w).sum(0)
                 # Σ over swapped samples of their class code's loss = Σ_c (swaps of class c) · loss(code c).
                 code_weight = torch.einsum("bkc,bk->ck", onehot[yb], sw)
                 loss = loss + member_losses(logits[B:], code_y, code_weight)

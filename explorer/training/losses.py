@@ -13,16 +13,28 @@ import torch
 import torch.nn.functional as F
 
 
+def sd_term(logits: torch.Tensor) -> torch.Tensor:
+    """Each sample's SD term, std(z)/C: the standard deviation of its C logits over the class
+    count; logits (..., C) give (...). λ times it joins each sample's cross-entropy."""
+    return logits.std(dim=-1) / logits.shape[-1]
+
+
 def sd_loss(logits: torch.Tensor) -> torch.Tensor:
     """mean over the batch of each sample's logit standard deviation, divided by the class count:
     λ times this is added to the cross-entropy. Logits are (batch, classes)."""
-    return logits.std(dim=1).mean() / logits.shape[1]
+    return sd_term(logits).mean()
+
+
+def per_sample(logits: torch.Tensor, y: torch.Tensor, sd_lambda: float = 0.0) -> torch.Tensor:
+    """The loss training minimizes, per sample: cross-entropy, plus λ·std(z)/C when λ > 0.
+    Logits (..., C) and labels (...) give (...): one model's batch, or K models' (the ensembles)."""
+    C = logits.shape[-1]
+    losses = F.cross_entropy(logits.reshape(-1, C), y.reshape(-1), reduction="none").view(y.shape)
+    return losses + sd_lambda * sd_term(logits) if sd_lambda else losses
 
 
 def training_loss(logits: torch.Tensor, y: torch.Tensor, sd_lambda: float = 0.0, reduction: str = "mean") -> torch.Tensor:
-    """The loss training minimizes: cross-entropy, plus λ·std(z_b)/C per sample when λ > 0.
-    reduction="sum" gives the sum of the per-sample losses (what a batch mean divides by B)."""
-    losses = F.cross_entropy(logits, y, reduction="none")
-    if sd_lambda:
-        losses = losses + sd_lambda * logits.std(dim=1) / logits.shape[1]
+    """`per_sample` reduced over the batch: its mean, or with reduction="sum" its sum (what a
+    batch mean divides by B)."""
+    losses = per_sample(logits, y, sd_lambda)
     return losses.sum() if reduction == "sum" else losses.mean()

@@ -6,10 +6,15 @@ the model it unlearns (its recipe, initial weights, codes, blocks or a score) it
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import inspect
+from pathlib import Path
 
+from ..errors import first_line
 from . import presets
-from .base import NEEDS, Method, ParamError
+from .base import NEEDS, Method, Param, ParamError, hide, with_defaults
 from .deepobliviate import DeepObliviate
 from .distillation import Scrub
 from .finetuning import Finetune, L1Sparse, Retrain
@@ -27,6 +32,48 @@ REGISTRY: dict[str, type[Method]] = {
 
 SEQUENCES: dict[str, type[Sequence]] = {"rum": Rum, "shuffle": Shuffle}
 NAMES = [*REGISTRY, *SEQUENCES]
+FIRST = "finetune"  # what a form offers first: the simplest baseline
+
+
+def resolve(name: str) -> type[Method] | type[Sequence]:
+    """The class a method name stands for: a registered method or sequence, or your own method,
+    named `MODULE:CLASS` (an import path, e.g. mymethods:GradDiff) or `path/to/file.py:CLASS`:
+    a `Method` subclass written against its `spec`. Your module is imported, so its code runs as
+    `python` would run it, only here: when you name it."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name in SEQUENCES:
+        return SEQUENCES[name]
+    if ":" in name:
+        return _user_method(name)
+    raise ParamError(f"unknown method {name!r}; choose one of {', '.join(NAMES)}, or MODULE:CLASS for your own")
+
+
+def is_user_method(name: str) -> bool:
+    return name not in REGISTRY and name not in SEQUENCES and ":" in name
+
+
+@functools.lru_cache(maxsize=32)
+def _user_method(name: str) -> type[Method]:
+    where, _, attr = name.rpartition(":")
+    try:
+        if where.endswith(".py"):
+            path = Path(where).expanduser().resolve()
+            if not path.is_file():
+                raise ParamError(f"--method {name!r}: no file {path}")
+            spec = importlib.util.spec_from_file_location(f"explorer_user_method_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ParamError:
+        raise
+    except Exception as err:  # noqa: BLE001 - anything the user's module raises while importing
+        raise ParamError(f"--method {name!r}: cannot import {where}: {first_line(err, named=True)}") from None
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ParamError(f"--method {name!r}: {attr} in {where} is not a subclass of explorer.unlearning.Method")
+    return cls
 
 
 def make(name: str, params: dict | None = None, preset: str = "paper") -> Method | Sequence:
@@ -47,11 +94,13 @@ def make(name: str, params: dict | None = None, preset: str = "paper") -> Method
 
 
 def _base(name: str, params: dict, preset_params: dict) -> Method:
-    if name not in REGISTRY:
-        raise ParamError(f"unknown method {name!r}; choose one of {', '.join(NAMES)}")
-    method = REGISTRY[name](**{**preset_params, **params})
+    cls = resolve(name)
+    if not issubclass(cls, Method):
+        raise ParamError("a RUM step must be a base method, not another sequence")
+    method = cls(**{**preset_params, **params})
     method.given = frozenset(params)  # what the user asked for, above the preset
     return method
 
 
-__all__ = ["NAMES", "NEEDS", "REGISTRY", "SEQUENCES", "Method", "ParamError", "Sequence", "make"]
+__all__ = ["FIRST", "NAMES", "NEEDS", "REGISTRY", "SEQUENCES", "Method", "Param", "ParamError", "Sequence", "hide",
+           "is_user_method", "make", "resolve", "with_defaults"]

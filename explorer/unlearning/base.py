@@ -14,7 +14,7 @@ workspace.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -59,87 +59,134 @@ class Step:
     num_classes: int
 
 
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a method: its default (which gives its type: int, float or str), what a
+    form calls it and says about it, the values it may take, and the values a sweep tries.
+    Validation (`Method.__init__`), the Unlearn page's form, sweeps and presets all read these."""
+
+    default: int | float | str
+    label: str = ""  # what a form calls it; the parameter's name when empty
+    help: str = ""
+    low: float = 0.0  # the least value (no method has a use for negative ones)
+    high: float | None = None  # the most value (1 for a share or a 0/1 switch)
+    positive: bool = False  # strictly above 0
+    choices: tuple[str, ...] = ()  # a string parameter's values
+    sweep: tuple = ()  # the values a sweep's grid tries: a method's one knob besides lr and epochs
+    hidden: bool = False  # a form leaves it out: rarely changed, or accepted but unused by this method
+    switch: bool = False  # 0 or 1: a form shows a checkbox
+
+    def check(self, method: str, key: str, value):
+        """The value, of the default's type, or ParamError in one line."""
+        if self.choices:
+            if value not in self.choices:
+                raise ParamError(f"{method}: {key} must be one of {', '.join(self.choices)}, got {value!r}")
+            return value
+        whole = isinstance(self.default, int)
+        try:
+            if isinstance(value, (bool, str)) or (whole and float(value) != int(value)):
+                raise ValueError
+            value = type(self.default)(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ParamError(f"{method}: {key} must be {'a whole number' if whole else 'a number'}, got {value!r}") from None
+        if self.high is not None and not self.low <= value <= self.high:  # NaN fails too
+            bounds = f"between {self.low:g} and {self.high:g}"
+            raise ParamError(f"{method}: {key} must be {bounds}, got {value}")
+        if self.positive and not (value > 0 and math.isfinite(value)):
+            raise ParamError(f"{method}: {key} must be above 0, got {value}")
+        if not (value >= self.low and math.isfinite(value)):
+            raise ParamError(f"{method}: {key} must be at least {self.low:g}" if self.low > 0 else
+                             f"{method}: {key} must be a finite number, at least 0; got {value}")
+        return value
+
+
+def with_defaults(spec: dict[str, Param], **defaults) -> dict[str, Param]:
+    """`spec` with other defaults for some of its parameters (a method's published settings)."""
+    return {k: replace(p, default=defaults.pop(k)) if k in defaults else p for k, p in spec.items()} | {
+        k: Param(v) for k, v in defaults.items()}
+
+
+def hide(spec: dict[str, Param], *names: str) -> dict[str, Param]:
+    """`spec` with these parameters left out of forms (accepted, unused by the method)."""
+    return {k: replace(p, hidden=True) if k in names else p for k, p in spec.items()}
+
+
 class Method:
-    """An unlearning method: defaults for the shared loop plus a loss per mini-batch.
+    """An unlearning method: its parameters (`spec`) plus a loss per mini-batch on the shared loop,
+    or its own `unlearn`.
 
     `drive` names the set whose batches make up an epoch ("retain" or "forget"); `cycle`, when
     set, names the other set, whose batches are fed alongside and restart when it runs out.
-    `fractions` are parameters that must lie in [0, 1]; `knob` is the one hyperparameter besides
-    lr and epochs that a sweep should vary, over `knob_values`; `sweepable` says whether a sweep's
-    grid of lr × epochs means anything for it; `hidden` are parameters a form need not offer (the
-    rarely changed ones, and those a method accepts but does not use). `from_init` methods must
-    be handed the model at its *initial* weights (the caller loads them). `needs` names what
-    `bind` must be given before `unlearn` (NEEDS), `optional` those of them a model may lack
-    (`bind` then gets None).
+    `spec` declares every parameter (`Param`): its default, label, help, range or choices, and the
+    values a sweep tries for the one knob besides lr and epochs; `sweepable` says whether a sweep's
+    grid of lr × epochs means anything for it. `from_init` methods must be handed the model at its
+    *initial* weights (the caller loads them). `needs` names what `bind` must be given before
+    `unlearn` (NEEDS), `optional` those of them a model may lack (`bind` then gets None).
+    `whole_classes` methods forget whole classes only. What a run reports beyond the shared
+    metrics a method puts in `report` (the run's details) and `run_metrics` (joined to its
+    metrics); `preview` says before a run what it will do.
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     drive: ClassVar[str] = "retain"
     cycle: ClassVar[str | None] = None
-    knob: ClassVar[str | None] = None
-    knob_values: ClassVar[tuple[float, ...]] = ()  # the knob's values in a sweep's grid
     sweepable: ClassVar[bool] = True
-    hidden: ClassVar[tuple[str, ...]] = ("momentum", "weight_decay", "batch_size")
     from_init: ClassVar[bool] = False
     needs: ClassVar[tuple[str, ...]] = ()
     optional: ClassVar[tuple[str, ...]] = ()
-    fractions: ClassVar[tuple[str, ...]] = ()
-    rules: ClassVar[tuple[str, ...]] = ()  # choices of a string `rule` parameter, the first the default
-    rule_label: ClassVar[str] = "rule"  # what a form calls the rule, and what it says about the choices
-    rule_help: ClassVar[str] = ""
-    # Further string parameters, each with its choices (the first the default), what a form calls
-    # it and says about it: e.g. DeepObliviate's `requests`.
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
-    choice_labels: ClassVar[dict[str, str]] = {}
-    choice_help: ClassVar[dict[str, str]] = {}
-    defaults: ClassVar[dict] = {"epochs": 5, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256}
+    whole_classes: ClassVar[bool] = False
+    spec: ClassVar[dict[str, Param]] = {
+        "epochs": Param(5, "epochs", "Passes over the set that drives an epoch.", low=1),
+        "lr": Param(0.01, "lr", "SGD step size.", positive=True),
+        "momentum": Param(0.9, "momentum", "SGD momentum.", hidden=True),
+        "weight_decay": Param(5e-4, "weight decay", "L2 penalty of SGD.", hidden=True),
+        "batch_size": Param(256, "batch size", "Samples per step.", low=1, hidden=True),
+        "seed": Param(0, "seed", "Seeds the batch order and any random draw.", hidden=True),
+    }
+    # Derived from `spec` for each class (`__init_subclass__`): the numeric defaults, the knob a
+    # sweep varies and its values.
+    defaults: ClassVar[dict] = {}
+    knob: ClassVar[str | None] = None
+    knob_values: ClassVar[tuple] = ()
 
     mask: list[torch.Tensor] | None = None  # per trainable parameter, set by `prepare`
     frozen_mask: bool = False  # the weights `mask` zeroes stay exactly where they started (SalUn)
     amp: bool = False  # mixed precision, as the model was trained (the pipeline sets it from its recipe)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._derive()
+
+    @classmethod
+    def _derive(cls) -> None:
+        cls.defaults = {k: p.default for k, p in cls.spec.items() if not p.choices and k != "seed"}
+        swept = [k for k, p in cls.spec.items() if p.sweep]
+        if len(swept) > 1:
+            raise TypeError(f"{cls.__name__}: a sweep varies one knob besides lr and epochs; {swept} declare sweep values")
+        cls.knob = swept[0] if swept else None
+        cls.knob_values = cls.spec[swept[0]].sweep if swept else ()
+
     def __init__(self, **params):
         self.given = frozenset(params)  # what was asked for (`unlearning.make` narrows it to the user's)
-        params = dict(params)
-        rule = params.pop("rule", self.rules[0]) if self.rules else None
-        picked = {key: params.pop(key, options[0]) for key, options in self.choices.items()}
-        defaults = {**self.defaults, "seed": 0}
-        unknown = set(params) - set(defaults)
+        self.params = self.check(params)
+        self.report: dict = {}  # the run's details (its record's `details`)
+        self.run_metrics: dict = {}  # figures joined to the run's metrics
+
+    @classmethod
+    def check(cls, params: dict) -> dict:
+        """Every parameter's value (the given ones checked against `spec`, the rest at their
+        defaults), or ParamError in one line."""
+        unknown = set(params) - set(cls.spec)
         if unknown:
-            takes = [*defaults, *(["rule"] if self.rules else []), *self.choices]
-            raise ParamError(f"{self.name} has no parameter {sorted(unknown)[0]!r}; it takes {', '.join(takes)}")
-        self.params = {}
-        for key, default in defaults.items():  # each value takes its default's type, or is refused
-            value = params.get(key, default)
-            try:
-                if isinstance(value, bool) or (isinstance(default, int) and float(value) != int(value)):
-                    raise ValueError
-                self.params[key] = type(default)(value)
-            except (TypeError, ValueError, OverflowError):
-                kind = "a whole number" if isinstance(default, int) else "a number"
-                raise ParamError(f"{self.name}: {key} must be {kind}, got {value!r}") from None
-        for key in ("epochs", "batch_size"):
-            if self.params[key] < 1:
-                raise ParamError(f"{self.name}: {key} must be at least 1")
-        if not (self.params["lr"] > 0 and math.isfinite(self.params["lr"])):
-            raise ParamError(f"{self.name}: lr must be a positive number")
-        if self.params["momentum"] < 0 or self.params["weight_decay"] < 0:
-            raise ParamError(f"{self.name}: momentum and weight_decay cannot be negative")
-        for key in self.fractions:
-            if not 0 <= self.params[key] <= 1:
-                raise ParamError(f"{self.name}: {key} must be between 0 and 1, got {self.params[key]}")
-        for key, value in self.params.items():  # no method has a use for negative or infinite values
-            if not (value >= 0 and math.isfinite(value)):
-                raise ParamError(f"{self.name}: {key} must be a finite number, at least 0; got {value}")
-        if self.rules:  # the one string parameter a method may have
-            if rule not in self.rules:
-                raise ParamError(f"{self.name}: rule must be one of {', '.join(self.rules)}, got {rule!r}")
-            self.params["rule"] = rule
-        for key, value in picked.items():
-            if value not in self.choices[key]:
-                raise ParamError(f"{self.name}: {key} must be one of {', '.join(self.choices[key])}, got {value!r}")
-            self.params[key] = value
+            raise ParamError(f"{cls.name} has no parameter {sorted(unknown)[0]!r}; it takes {', '.join(cls.spec)}")
+        return {k: p.check(cls.name, k, params.get(k, p.default)) for k, p in cls.spec.items()}
+
+    @classmethod
+    def preview(cls, needed: dict, forget_ids, params: dict) -> dict | None:
+        """What a run on this forget set will do, known before it runs: {"text", "warnings"} for
+        the Unlearn page, or None. `needed` holds what `needs` names, loaded from the model."""
+        return None
 
     def bind(self, **needed) -> None:
         """Take what `needs` names, loaded from the model by the pipeline."""
@@ -240,3 +287,6 @@ def _restore_frozen(params: list[torch.Tensor], opt: optim.SGD, keep: list[torch
         q.copy_(torch.where(k, q, w0))
         if opt.buffers[i] is not None:
             opt.buffers[i].mul_(k)
+
+
+Method._derive()

@@ -12,9 +12,13 @@ after t would stay learned (its update is inside M_B − M_t). So the speed-up i
 forgotten points sit in few, late blocks (recent data), and small for points spread over the set.
 
 Stop rules (`rule`): "ratio" (default), Δ_k / Δ_d < `tau`; "powerlaw", the reading's fit
-Δ/W ≈ a·x^(−h) + b (W the number of weights: the mean residual per weight) with ≥ 15 residuals,
-stopping when the fitted |dΔ/dx|/W < `eps`. With fewer blocks left to retrain than the fit needs,
-the ratio rule is used and the report says so.
+Δ/Δ_d ≈ a·x^(−h) + b with ≥ 15 residuals, stopping when the fitted curve decays (a > 0) and its
+slope at the last block, |dΔ/dx|/Δ_d, is below `eps`: the residual then changes by less than that
+share of the first block's per block. Δ is measured relative to Δ_d so that ε means the same for
+every model size (an absolute ε of 1e-5 never stops; divided by the number of weights it always
+did, even while Δ grew). With fewer blocks left to retrain than the fit needs, the ratio rule is
+used and the report says so. Either way a request retrains at least 2 blocks (ratio) or 15
+(powerlaw) unless the chain ends sooner, so one request saves at most B/2 or B/15.
 
 On digits (bench/deepobliviate.py) Δ_k/Δ_d falls to a floor of about 0.1–0.5 and stays there
 (with lr 0.05 and momentum 0.9 it does not fall at all), so the default τ = 0.05 rarely stops
@@ -41,7 +45,7 @@ import torch
 from ..runtime.progress import no_progress, stage
 from ..training import Recipe, accuracy
 from ..training.blocks import new_optimizer, param_names, restore, snapshot, train_block
-from .base import Method, ParamError
+from .base import Method, Param, ParamError, hide
 
 RULES = ("ratio", "powerlaw")
 MIN_POWERLAW_POINTS = 15  # the reading's fit needs at least this many residuals
@@ -132,14 +136,14 @@ def effective_rule(rule: str, available: int) -> tuple[str, str | None]:
     return rule, None
 
 
-def should_stop(residuals, rule: str, tau: float, eps: float, weights: int = 1) -> tuple[bool, dict | None]:
+def should_stop(residuals, rule: str, tau: float, eps: float) -> tuple[bool, dict | None]:
     """Whether the residuals so far (Δ_d … Δ_k) have decayed enough to stop at block k.
 
-    ratio: Δ_k / Δ_d < τ (never at k = d). powerlaw: fit Δ/W ≈ a·x^(−h) + b on the points so far
-    (at least MIN_POWERLAW_POINTS; W = `weights`, the number of weights, so Δ/W is the mean
-    residual per weight and ε means the same for every model size) and stop once the fitted
-    slope |dΔ/dx|/W at the last point is below ε. Returns (stop, fit); the fit carries its
-    `scale` W, so a·x^(−h)·W + b·W is the curve in Δ's units."""
+    ratio: Δ_k / Δ_d < τ (never at k = d). powerlaw: fit Δ/Δ_d ≈ a·x^(−h) + b on the points so
+    far (at least MIN_POWERLAW_POINTS) and stop once the fit decays (a > 0: a fit that rises
+    never stops the chain) and its slope |dΔ/dx|/Δ_d at the last point is below ε. Returns
+    (stop, fit); the fit carries its `scale` Δ_d, so (a·x^(−h) + b)·Δ_d is the curve in Δ's
+    units, and `decaying`."""
     r = np.asarray(residuals, dtype=float)
     if rule == "ratio":
         return len(r) >= 2 and bool((r[-1] / r[0] if r[0] > 0 else 0.0) < tau), None
@@ -147,24 +151,34 @@ def should_stop(residuals, rule: str, tau: float, eps: float, weights: int = 1) 
         raise ValueError(f"unknown stop rule {rule!r}")
     if len(r) < MIN_POWERLAW_POINTS:
         return False, None
-    fit = {**powerlaw_fit(r / weights), "scale": weights}
+    scale = float(r[0]) if r[0] > 0 else 1.0
+    fit = {**powerlaw_fit(r / scale), "scale": scale}
     fit["slope"] = slope_at_end(fit, len(r))
-    return fit["slope"] < eps, fit
+    fit["decaying"] = bool(fit["a"] > 0)
+    return fit["decaying"] and fit["slope"] < eps, fit
 
 
-def stop_index(residuals, rule: str = "ratio", tau: float = 0.05, eps: float = 1e-5, weights: int = 1,
-               min_index: int = 0) -> dict:
+def stop_index(residuals, rule: str = "ratio", tau: float = 0.05, eps: float = 1e-3, min_index: int = 0,
+               available: int | None = None) -> dict:
     """Where a run with these residuals (one per block from d on) stops: the first index ≥
-    `min_index` at which `should_stop` holds, else the last. The rule falls back from powerlaw to
-    ratio when there are too few residuals. Returns index, rule, note, fit."""
-    used, note = effective_rule(rule, len(residuals))
-    fit = None
-    for i in range(min_index, len(residuals)):
-        stop, fit_i = should_stop(residuals[: i + 1], used, tau, eps, weights)
-        fit = fit_i or fit
-        if stop:
-            return {"index": i, "rule": used, "note": note, "fit": fit}
-    return {"index": len(residuals) - 1, "rule": used, "note": note, "fit": fit}
+    `min_index` at which `should_stop` holds, else the last. `residuals` may be a generator that
+    retrains a block for each value it yields (the method's own run): it is read only as far as
+    the stop. The rule falls back from powerlaw to ratio when fewer than its points can come
+    (`available`, by default the number of residuals). Returns index, stopped, rule, note, fit
+    and the residuals read."""
+    if available is None:
+        residuals = list(residuals)
+        available = len(residuals)
+    used, note = effective_rule(rule, available)
+    seen, fit = [], None
+    for i, value in enumerate(residuals):
+        seen.append(value)
+        if i >= min_index:
+            stop, fit_i = should_stop(seen, used, tau, eps)
+            fit = fit_i or fit
+            if stop:
+                return {"index": i, "stopped": True, "rule": used, "note": note, "fit": fit, "residuals": seen}
+    return {"index": len(seen) - 1, "stopped": False, "rule": used, "note": note, "fit": fit, "residuals": seen}
 
 
 # -- requests: what is unlearned, one request after another ---------------------------------------------
@@ -328,30 +342,34 @@ class DeepObliviate(Method):
                "one holding a forgotten point until the residual memory Δ decays, then stitch the rest of the "
                "original's updates back on. Needs a model trained with --blocks; uses that model's recipe "
                "(epochs, lr here are unused).")
-    knob = None
     sweepable = False
-    hidden = (*Method.hidden, "epochs", "lr", "seed")  # the blocks are retrained with the recipe
-    fractions = ("tau",)
-    defaults = {**Method.defaults, "tau": 0.05, "eps": 1e-5}
-    rules = RULES  # the choices of the `rule` parameter, the first the default
-    rule_label = "Stop rule"
-    rule_help = ("ratio: stop once a block's residual memory Δ_k falls below τ·Δ of the first retrained block; "
-                 "powerlaw: fit Δ ≈ a·x^(−h) + b and stop when its slope is below ε "
-                 "(needs ≥ 15 blocks, else it falls back to ratio).")
-    choices = {"requests": REQUESTS}
-    choice_labels = {"requests": "Requests"}
-    choice_help = {"requests": "set: the whole forget set is one request. blocks: one request per block holding "
-                               "forgotten points; points: one request per point (the paper's \"given a data point "
-                               "to unlearn\"). Requests run in turn, each from the chain the previous one left; "
-                               "each gets its own speed-up and accuracy."}
+    # The loop's parameters stay accepted, unused: the blocks are retrained with the model's recipe.
+    spec = {**hide(Method.spec, "epochs", "lr", "seed"),
+            "tau": Param(0.05, "τ", "ratio rule: stop once Δ_k < τ·Δ_d.", high=1),
+            "eps": Param(1e-3, "ε", "powerlaw rule: stop once the fitted slope |dΔ/dx|/Δ_d is below ε.",
+                         positive=True),
+            "rule": Param(RULES[0], "Stop rule",
+                          "ratio: stop once a block's residual memory Δ_k falls below τ·Δ of the first retrained "
+                          "block; powerlaw: fit Δ/Δ_d ≈ a·x^(−h) + b and stop once the fit decays and its slope is "
+                          f"below ε (needs ≥ {MIN_POWERLAW_POINTS} blocks, else it falls back to ratio).",
+                          choices=RULES),
+            "requests": Param(REQUESTS[0], "Requests",
+                              "set: the whole forget set is one request. blocks: one request per block holding "
+                              "forgotten points; points: one request per point (the paper's \"given a data point to "
+                              "unlearn\"). Requests run in turn, each from the chain the previous one left; each "
+                              "gets its own speed-up and accuracy.", choices=REQUESTS)}
     needs = ("blocks", "recipe")
 
     def __init__(self, **params):
         super().__init__(**params)
         self.store = None  # the stored blocks: .blocks, .ids[k − 1], .state(k), .momentum(k)
         self.recipe: Recipe | None = None
-        self.report: dict = {}
-        self.run_metrics: dict = {}  # merged into the run's metrics by the pipeline
+
+    @classmethod
+    def preview(cls, needed: dict, forget_ids, params: dict) -> dict | None:
+        """Where the forget set sits in the chain and what that costs the speed-up (`plan`)."""
+        chain = plan(needed["blocks"].ids, forget_ids, params.get("requests", REQUESTS[0]), params.get("rule", RULES[0]))
+        return {"text": chain["text"], "warnings": chain["warnings"]}
 
     def bind(self, blocks, recipe: Recipe) -> None:
         """The model's stored blocks (explorer.store.block_file.BlockFile) and its recipe."""
@@ -408,39 +426,37 @@ class DeepObliviate(Method):
             return {"first_block": None, "stop_block": None, "rule": p["rule"], "threshold": None,
                     "residual": [], "retrained_blocks": 0, "blocks": B}
         d, last = hit[0], hit[-1]
-        rule, note = effective_rule(p["rule"], B - d + 1)
-        threshold = p["tau"] if rule == "ratio" else p["eps"]
         names = param_names(model)
-        weights = sum(q.numel() for n, q in model.named_parameters() if n in names)
-
-        old_prev = chain.state(d - 1)
-        new_prev = old_prev
         opt = new_optimizer(model.to(device), recipe)
-        restore(model, opt, old_prev, chain.momentum(d - 1), device)
+        restore(model, opt, chain.state(d - 1), chain.momentum(d - 1), device)
         x, y = ds.x_train, ds.y_train
-        residuals, fit, t = [], None, B
+        at = {"old": chain.state(d - 1)}  # M_{k−1} and M'_{k−1} as the chain is retrained
+        at["new"] = at["old"]
         states, momenta = [], []  # the retrained blocks, kept for the next request
-        for k in range(d, B + 1):
-            kept = store.ids[k - 1][~np.isin(store.ids[k - 1], gone)]
-            train_block(model, opt, x, y, kept, recipe, k, device)
-            if keep:
-                new, momentum = snapshot(model, opt)
-                states.append(new)
-                momenta.append(momentum)
-            else:
-                new = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
-            old = chain.state(k)
-            residuals.append(residual(old_prev, old, new_prev, new, names))
-            progress((k - d + 1) / (B - d + 1), f"deepobliviate: retrained block {k}/{B}, Δ = {residuals[-1]:.4g}")
-            stop = False
-            if k >= last:  # every forgotten point is out of the chain: the residual may end it
-                stop, fit_k = should_stop(residuals, rule, p["tau"], p["eps"], weights)
-                fit = fit_k or fit
-            old_prev, new_prev = old, new
-            if stop:
-                t = k
-                break
-        new_t, old_t = new_prev, old_prev
+
+        def retrained():
+            """Retrain blocks d, d+1, … one per residual asked for; `stop_index` asks until it stops."""
+            for k in range(d, B + 1):
+                kept = store.ids[k - 1][~np.isin(store.ids[k - 1], gone)]
+                train_block(model, opt, x, y, kept, recipe, k, device)
+                if keep:
+                    new, momentum = snapshot(model, opt)
+                    states.append(new)
+                    momenta.append(momentum)
+                else:
+                    new = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
+                old = chain.state(k)
+                value = residual(at["old"], old, at["new"], new, names)
+                at["old"], at["new"] = old, new
+                progress((k - d + 1) / (B - d + 1), f"deepobliviate: retrained block {k}/{B}, Δ = {value:.4g}")
+                yield value
+
+        # Never before the last block holding a forgotten point: a point left in a stitched block stays learned.
+        out = stop_index(retrained(), p["rule"], p["tau"], p["eps"], min_index=last - d, available=B - d + 1)
+        rule, note, fit, residuals = out["rule"], out["note"], out["fit"], out["residuals"]
+        threshold = p["tau"] if rule == "ratio" else p["eps"]
+        t = d + out["index"]
+        new_t, old_t = at["new"], at["old"]
         if t < B:
             model.load_state_dict(stitch(new_t, chain.state(B), old_t))
         else:  # t = B: the fully retrained chain, as it is

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..runtime import precision
-from .base import Method, ParamError
+from .base import Method, Param, with_defaults
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -23,19 +23,16 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
 class Scrub(Method):
     name = "scrub"
     summary = "Distill the original into a copy that agrees with it on the retain set and departs from it on the forget set."
-    knob = "alpha"
-    knob_values = (0.001, 0.01, 0.1)
-    fractions = ("alpha", "gamma")
-    hidden = (*Method.hidden, "forget_batch_size")
-    # forget_batch_size 0: the max steps use the same batch size as the min steps. SCRUB's code
-    # takes its forget batches smaller (32 against 128 at large scale: the `paper` presets).
-    defaults = {**Method.defaults, "epochs": 5, "lr": 5e-3, "msteps": 4, "gamma": 0.99, "alpha": 0.001,
-                "temperature": 4.0, "forget_batch_size": 0}
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        if self.params["temperature"] <= 0:
-            raise ParamError(f"{self.name}: temperature must be above 0")
+    spec = {**with_defaults(Method.spec, epochs=5, lr=5e-3),
+            "msteps": Param(4, "max steps", "Epochs that begin with a max step on the forget set."),
+            "gamma": Param(0.99, "γ", "Weight of the retain set's cross-entropy in a min step.", high=1),
+            "alpha": Param(0.001, "α", "Weight of the distillation term in a min step.", high=1,
+                           sweep=(0.001, 0.01, 0.1)),
+            "temperature": Param(4.0, "temperature", "Softmax temperature of the distillation.", positive=True),
+            # 0: the max steps use the min steps' batch size. SCRUB's code takes its forget batches
+            # smaller (32 against 128 at large scale: the `paper` presets).
+            "forget_batch_size": Param(0, "forget batch size", "The max steps' batch size; 0: the batch size.",
+                                       hidden=True)}
 
     def batch_size(self, name):
         if name == "forget" and self.params["forget_batch_size"]:

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from .. import training
 from ..runtime.progress import no_progress
 from ..training import Recipe
-from .base import Method, ParamError
+from .base import Method, Param, ParamError, hide, with_defaults
 
 
 class Finetune(Method):
     name = "finetune"
     summary = "Keep training on the retain set with cross-entropy; forgetting comes from interference."
-    defaults = {**Method.defaults, "epochs": 10, "lr": 0.01}
+    spec = with_defaults(Method.spec, epochs=10, lr=0.01)
 
     def loss(self, model, retain, forget, step):
         return F.cross_entropy(model(retain.x), retain.y)
@@ -26,9 +26,9 @@ class Finetune(Method):
 class L1Sparse(Method):
     name = "l1_sparse"
     summary = "Fine-tune on the retain set with an L1 penalty on the weights that fades to zero over the epochs."
-    knob = "alpha"
-    knob_values = (1e-4, 5e-4, 2e-3)
-    defaults = {**Method.defaults, "epochs": 10, "lr": 0.01, "alpha": 5e-4}
+    spec = {**with_defaults(Method.spec, epochs=10, lr=0.01),
+            "alpha": Param(5e-4, "α", "Weight of the L1 penalty on the weights; it fades to 0 over the epochs.",
+                           sweep=(1e-4, 5e-4, 2e-3))}
 
     def loss(self, model, retain, forget, step):
         alpha = self.params["alpha"] * (1 - step.epoch / step.epochs)  # α_t = α(1 − e/E)
@@ -52,13 +52,14 @@ class Retrain(Method):
     summary = "The oracle: train from the original's initial weights, with its whole recipe, on the retain set alone."
     from_init = True
     sweepable = False  # the oracle itself: nothing to tune
-    hidden = (*Method.hidden, "epochs", "lr", "seed")  # a form leaves them to the model's recipe
     needs = optional = ("recipe",)  # an imported model has none: then the default recipe's settings
-    defaults = {k: v for k, v in Recipe().as_meta().items() if k in Method.defaults}  # the training recipe's
-    rules = ("replay", "fresh")
-    rule_label = "Batch order"
-    rule_help = ("replay (default): the original run's batches minus the forget set, as the oracle trains — the "
-                 "retrain the verification error means; fresh: a new shuffle of the retain set.")
+    # The training recipe's settings; a form leaves them to the model's own recipe.
+    spec = {**hide(with_defaults(Method.spec, **{k: v for k, v in Recipe().as_meta().items() if k in Method.spec}),
+                   "epochs", "lr", "seed"),
+            "rule": Param("replay", "Batch order",
+                          "replay (default): the original run's batches minus the forget set, as the oracle trains "
+                          "— the retrain the verification error means; fresh: a new shuffle of the retain set.",
+                          choices=("replay", "fresh"))}
     recipe: Recipe | None = None
 
     def bind(self, recipe: Recipe | None = None) -> None:
@@ -66,10 +67,7 @@ class Retrain(Method):
         self.recipe = recipe
         if recipe is not None:
             user = {k: self.params[k] for k in self.given}
-            rule = user.pop("rule", self.params["rule"])
-            Method.__init__(self, **{**{k: v for k, v in recipe.as_meta().items() if k in self.params}, **user},
-                            rule=rule)
-            self.given = frozenset(user) | ({"rule"} if "rule" in self.given else set())
+            self.params = self.check({**{k: v for k, v in recipe.as_meta().items() if k in self.spec}, **user})
 
     def training_recipe(self) -> Recipe:
         """The recipe retraining follows: the model's (or the default one), with this method's

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime.progress import no_progress
-from .base import Method, ParamError
+from .base import Method, Param, ParamError, hide
 
 LAM1_GRID = tuple(10.0**e for e in range(-6, 1))  # 1e-6 … 1
 LAM2_GRID = tuple(10.0**e for e in range(-1, 6))  # 1e-1 … 1e5
@@ -341,30 +341,28 @@ class Mnemonic(Method):
     name = "mnemonic"
     summary = ("One-shot class forgetting: perturb the weights the forget classes' mnemonic codes rely on "
                "(no training loop, no data); needs a model trained with --mnemonic-tmix, or with_data=1.")
-    knob = None
     sweepable = False
-    hidden = (*Method.hidden, "epochs", "lr", "seed")  # no training loop
-    fractions = ("grid", "full_grid", "with_data")  # 0/1 switches
-    # The loop's parameters stay accepted (and unused) so every method takes the same form.
-    # The paper's MNIST λ; the `paper-*` presets set each dataset's. grid 0: the fixed λ, as published.
-    defaults = {**Method.defaults, "lam1": 1e-3, "lam2": 10.0, "grid": 0, "full_grid": 0, "with_data": 0,
-                "samples_per_class": 8}
+    whole_classes = True
+    # The loop's parameters stay accepted (and unused: no training loop) so every method takes the
+    # same form. The paper's MNIST λ; the `paper-*` presets set each dataset's. grid 0: the fixed λ,
+    # as published.
+    spec = {**hide(Method.spec, "epochs", "lr", "seed"),
+            "lam1": Param(1e-3, "λ1", "Cap on each tensor's step α_l = min(λ1, λ2 / max η_l).", positive=True),
+            "lam2": Param(10.0, "λ2", "Scale of each tensor's step against its largest amplitude η.", positive=True),
+            "grid": Param(0, "λ grid search", "1: search the λ grid, judged on the codes, instead of the fixed λ.",
+                          high=1, switch=True),
+            "full_grid": Param(0, "whole grid", "1: measure every pair of the grid (a table), not only until the "
+                               "best is found.", high=1, switch=True),
+            "with_data": Param(0, "with data", "1: probe a few real samples per class instead of the codes (a "
+                               "model trained without codes).", high=1, switch=True),
+            "samples_per_class": Param(8, "samples per class", "With data: real samples probed per class.", low=1),
+            "rule": Param(RULES[0], "How the codes judge a step",
+                          "hard (default): the paper's accuracy rule; strict: a forget code counts as forgotten only "
+                          f"when its own-class probability falls below {FORGOTTEN_BELOW:g} — with the λ grid on digits "
+                          "this forgets the real class far more often than hard; soft: mean probabilities.",
+                          choices=RULES)}
     needs = optional = ("codes",)
     codes: torch.Tensor | None = None  # the model's codes (`bind`), or None
-
-    rules = RULES  # the choices of the `rule` parameter, the first the default
-    rule_label = "How the codes judge a step"
-    rule_help = ("hard (default): the paper's accuracy rule; strict: a forget code counts as forgotten only when "
-                 "its own-class probability falls below 0.01 — with the λ grid on digits this forgets the real class "
-                 "far more often than hard; soft: mean probabilities.")
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        if not (self.params["lam1"] > 0 and self.params["lam2"] > 0):
-            raise ParamError("mnemonic: lam1 and lam2 must be positive")
-        if self.params["samples_per_class"] < 1:
-            raise ParamError("mnemonic: samples_per_class must be at least 1")
-        self.report: dict = {}
 
     def bind(self, codes: torch.Tensor | None = None) -> None:
         self.codes = codes

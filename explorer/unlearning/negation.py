@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from .base import Method
+from .base import Method, Param, with_defaults
 
 
 class NegGrad(Method):
     name = "neggrad"
     summary = "Gradient ascent: raise the cross-entropy on the forget set."
     drive = "forget"
-    defaults = {**Method.defaults, "epochs": 5, "lr": 1e-4}
+    spec = with_defaults(Method.spec, epochs=5, lr=1e-4)
 
     def loss(self, model, retain, forget, step):
         return -F.cross_entropy(model(forget.x), forget.y)
@@ -21,10 +21,9 @@ class NegGradPlus(Method):
     name = "neggrad_plus"
     summary = "Descend on the retain set while ascending on the forget set, weighted α : 1 − α."
     cycle = "forget"  # an epoch is a pass over R; S is much smaller, so its batches repeat
-    knob = "alpha"
-    knob_values = (0.9, 0.95, 0.99)
-    fractions = ("alpha",)
-    defaults = {**Method.defaults, "epochs": 5, "lr": 0.01, "alpha": 0.99}
+    spec = {**with_defaults(Method.spec, epochs=5, lr=0.01),
+            "alpha": Param(0.99, "α", "Weight of the retain set's descent; 1 − α weighs the forget set's ascent.",
+                           high=1, sweep=(0.9, 0.95, 0.99))}
 
     def loss(self, model, retain, forget, step):
         a = self.params["alpha"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Batch, Method, ParamError
+from .base import Batch, Method, Param, ParamError, with_defaults
 
 RELABELING = ("epoch", "batch", "other_once")
 RELABEL_HELP = ("epoch (default, the RUM code): labels from all classes, the true one allowed, redrawn every epoch, "
@@ -56,10 +56,8 @@ def saliency_mask(grads: list[torch.Tensor], gamma: float) -> list[torch.Tensor]
 class RandomLabel(Method):
     name = "random_label"
     summary = "Train on the forget set relabeled with random classes, mixed with the retain set."
-    defaults = {**Method.defaults, "epochs": 10, "lr": 0.1}
-    rules = RELABELING
-    rule_label = "Random labels"
-    rule_help = RELABEL_HELP
+    spec = {**with_defaults(Method.spec, epochs=10, lr=0.1),
+            "rule": Param(RELABELING[0], "Random labels", RELABEL_HELP, choices=RELABELING)}
 
     def prepare(self, model, sets, num_classes, generator):
         self.generator, self.num_classes = generator, num_classes
@@ -100,10 +98,12 @@ class SalUn(RandomLabel):
 
     name = "salun"
     summary = "Random-label unlearning that updates only the weights most salient to the forget set."
-    knob = "gamma"
-    knob_values = (0.3, 0.5, 0.7)
-    fractions = ("gamma", "fix_masked")
-    defaults = {**RandomLabel.defaults, "gamma": 0.5, "fix_masked": 1}
+    spec = {**RandomLabel.spec,
+            "gamma": Param(0.5, "γ", "Share of the weights updated: those most salient to the forget set.", high=1,
+                           sweep=(0.3, 0.5, 0.7)),
+            "fix_masked": Param(1, "Keep masked weights fixed", "1 (the SalUn code): the weights outside the mask "
+                                "stay exactly at their starting values; 0: only their gradient is masked, and weight "
+                                "decay and momentum still move them.", high=1, switch=True)}
 
     def prepare(self, model, sets, num_classes, generator):
         params = [q for q in model.parameters() if q.requires_grad]

@@ -31,7 +31,7 @@ from ..runtime.devices import batches
 from ..runtime.progress import no_progress
 from ..training import Recipe
 from ..training.losses import training_loss
-from .base import Method, ParamError
+from .base import Method, ParamError, hide, with_defaults
 
 RECIPE_KEYS = ("epochs", "lr", "batch_size")
 
@@ -63,17 +63,16 @@ class SgdUnroll(Method):
     name = "sgd_unroll"
     summary = ("Single-gradient unlearning (Unrolling SGD): add back epochs·lr·(gradient of the forget set at the "
                "initial weights)/batch size; one gradient, no loop. Needs a model trained here (its initial weights).")
-    knob = None
     sweepable = False
-    hidden = (*Method.hidden, "epochs", "lr", "seed")  # always the recipe's
     needs = ("init", "recipe")
-    defaults = {**Method.defaults, **{k: v for k, v in Recipe().as_meta().items() if k in Method.defaults}}
+    # Always the recipe's (`set_origin`): accepted, and left out of forms.
+    spec = hide(with_defaults(Method.spec, **{k: v for k, v in Recipe().as_meta().items() if k in Method.spec}),
+                "epochs", "lr", "seed")
 
     def __init__(self, **params):
         super().__init__(**params)
         self.theta0: dict[str, torch.Tensor] | None = None
         self.sd_lambda = 0.0
-        self.report: dict = {}
 
     def set_origin(self, theta0: dict[str, torch.Tensor], recipe: dict) -> None:
         """θ_0 (the initial state dict) and the training recipe (a Recipe's `as_meta()` dict)."""
