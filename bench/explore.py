@@ -86,7 +86,7 @@ def run() -> dict:
         first, again = _page_seconds(tmp / "digits")
         out["explore_page_digits_seconds[first,repeat]"] = f"{first:.2f}, {again:.2f}"
         _synthetic_folder(tmp / "images", 50_000, 10_000)
-        _workspace_with_map(tmp / "big", data.DatasetSpec(name="imagefolder", root=str(tmp / "images")), "mlp")
+        _workspace_with_map(tmp / "big", data.DatasetSpec(name="imagefolder", root=str(tmp / "images"), image_size=32), "mlp")
         first, again = _page_seconds(tmp / "big")
         out["explore_page_60000_points_seconds[first,repeat]"] = f"{first:.2f}, {again:.2f}"
         out["explore_page_60000_vs_digits_ratio"] = round(again / _page_seconds(tmp / "digits")[1], 2)

@@ -143,7 +143,7 @@ def _big_map_lasso(browser, tmp: Path) -> list[float]:
     from explorer import data
 
     _synthetic_folder(tmp / "images", 50_000, 10_000)
-    _workspace_with_map(tmp / "big", data.DatasetSpec(name="imagefolder", root=str(tmp / "images")), "mlp")
+    _workspace_with_map(tmp / "big", data.DatasetSpec(name="imagefolder", root=str(tmp / "images"), image_size=32), "mlp")
     with _app.served(tmp / "big", tmp / "big.log") as server:
         page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
         page.goto(f"{server.url}/explore")

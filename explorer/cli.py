@@ -28,11 +28,11 @@ from .errors import UserError, first_line, json_object
 from .evaluation import choice, embeddings
 from .memorization import proxies, regime
 from .memorization.estimator import ExactConfig
-from .pipeline import checkpoints, demo as demo_mod, embed, evaluate as evaluate_mod, forget_sets, membership, memorize, runs, score_sets, sweeps
+from .pipeline import checkpoints, demo as demo_mod, embed, evaluate as evaluate_mod, forget_sets, membership, memorize, runs, score_files, score_sets, sweeps
 from .present import comparison
 from .runtime import devices, precision
 from .store import jobs
-from .store.workspace import Workspace, write_atomic
+from .store.workspace import Workspace, npz_bytes, write_atomic
 from .training import curvature
 
 T = TypeVar("T")
@@ -173,6 +173,7 @@ def train(
     label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped to another class.")] = 0.0,
     split_seed: int = 0,
     data_root: Annotated[str, typer.Option(help="Where torchvision datasets live (or the ImageFolder root).")] = "data",
+    image_size: Annotated[int, typer.Option(help="Image folders: resize every image to N×N (a folder of mixed sizes needs it; default 0: the images' own size).")] = 0,
     name: Optional[str] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
@@ -183,7 +184,8 @@ def train(
 
     def prepare():
         chosen = replace(training.default_for(arch, dataset), **{k: v for k, v in recipe.items() if v is not None})
-        spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise)
+        spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, label_noise=label_noise,
+                           image_size=image_size)
         dev = devices.resolve(device)
         if chosen.amp:
             precision.check(dev)  # a GPU without bf16 is refused now, before anything is written
@@ -231,6 +233,7 @@ def import_model(
     recipe: Annotated[Optional[str], typer.Option(help='The recipe its oracle and from-scratch methods retrain with, as JSON, e.g. \'{"epochs": 30, "lr": 0.05, "batch_size": 64}\' (default: the default recipe).')] = None,
     data_root: str = "data",
     split_seed: int = 0,
+    image_size: Annotated[int, typer.Option(help="Image folders: resize every image to N×N (a folder of mixed sizes needs it; default 0: the images' own size).")] = 0,
     name: Optional[str] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -238,7 +241,7 @@ def import_model(
 ):
     """Register a model trained elsewhere (no training dynamics); prints its train and test accuracy."""
 
-    spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed)
+    spec = DatasetSpec(name=dataset, root=data_root, split_seed=split_seed, image_size=image_size)
 
     def prepare():
         kwargs = json_object(arch_kwargs, "--arch-kwargs", checkpoints.CheckpointError)
@@ -248,7 +251,8 @@ def import_model(
     def work(ws, progress, prepared):
         fitted, parsed_recipe = prepared
         return checkpoints.register_import(ws, fitted.model, fitted.arch, spec, name or file.name,
-                                           recipe=parsed_recipe, layout=fitted.layout, mapped=fitted.mapped)
+                                           recipe=parsed_recipe, layout=fitted.layout, mapped=fitted.mapped,
+                                           recorded=fitted.recorded)
 
     def summary(r):
         mapped = f"\nlayout {r['layout']}: {'; '.join(r['mapped'])}" if r.get("mapped") else ""
@@ -507,6 +511,45 @@ def proxies_(
             prepare=lambda: devices.resolve(device))
 
 
+class ScoreFormat(str, Enum):
+    auto = "auto"
+    fz = "fz"
+    cscore = "cscore"
+    rum = "rum"
+    runs = "runs"
+    csv = "csv"
+
+
+@app.command("import-scores")
+def import_scores(
+    file: Annotated[Path, typer.Argument(help="An npz file (Feldman & Zhang's, C-scores, RUM's, raw subset runs, an export of ours) or a CSV table (sample_id or index, label, value, stderr).")],
+    model: Annotated[str, typer.Option("--model", help="The model whose training samples the scores are of (its dataset must be the file's).")],
+    format_: Annotated[ScoreFormat, typer.Option("--format", help="auto (told by the file's keys), fz (tr_mem, tr_labels, infl_matrix_class{c}), cscore (scores, labels: imported as 1 − C), rum (memorization, influence), runs (trainset_mask, trainset_correctness: estimated here) or csv.")] = ScoreFormat.auto,
+    name: Annotated[Optional[str], typer.Option(help="What to call the score set (default: the file's name).")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+):
+    """Bring in scores computed elsewhere (published memorization, C-scores, subset-model runs) as a score set of a model: checked against its dataset's labels, mapped by original index or file name; see docs/scores.md."""
+
+    def work(ws, progress, parsed):
+        return score_files.attach(ws, ws.get(model, "model"), parsed, name, progress)
+
+    def summary(r):
+        kept = r["n"] - r["n_missing"]
+        lines = [f"imported {r['id']}: {r['title']} ({r['source']['format']}) as {r['name']} scores of {r['model_id']}: "
+                 f"{kept:,} of {r['n']:,} training samples, by {r['params']['aligned_by']}; {r['labels_checked']}"]
+        if r.get("models"):
+            lines.append(f"  estimated here from its {r['models']} runs ({r['never_held_out']} samples never held out)")
+        if r.get("influence"):
+            lines.append(f"  with its influence matrix ({r['influence']['layout']})")
+        return "\n".join(lines) + f"  ({r['seconds']:.1f} s)"
+
+    record = execute(workspace, job, as_json, work, summary, prepare=lambda: score_files.read(file, format_.value))
+    for line in record.get("warnings") or []:
+        typer.echo(f"warning: {line}", err=True)
+
+
 @app.command()
 def demo(
     models_: Annotated[int, typer.Option("--models", help="Subset models K for exact memorization.")] = 128,
@@ -532,6 +575,7 @@ def demo(
 class ExportFormat(str, Enum):
     csv = "csv"
     json = "json"
+    npz = "npz"
 
 
 class ExportTable(str, Enum):
@@ -544,7 +588,7 @@ class ExportTable(str, Enum):
 @app.command()
 def export(
     record_id: Annotated[str, typer.Argument(help="A score set (per-sample values), a run (metrics) or an evaluation (per forget sample: ε of the bound and the point estimate, its score, KLoM, memorization and its group).")],
-    format_: Annotated[ExportFormat, typer.Option("--format", help="csv or json.")] = ExportFormat.csv,
+    format_: Annotated[ExportFormat, typer.Option("--format", help="csv or json; npz (with --out): an exact score set's subset runs in the raw-runs schema (trainset_mask, trainset_correctness, testset_correctness, margins) with memorization, tr_labels and tt_labels, for others to reuse (import-scores reads it back to the same estimate).")] = ExportFormat.csv,
     out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
     table: Annotated[ExportTable, typer.Option(help="Of an exact score set: values (one row per training sample), lira (the original model's per-sample LiRA scores against the subset models, one row per training and test sample) or influence (the test samples each training sample helps and hurts most, one row per pair); of a run: samples (the original's, the unlearned model's and the oracle's outputs, one row per training and test sample).")] = ExportTable.values,
     top: Annotated[int, typer.Option(help="With --table influence: test samples per training sample and direction.")] = 5,
@@ -556,6 +600,16 @@ def export(
 
     if top < 1:
         fail(f"--top must be at least 1, got {top}")
+    if format_ is ExportFormat.npz:
+        if out is None:
+            fail("--format npz writes a binary file: give --out FILE")
+        if table is not ExportTable.values:
+            fail("--format npz writes a score set's subset runs; leave out --table")
+        arrays = query(workspace, lambda ws: score_sets.runs_arrays(ws, ws.get(record_id)))
+        write_atomic(out, npz_bytes(**arrays))
+        k, n = arrays["trainset_mask"].shape
+        typer.echo(f"wrote {k} subset runs of {n:,} training samples ({record_id}) to {out}", err=True)
+        return
 
     def fetch(ws):
         rec = ws.get(record_id)
@@ -650,7 +704,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 COLUMNS = {
     "models": ["id", "name", "source", "arch", "dataset", "epochs", "train_acc", "flipped_fit", "test_acc"],
-    "scores": ["id", "model_id", "name", "seconds", "device"],
+    "scores": ["id", "model_id", "name", "seconds", "device", "title"],
     "forget-sets": ["id", "name", "model_id", "made", "size", "classes", "mean_memorization", "es"],
     "maps": ["id", "model_id", "method", "seed", "seconds"],
     "sweeps": ["id", "name", "model_id", "forget_set_id", "device"],

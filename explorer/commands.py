@@ -91,3 +91,8 @@ def import_model(path: str, arch: str, dataset: str, *, data_root: str = "data",
                         ("--head", head), ("--recipe", recipe)):
         argv += [flag, value] if value else []
     return argv
+
+
+def import_scores(path: str, model_id: str, fmt: str = "auto", name: str | None = None) -> list[str]:
+    """`import-scores`: a score file made elsewhere as a score set of the model."""
+    return ["import-scores", path, "--model", model_id, "--format", fmt, *(["--name", name] if name else [])]

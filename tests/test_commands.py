@@ -25,7 +25,8 @@ def test_every_builder_gives_a_command_line_the_cli_parses():
                  commands.unlearn("m-1", "fs-1", "finetune", {"epochs": 1}, "digits", oracle=False),
                  commands.sweep("m-1", "fs-1", ["finetune", "rum"], "digits", "exact", 2),
                  commands.evaluate("m-1", "fs-1", "none", 8), commands.evaluate("m-1", "fs-1", "salun", 8, {}, "digits"),
-                 commands.import_model("w.pt", "mlp", "digits", normalize="none", recipe='{"epochs": 3}')):
+                 commands.import_model("w.pt", "mlp", "digits", normalize="none", recipe='{"epochs": 3}'),
+                 commands.import_scores("scores.npz", "m-1", "cscore", "Jiang et al.")):
         _parses(argv)
     assert commands.train("digits", "mlp", {"epochs": 3, "amp": True, "seed": None})[5:] == [
         "--epochs", "3", "--amp", "--label-noise", "0.0", "--data-root", "data"]

@@ -119,7 +119,7 @@ def test_image_folder_loads_classes_and_splits(tmp_path):
         for i in range(8):
             Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
     (tmp_path / "cat" / "notes.txt").write_text("not an image")
-    ds = data.load(DatasetSpec(name="imagefolder", root=str(tmp_path)))
+    ds = data.load(DatasetSpec(name="imagefolder", root=str(tmp_path), image_size=32))  # 24×20: named a size
     assert ds.classes == ["cat", "dog"] and ds.shape == (3, 32, 32)
     assert ds.n_train == 12 and len(ds.y_test) == 4
     assert ds.thumbs_train.shape == (12, 32, 32, 3)

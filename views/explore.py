@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.evaluation import choice, embeddings
+from explorer.evaluation import choice, embeddings, influence
 from explorer.memorization import scores
 from explorer import commands
 from explorer.pipeline import embed, forget_sets
@@ -191,17 +191,26 @@ def influence_panel(i: int) -> None:
     c_k, _ = st.columns([1, 3])
     k = int(c_k.number_input("Test samples per side", 1, 50, 5, key="influence_k"))
     found = influence_of(ws_path, exact_rec["id"], i, k)
-    if found is None:
-        st.caption(f"Score set {exact_rec['id']} predates the subset models' test correctness: rerun "
+    matrix = artifacts.open_influence(ws, exact_rec) if found is None else None
+    if found is None and matrix is None:
+        st.caption(f"Score set {exact_rec['id']} was imported without its subset runs or an influence matrix."
+                   if exact_rec.get("imported") else
+                   f"Score set {exact_rec['id']} predates the subset models' test correctness: rerun "
                    f"`python -m explorer memorize {rec['id']} --exact` to see influence.")
         return
-    pairs, n_models = found
-    st.markdown(selection.influence_sentence(i, pairs, n_models))
+    if found is not None:
+        pairs, n_models = found
+        st.markdown(selection.influence_sentence(i, pairs, n_models))
+    else:  # the matrix published with an imported estimate: one column of it, read from disk
+        pairs = influence.pairs_of(i, matrix.of_train(i), k)
+        st.markdown(f"From the influence matrix imported with {exact_rec['title']}: training sample #{i} "
+                    + ("helps or hurts no test sample." if not pairs else "helps and hurts these test samples most."))
     if not pairs:
         return
     for column, direction, title in zip(st.columns(2), ("helps", "hurts"), ("Helped most", "Hurt most")):
         side = [p for p in pairs if p["direction"] == direction]
-        column.caption(f"{title} (influence = right with it − right without it)")
+        column.caption(f"{title} (influence = right with it − right without it)" if found is not None
+                       else f"{title} (influence, as the imported matrix gives it)")
         if side:
             with column:
                 ui.gallery(ds, [p["test_id"] for p in side], [
@@ -211,7 +220,7 @@ def influence_panel(i: int) -> None:
         "direction": p["direction"], "rank": p["rank"], "train id": i, "test id": p["test_id"],
         "test label": ds.classes[labels[n_train + p["test_id"]]],
         "predicted": ds.classes[int(smap.pred[n_train + p["test_id"]])],
-        "influence": p["influence"], "right with it": p["right_with"], "right without it": p["right_without"]}
+        "influence": p["influence"], "right with it": p.get("right_with"), "right without it": p.get("right_without")}
         for p in pairs])
     st.dataframe(table, hide_index=True, column_config={
         "predicted": st.column_config.TextColumn(help="by this model"),

@@ -1,3 +1,6 @@
+import secrets
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -5,6 +8,7 @@ import streamlit as st
 from explorer.evaluation import metrics
 from explorer.memorization import estimator, proxies, scores
 from explorer import commands
+from explorer.pipeline import score_files
 from explorer.present import plots
 from explorer.store import artifacts, jobs
 from explorer.runtime import progress
@@ -81,6 +85,44 @@ with proxy_col:
     ui.job_status(ws, "proxy_job")
 
 
+def safe_name(name: str) -> str:
+    """An uploaded file's name reduced to letters, digits and . _ - (it becomes part of a path)."""
+    kept = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("._") or "scores"
+    return kept[:80]
+
+
+def import_form() -> None:
+    """A score file made elsewhere, imported as a job (`import-scores`)."""
+    st.caption("Published memorization estimates (Feldman & Zhang's `tr_mem`), C-scores (Jiang et al.; kept as "
+               "1 − C), the RUM code's CIFAR-10 estimate, raw subset-model runs (estimated here), or a table. The "
+               "file's labels must be this model's dataset's targets, or nothing is imported. See docs/scores.md.")
+    with st.form("import_scores"):
+        upload = st.file_uploader("Score file", type=["npz", "csv"])
+        score_path = st.text_input("…or a file on this machine", help="For files too large to upload (RUM's "
+                                   "influence matrix is 2 GB): a path the app's machine can read.")
+        c1, c2 = st.columns(2)
+        score_format = c1.selectbox("Format", ["auto", *score_files.FORMATS],
+                                    format_func=lambda f: "auto: told by its keys" if f == "auto"
+                                    else f"{f}: {score_files.FORMATS[f]}")
+        score_title = c2.text_input("Name (optional)", placeholder="the file's name")
+        if st.form_submit_button("Import scores") and (upload is not None or score_path.strip()):
+            if upload is not None:
+                path = ws.path / "uploads" / secrets.token_hex(8) / safe_name(upload.name)
+                path.parent.mkdir(parents=True)
+                path.write_bytes(upload.getvalue())
+            else:
+                path = Path(score_path.strip()).expanduser()
+            ui.launch(ws, commands.import_scores(str(path), rec["id"], score_format, score_title.strip() or None),
+                      f"import scores {path.name} into {rec['name']}", "import_scores_job")
+
+
+importing = st.expander("Bring in scores computed elsewhere", key="mem_import", on_change="rerun")
+if importing.open:  # drawn only when opened
+    with importing:
+        import_form()
+ui.job_status(ws, "import_scores_job")
+
+
 def partial_runs(active: bool):
     """Exact runs with saved chunks: converging live while a job works on them, else resumable."""
     for i, run in enumerate(ui.partial_exact_runs(ws, rec["id"])):
@@ -106,8 +148,15 @@ else:
 available = ui.available_scores(ws, rec)
 stored = artifacts.latest_scores(ws, rec["id"])
 if not available:
-    st.info("No scores yet for this model: compute exact memorization or the proxies above.")
+    st.info("No scores yet for this model: compute exact memorization or the proxies above, or bring in a file.")
     st.stop()
+for score_name, srec in stored.items():
+    if srec.get("imported"):  # say where it came from: it was not computed on this model
+        src = srec["source"]
+        st.caption(f"**{score_name}** is imported: {srec['title']} ({src['format']}, sha256 {src['sha256'][:12]}…), "
+                   f"{srec['n'] - srec['n_missing']:,} of {srec['n']:,} samples matched by "
+                   f"{srec['params']['aligned_by']}; {srec['labels_checked']}"
+                   + (f"; estimated here from its {srec['models']} runs" if srec.get("models") else "") + ".")
 
 # -- what the scores say, in tabs: only the open one is drawn ----------------------------------------
 def exact_vs_proxies() -> None:
@@ -115,11 +164,13 @@ def exact_vs_proxies() -> None:
         st.info("Compute exact memorization to compare each proxy against it.")
         return
     exact = available["exact"]
-    never = stored["exact"]["never_held_out"]
-    converged = st.expander(f"How the exact estimate converged ({stored['exact']['models']} models; "
+    never = stored["exact"].get("never_held_out")
+    runs_kept = stored["exact"].get("models") is not None  # an imported estimate may come without its runs
+    converged = st.expander(f"How the exact estimate converged ({stored['exact'].get('models')} models; "
                             + (f"{never} samples never held out, so undefined)" if never
-                               else "every sample held out at least once)"), key="mem_convergence", on_change="rerun")
-    if converged.open:  # drawn only when opened
+                               else "every sample held out at least once)"), key="mem_convergence",
+                            on_change="rerun") if runs_kept else None
+    if converged is not None and converged.open:  # drawn only when opened
         with converged:
             st.caption("While few models have been trained, most samples are held out by only one or two of them, "
                        "so the first points are noisy; the error then falls roughly as 1/√K.")
@@ -154,7 +205,8 @@ def all_scores() -> None:
         oriented = np.array([scores.oriented(n, available[n]) for n in names])
         matrix = pd.DataFrame(oriented.T, columns=names).corr(method="spearman").to_numpy()
         ui.chart(st, plots.correlation_heatmap(names, matrix), key="corr")
-    costs = {n: r["seconds"] for n, r in stored.items() if n not in proxies.FROM_DYNAMICS}
+    # An imported set's seconds are its import's, not what it cost to compute: left out.
+    costs = {n: r["seconds"] for n, r in stored.items() if n not in proxies.FROM_DYNAMICS and not r.get("imported")}
     learning_events = [n for n in stored if n in proxies.FROM_DYNAMICS]
     if learning_events:  # one computation from the recorded dynamics serves them all
         costs["learning-event proxies"] = sum(stored[n]["seconds"] for n in learning_events)

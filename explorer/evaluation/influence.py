@@ -42,18 +42,27 @@ def top_pairs(masks: np.ndarray, test_correct: np.ndarray, k: int = 5, rows=None
     out = []
     for lo in range(0, len(rows), ROWS_PER_BLOCK):
         block = rows[lo : lo + ROWS_PER_BLOCK]
-        infl = influence(masks, test_correct, block)
-        kk = min(k, infl.shape[1])
-        for i, values in zip(block, infl):
-            if not np.isfinite(values).any():
-                continue
-            v = np.nan_to_num(values, nan=0.0)
-            order = np.argsort(-v, kind="stable")
-            for direction, ids in (("helps", order[:kk]), ("hurts", order[::-1][:kk])):
-                rank = 0
-                for j in ids:
-                    if (v[j] > 0) if direction == "helps" else (v[j] < 0):
-                        rank += 1
-                        out.append({"train_id": int(i), "test_id": int(j), "influence": float(v[j]),
-                                    "direction": direction, "rank": rank})
+        for i, values in zip(block, influence(masks, test_correct, block)):
+            out += pairs_of(int(i), values, k)
+    return out
+
+
+def pairs_of(i: int, values: np.ndarray, k: int = 5) -> list[dict]:
+    """`top_pairs`' rows for one training sample i from its influence on every test sample
+    (`values`, NaN where undefined): however that influence was obtained, estimated here from
+    subset models or imported with a published matrix."""
+    values = np.asarray(values, np.float64)
+    if not np.isfinite(values).any():
+        return []
+    kk = min(k, len(values))
+    v = np.nan_to_num(values, nan=0.0)
+    order = np.argsort(-v, kind="stable")
+    out = []
+    for direction, ids in (("helps", order[:kk]), ("hurts", order[::-1][:kk])):
+        rank = 0
+        for j in ids:
+            if (v[j] > 0) if direction == "helps" else (v[j] < 0):
+                rank += 1
+                out.append({"train_id": int(i), "test_id": int(j), "influence": float(v[j]),
+                            "direction": direction, "rank": rank})
     return out

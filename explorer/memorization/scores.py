@@ -15,6 +15,9 @@ import numpy as np
 # name -> (orientation, label). Orientation +1: a higher raw value means more memorized.
 SCORES = {
     "exact": (+1, "exact memorization (Feldman–Zhang)"),
+    # Imported (explorer.pipeline.score_files): Jiang et al.'s C-score, the expected accuracy on a
+    # sample of models trained without it. High = typical, so 1 − C is the memorization-like score.
+    "cscore": (-1, "C-score (Jiang et al.), held-out consistency"),
     "confidence": (-1, "mean true-label confidence"),
     "max_conf": (-1, "mean max confidence"),
     "entropy": (-1, "mean negative entropy"),
@@ -28,7 +31,7 @@ SCORES = {
 }
 # Scores in [0, 1] that fall as memorization rises: turned around as 1 − v (not −v), which ranks
 # the same and reads better on an axis.
-PROBABILITIES = {"confidence", "max_conf", "bi_acc"}
+PROBABILITIES = {"confidence", "max_conf", "bi_acc", "cscore"}
 
 
 def orientation(name: str) -> int:

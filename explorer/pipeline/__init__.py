@@ -7,4 +7,5 @@ score_sets   publish, find, export score sets   embed        a map of the model'
 forget_sets  choose and publish a forget set    oracle       retrain without the forget set
 runs         bind a method, unlearn, measure    sweeps       tune methods on a grid, RUM by beam
 demo         the whole pipeline on digits       cluster      exact memorization's chunks on Ray
+score_files  scores made elsewhere, imported    membership   LiRA and influence of an exact score set
 """

@@ -45,6 +45,8 @@ def dataset_record(ws: Workspace, spec: data_mod.DatasetSpec, ds: data_mod.Datas
         pass
     meta = {**spec.as_meta(), "classes": ds.classes, "n_train": ds.n_train, "n_test": len(ds.y_test),
             "shape": list(ds.shape), "flipped": ds.flipped.tolist()}
+    if spec.name == "imagefolder":  # the side its images were loaded at (their own, or the one named)
+        meta["image_size"] = ds.shape[1]
     try:
         return ws.put("dataset", meta, rec_id=rec_id)
     except sqlite3.IntegrityError:  # another process made it a moment ago
@@ -130,6 +132,29 @@ def train(
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a safetensors or torch file (plain, or under 'state_dict' as RUM and SalUn
     save it, 'net' as pytorch-cifar does, 'model' or 'model_state_dict')."""
+    return read_checkpoint(path)[0]
+
+
+# Accuracies other code bases save beside the weights, in percent: pytorch-cifar's main.py its test
+# accuracy as `acc`, RUM's and SalUn's save_checkpoint their best validation accuracy as `best_sa`.
+RECORDED_ACCURACY = (("acc", "test"), ("best_sa", "validation"), ("best_acc", "test"), ("test_acc", "test"))
+
+
+def _recorded_accuracy(top) -> dict | None:
+    if not isinstance(top, dict):
+        return None
+    for key, split in RECORDED_ACCURACY:
+        value = top.get(key)
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100:
+            return {"key": key, "split": split, "accuracy": value / 100 if value > 1 else float(value)}
+    return None
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """`read_weights_file`'s state dict, and the accuracy the file records beside it (None when it
+    records none): {key, split, accuracy on [0, 1]}."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no such file: {path}")
@@ -144,6 +169,7 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
                 f"{path.name} is neither a safetensors file nor a torch weights file that loads "
                 f"safely ({reason[:160]})"
             ) from None
+    recorded = _recorded_accuracy(state)
     if isinstance(state, dict):
         for key in ("state_dict", "net", "model", "model_state_dict"):
             if isinstance(state.get(key), dict):
@@ -151,7 +177,7 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path.name} holds no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}, recorded
 
 
 @dataclass
@@ -162,6 +188,7 @@ class Fitted:
     arch: str | models.Arch  # a bare name when the model needs nothing more
     layout: str | None = None  # the known layout the file was recognised as (registry architectures)
     mapped: list[str] = field(default_factory=list)  # what was renamed or taken over, one line each
+    recorded: dict | None = None  # the accuracy the file records beside the weights (read_checkpoint)
 
 
 def _fit_report(expected: dict, state: dict) -> tuple[set, set, list]:
@@ -252,7 +279,7 @@ def fit(path: Path, arch: str, spec: data_mod.DatasetSpec, *, arch_kwargs: dict 
         raise CheckpointError(f"--arch-kwargs are for a MODULE:CALLABLE or timm:NAME architecture; {arch} takes none")
     if arch_kwargs is not None and not isinstance(arch_kwargs, dict):
         raise CheckpointError("--arch-kwargs must be a JSON object")
-    state = read_weights_file(path)  # fails before the dataset is even loaded
+    state, recorded = read_checkpoint(path)  # fails before the dataset is even loaded
     ds = data_mod.load(spec)
     channels, size, _ = ds.shape
     kwargs = json.dumps(arch_kwargs or {}, sort_keys=True)
@@ -274,7 +301,7 @@ def fit(path: Path, arch: str, spec: data_mod.DatasetSpec, *, arch_kwargs: dict 
     model = models.build(spec_arch, channels, ds.num_classes, size)
     model.load_state_dict(mapped)
     _probe(model, ds, spec)
-    return Fitted(model, arch if spec_arch == models.Arch(arch) else spec_arch, layout, notes)
+    return Fitted(model, arch if spec_arch == models.Arch(arch) else spec_arch, layout, notes, recorded)
 
 
 def _probe(model: nn.Module, ds: data_mod.Dataset, spec: data_mod.DatasetSpec) -> None:
@@ -319,16 +346,41 @@ def chance_warning(evaluation: dict, ds: data_mod.Dataset) -> str | None:
             "(--dataset, --split-seed)")
 
 
+FAR_BELOW = 0.15  # test accuracy this far under what the file records is not the model it saved
+
+
+def mismatch_warning(evaluation: dict, recorded: dict | None, classes: list[str]) -> str | None:
+    """A warning when the accuracy looks like a mismatch of the data rather than a model: far
+    below what the file records, or some classes at exactly 0 and others at exactly 1 (a model that
+    answers alike whatever the image: images blown up or shrunk, another normalization)."""
+    said = []
+    if recorded is not None and evaluation["test_acc"] < recorded["accuracy"] - FAR_BELOW:
+        said.append(f"test accuracy {evaluation['test_acc']:.3f} is far below the {recorded['accuracy']:.3f} its file "
+                    f"records ({recorded['key']}, {recorded['split']} accuracy)")
+    per_class = evaluation.get("per_class_acc") or []
+    zero = [classes[c] for c, a in enumerate(per_class) if a == 0.0]
+    one = [classes[c] for c, a in enumerate(per_class) if a == 1.0]
+    if zero and one:
+        said.append(f"classes {', '.join(zero[:5])} are at exactly 0 test accuracy and {', '.join(one[:5])} at "
+                    "exactly 1")
+    if not said:
+        return None
+    return ("; ".join(said) + ": that looks like the wrong input rather than the model: check the images' size "
+            "(an image folder keeps its own unless --image-size), --normalize and the split")
+
+
 def register_import(ws: Workspace, model: nn.Module, arch: str | models.Arch, spec: data_mod.DatasetSpec, name: str,
                     *, recipe: training.Recipe | None = None, layout: str | None = None,
-                    mapped: list[str] | None = None) -> dict:
+                    mapped: list[str] | None = None, recorded: dict | None = None) -> dict:
     """Publish checked weights (from `fit`) as a model without training dynamics. A given recipe is
-    kept: its oracle and the from-scratch methods retrain with it."""
+    kept: its oracle and the from-scratch methods retrain with it. The accuracy the file records
+    (`recorded`) is kept too, and a measured one far below it is warned of."""
     ds = data_mod.load(spec)
     evaluation = evaluate(model, ds)
+    warnings = [w for w in (chance_warning(evaluation, ds), mismatch_warning(evaluation, recorded, ds.classes)) if w]
     return publish(ws, model, ds, dataset_record(ws, spec, ds)["id"], name=name, source="imported", arch=arch,
                    recipe=recipe, evaluation=evaluation, epochs=None, layout=layout, mapped=mapped or [],
-                   warning=chance_warning(evaluation, ds))
+                   recorded_accuracy=recorded, warning="; ".join(warnings) or None)
 
 
 def import_model(ws: Workspace, path: Path, arch: str, spec: data_mod.DatasetSpec, name: str | None = None,
@@ -336,4 +388,4 @@ def import_model(ws: Workspace, path: Path, arch: str, spec: data_mod.DatasetSpe
     """Check a user's weights against the architecture and dataset, then register them."""
     fitted = fit(path, arch, spec, **options)
     return register_import(ws, fitted.model, fitted.arch, spec, name or Path(path).name, recipe=recipe,
-                           layout=fitted.layout, mapped=fitted.mapped)
+                           layout=fitted.layout, mapped=fitted.mapped, recorded=fitted.recorded)

@@ -118,11 +118,18 @@ def lira_rows(ws: Workspace, rec: dict) -> list[dict]:
 
 def influence_rows(ws: Workspace, rec: dict, k: int = 5, ids=None) -> list[dict]:
     """The test samples each training sample (of `ids`, all by default) helps and hurts most
-    (influence.top_pairs), from the exact score set's masks and test correctness."""
-    arrays = _exact(ws, rec)
-    if "test_correct" not in arrays:
-        raise UserError(f"score set {rec['id']} has no test correctness of its subset models; rerun memorize --exact")
-    rows = influence.top_pairs(arrays["masks"], arrays["test_correct"], k, ids)
+    (influence.top_pairs), from the exact score set's masks and test correctness, or from the
+    influence matrix it was imported with."""
+    imported = artifacts.open_influence(ws, rec)
+    if imported is not None:  # published with the file it was imported from (score_files)
+        rows = imported.top_pairs(k, ids)
+    else:
+        arrays = _exact(ws, rec)
+        if "test_correct" not in arrays:
+            raise UserError(f"score set {rec['id']} has no test correctness of its subset models; rerun memorize "
+                            "--exact" if not rec.get("imported") else
+                            f"score set {rec['id']} was imported without subset runs or an influence matrix")
+        rows = influence.top_pairs(arrays["masks"], arrays["test_correct"], k, ids)
     if not rows:
         raise UserError(f"score set {rec['id']}: no training sample changes any test sample's correctness")
     return rows

@@ -7,6 +7,8 @@ values, so whoever reads it knows which way is "more memorized".
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import UserError
@@ -17,8 +19,10 @@ from ..store.workspace import Workspace, npz_bytes
 
 
 def publish(ws: Workspace, model_rec: dict, name: str, values: np.ndarray, seconds: float, device: str,
-            params: dict | None = None, arrays: dict[str, np.ndarray] | None = None, **meta) -> dict:
-    """Store a score set of `model_rec`'s training samples."""
+            params: dict | None = None, arrays: dict[str, np.ndarray] | None = None,
+            files: dict[str, bytes | Path] | None = None, **meta) -> dict:
+    """Store a score set of `model_rec`'s training samples (`files`: more artifacts beside its
+    values, such as an imported influence matrix)."""
     values = np.asarray(values, dtype=np.float64)
     return ws.put(
         "scores",
@@ -35,7 +39,7 @@ def publish(ws: Workspace, model_rec: dict, name: str, values: np.ndarray, secon
             "n_nan": int(np.isnan(values).sum()),
             **meta,
         },
-        files={artifacts.VALUES: npz_bytes(values=values, **(arrays or {}))},
+        files={artifacts.VALUES: npz_bytes(values=values, **(arrays or {})), **(files or {})},
     )
 
 
@@ -76,5 +80,32 @@ def resolve(ws: Workspace, model_rec: dict, ref: str) -> tuple[str, np.ndarray, 
         values = proxies.from_dynamics(artifacts.load_dynamics(ws, model_rec))
         if ref in values:  # curvature_avg only where training recorded curvature
             return ref, values[ref], None
-    how = "memorize MODEL --exact" if ref == "exact" else f"proxies MODEL --only {ref}"
+    how = ("memorize MODEL --exact, or import-scores FILE --model MODEL" if ref == "exact" else
+           "import-scores FILE --model MODEL" if ref == "cscore" else f"proxies MODEL --only {ref}")
     raise UserError(f"model {model_rec['id']} has no {ref} scores yet; compute them first ({how})")
+
+
+def runs_arrays(ws: Workspace, rec: dict) -> dict[str, np.ndarray]:
+    """An exact score set's subset runs in the raw-runs schema others publish (the CIFAR-10N
+    memorization release, Google's held-out influence checkpoints): `trainset_mask`,
+    `trainset_correctness`, `testset_correctness`, the models' margins φ = z_y − logsumexp of the
+    other logits (`trainset_margins`, `testset_margins`), this set's `memorization`, and the labels
+    as Feldman & Zhang's files carry them (`tr_labels`, `tt_labels`: the dataset's own targets, so
+    an import can check its alignment; `trained_labels` too under label noise). Importing the file
+    (score_files) gives the same estimate bit for bit."""
+    if rec.get("kind") != "scores":
+        raise UserError(f"--format npz exports a score set's subset runs; {rec['id']} is a {rec.get('kind')}")
+    scores = artifacts.load_scores(ws, rec)
+    if not {"masks", "correct"} <= scores.arrays.keys():
+        raise UserError(f"score set {rec['id']} ({rec['name']}) has no subset runs to export: --format npz is for "
+                        "exact memorization computed here (memorize --exact) or imported from runs")
+    ds = artifacts.dataset_of(ws, ws.get(rec["model_id"], "model"))
+    out = {"trainset_mask": scores.arrays["masks"], "trainset_correctness": scores.arrays["correct"],
+           "memorization": scores.values, "tr_labels": ds.y_train_clean.numpy(), "tt_labels": ds.y_test.numpy()}
+    for ours, theirs in (("test_correct", "testset_correctness"), ("phi", "trainset_margins"),
+                         ("test_phi", "testset_margins")):
+        if ours in scores.arrays:
+            out[theirs] = scores.arrays[ours]
+    if ds.spec.label_noise > 0:
+        out["trained_labels"] = ds.y_train.numpy()
+    return out

@@ -22,6 +22,7 @@ from ..memorization import scores
 from ..memorization.scores import SCORES, ScoreSet
 from ..training.recipe import Recipe
 from .block_file import BlockFile
+from .influence_file import InfluenceFile
 from .workspace import Workspace
 
 # A model record's files.
@@ -33,6 +34,8 @@ BLOCKS = "blocks.safetensors"  # M_0 … M_B of a model trained in blocks (block
 STATES = {"weights": WEIGHTS, "init": INIT}  # the state dicts `load_model` can load
 # Other records' files.
 VALUES = "values.npz"  # a score set: its `values` and any extra arrays (stderr, masks, …)
+INFLUENCE = "influence.npy"  # an imported score set's influence matrix, dense (influence_file.py)
+INFLUENCE_BLOCKS = "influence-blocks.npz"  # the same, kept as the file's within-class blocks
 MAP = "map.npz"  # a sample map: xy, features, pred
 SAMPLES = "samples.npz"  # a run: per-sample outputs of the original, the unlearned model and the oracle
 EVALUATION_SAMPLES = "samples"  # an evaluation: per forget sample, both sides' φ and its ε (explorer.pipeline.evaluate)
@@ -45,10 +48,17 @@ def has(rec: dict, name: str) -> bool:
 # -- models and their datasets ------------------------------------------------------------------
 
 
+LEGACY_IMAGE_SIZE = 32  # the side every image folder was resized to before folders kept their own size
+
+
 def spec_of(rec: dict) -> data_mod.DatasetSpec:
-    """The dataset spec a dataset record describes."""
+    """The dataset spec a dataset record describes. An image folder's record keeps the side its
+    images were loaded at; one made before it was kept had them resized to 32×32, and still has."""
     fields = data_mod.DatasetSpec.__dataclass_fields__
-    return data_mod.DatasetSpec(**{k: rec[k] for k in fields if k in rec})
+    spec = {k: rec[k] for k in fields if k in rec}
+    if rec.get("name") == "imagefolder" and "image_size" not in rec:
+        spec["image_size"] = LEGACY_IMAGE_SIZE
+    return data_mod.DatasetSpec(**spec)
 
 
 def dataset_of(ws: Workspace, model_rec: dict) -> data_mod.Dataset:
@@ -123,6 +133,16 @@ def memorization_of(ws: Workspace, model_rec: dict) -> tuple[str, np.ndarray] | 
         return None
     name = "exact" if "exact" in newest else next(iter(newest))
     return name, scores.oriented(name, load_scores(ws, newest[name]).values)
+
+
+def open_influence(ws: Workspace, rec: dict) -> InfluenceFile | None:
+    """The influence matrix a score set was imported with, read lazily; None without one (an
+    exact set computed here has its subset models instead: explorer.evaluation.influence)."""
+    if has(rec, INFLUENCE):
+        return InfluenceFile(dense=ws.read(rec, INFLUENCE))
+    if has(rec, INFLUENCE_BLOCKS):
+        return InfluenceFile(blocks=ws.read(rec, INFLUENCE_BLOCKS))
+    return None
 
 
 def find_maps(ws: Workspace, model_id: str, method: str | None = None, seed: int | None = None) -> list[dict]:

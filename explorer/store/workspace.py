@@ -160,11 +160,13 @@ class Workspace:
         self,
         kind: str,
         meta: dict,
-        files: dict[str, bytes] | None = None,
+        files: dict[str, bytes | Path] | None = None,
         rec_id: str | None = None,
     ) -> dict:
         """Publish a record with its artifact files; returns the record. A given `rec_id` (a
-        deterministic id) that is taken raises sqlite3.IntegrityError before anything is written."""
+        deterministic id) that is taken raises sqlite3.IntegrityError before anything is written.
+        A file given as a Path is one written and fsynced beforehand at a `staging` path (too large
+        to hold as bytes): it is renamed into place."""
         if kind not in KINDS or kind == "job":
             raise WorkspaceError(f"unknown record kind {kind!r}")
         if rec_id is not None and self._exists(rec_id):
@@ -176,7 +178,11 @@ class Workspace:
         try:
             for name, data in (files or {}).items():
                 written.append(self.artifact(kind, rec_id, name))
-                write_atomic(written[-1], data)
+                if isinstance(data, Path):
+                    os.replace(data, written[-1])
+                    _fsync_dir(written[-1].parent)
+                else:
+                    write_atomic(written[-1], data)
             with self.connect(write=True) as con:
                 con.execute(
                     "INSERT INTO records (id, kind, created, meta) VALUES (?, ?, ?, ?)",
@@ -188,6 +194,13 @@ class Workspace:
                     path.unlink(missing_ok=True)
             raise
         return {"id": rec_id, "kind": kind, "created": created, **meta}
+
+    def staging(self, kind: str) -> Path:
+        """A fresh path beside `kind`'s artifacts for a large file written in pieces, then given to
+        `put` as a Path; the caller removes it if it never gets there."""
+        folder = self.artifacts / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f".staged-{secrets.token_hex(6)}.tmp"
 
     def _exists(self, rec_id: str) -> bool:
         with self.connect() as con:
