@@ -743,10 +743,19 @@ def show(
 
 @app.command("jobs")
 def jobs_(
+    max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", help="Keep this many jobs running at once in this workspace (0: back to the default, one per core while free memory allows); the rest wait in line. $EXPLORER_MAX_JOBS overrides it.")] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ):
-    """List background jobs (the same as `list jobs`)."""
+    """List background jobs (the same as `list jobs`), those waiting with their place in line;
+    with --max-jobs, set how many run at once."""
+    if max_jobs is not None:
+        if max_jobs < 0:
+            fail(f"--max-jobs must be 0 (the default) or a whole number of at least 1, got {max_jobs}")
+        query(workspace, lambda ws: jobs.set_max_jobs(ws, max_jobs or None))
+        if not as_json:
+            cap = query(workspace, jobs.max_jobs)
+            typer.echo(f"at most {cap} job{'s' if cap > 1 else ''} at once in this workspace")
     list_(Listable.jobs, workspace, as_json)
 
 

@@ -132,3 +132,81 @@ def test_a_running_job_is_polled_every_second_only_near_its_end_or_before_its_fi
     job = {"created": 1000.0, "progress": 0.68}
     assert ui.poll_seconds(job, 1029.0) == ui.SLOW_POLL_SECONDS  # 29 s for 68%: ~14 s left at that pace
     assert ui.poll_seconds(job, 1029.0, before=(1024.0, 0.45)) == 1.0  # 23% in the last 5 s: ~7 s left
+
+
+QUICK = ["train", "--arch", "mlp", "--epochs", "1", "--device", "cpu"]
+
+
+def test_the_queue_runs_at_most_the_cap_in_order_and_cancels_in_line(ws, monkeypatch):
+    """More jobs than slots: at most `max_jobs` run at once, the rest wait in line (their place
+    shown), start in the order they came, and one cancelled while waiting never runs."""
+    monkeypatch.setenv("EXPLORER_MAX_JOBS", "1")
+    ids = [jobs.submit(ws, [*QUICK, "--seed", str(i)], f"quick {i}") for i in range(3)]
+    gone = jobs.submit(ws, [*QUICK, "--seed", "9"], "cancelled in line")
+    waiting = {j["id"]: j for j in jobs.list_jobs(ws)}
+    assert [waiting[i]["place"] for i in (*ids[1:], gone)] == [1, 2, 3]
+    assert waiting[gone]["message"] == "queued: 3rd in line" and waiting[ids[0]]["place"] is None
+    jobs.cancel(ws, gone)
+    assert jobs.get(ws, gone)["state"] == "cancelled"
+    most = 0
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        rows = jobs.list_jobs(ws)
+        most = max(most, sum(j["state"] in jobs.ACTIVE and j["dispatched"] is not None for j in rows))
+        if not any(j["state"] in jobs.ACTIVE for j in rows):
+            break
+        time.sleep(0.05)
+    done = [jobs.get(ws, i) for i in ids]
+    assert [j["state"] for j in done] == ["succeeded"] * 3, [jobs.log_tail(j) for j in done]
+    assert most == 1
+    assert done[0]["finished"] <= done[1]["started"] and done[1]["finished"] <= done[2]["started"]
+    never = jobs.get(ws, gone)
+    assert never["state"] == "cancelled" and never["pid"] is None and never["started"] is None
+
+
+def test_each_job_ends_by_starting_the_next_so_the_line_moves_with_no_page_open(ws, monkeypatch):
+    """Nobody polls here: the first job's own process starts the second as it ends."""
+    monkeypatch.setenv("EXPLORER_MAX_JOBS", "1")
+    first = jobs.submit(ws, QUICK, "first")
+    second = jobs.submit(ws, [*QUICK, "--seed", "1"], "second")
+    deadline = time.monotonic() + 120
+    while jobs.get(ws, second)["dispatched"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # jobs.get only reads: it never dispatches
+    assert jobs.get(ws, first)["state"] == "succeeded"
+    assert jobs.wait(ws, second, timeout=120)["state"] == "succeeded"
+
+
+def test_after_a_restart_a_look_at_the_jobs_shows_the_truth_and_starts_the_line(ws, monkeypatch):
+    """The app server (and every job) died: a job marked running whose process is gone, and jobs
+    waiting that nobody started. The restarted server's first look fails the dead job and starts
+    the line."""
+    import json
+    import sqlite3
+
+    monkeypatch.setenv("EXPLORER_MAX_JOBS", "1")
+    now = time.time()
+    with sqlite3.connect(ws.path / "catalog.sqlite") as con:  # the state the crash left
+        con.execute("INSERT INTO jobs (id, argv, title, state, message, pid, log_path, created, started, dispatched) "
+                    "VALUES ('j-dead0000', ?, 'was running', 'running', 'epoch 3/500', 999999, ?, ?, ?, ?)",
+                    (json.dumps(QUICK), str(ws.logs / "j-dead0000.log"), now - 10, now - 9, now - 10))
+        con.execute("INSERT INTO jobs (id, argv, title, state, message, log_path, created) "
+                    "VALUES ('j-wait0000', ?, 'was waiting', 'queued', 'queued', ?, ?)",
+                    (json.dumps(QUICK), str(ws.logs / "j-wait0000.log"), now - 5))
+    looked = {j["id"]: j for j in jobs.list_jobs(ws)}
+    assert looked["j-dead0000"]["state"] == "failed" and "process died" in looked["j-dead0000"]["message"]
+    assert looked["j-wait0000"]["dispatched"] is not None
+    assert jobs.wait(ws, "j-wait0000", timeout=120)["state"] == "succeeded"
+
+
+def test_a_job_runs_on_its_share_of_the_cores(ws, monkeypatch):
+    monkeypatch.setenv("EXPLORER_MAX_JOBS", "2")
+    job = jobs.wait(ws, jobs.submit(ws, QUICK, "half the cores"), timeout=120)
+    assert job["state"] == "succeeded"
+    assert f"[job] {max(1, (os.cpu_count() or 1) // 2)} torch threads" in jobs.log_tail(job, 200)
+    monkeypatch.setenv("EXPLORER_MAX_JOBS", "1")
+    jobs.set_max_jobs(ws, 4)  # kept in the workspace; the environment still wins
+    assert jobs.max_jobs(ws) == 1
+    monkeypatch.delenv("EXPLORER_MAX_JOBS")
+    assert jobs.max_jobs(ws) == 4
+    jobs.set_max_jobs(ws, None)
+    assert jobs.max_jobs(ws) == jobs.default_max_jobs() >= 1

@@ -91,3 +91,48 @@ def test_two_processes_writing_at_once_both_land(tmp_path, monkeypatch):
     ws = Workspace(tmp_path)
     assert len(ws.find("scores", writer="a")) == 40 and len(ws.find("scores", writer="b")) == 40
     assert len(jobs.list_jobs(ws)) == 80
+
+
+def test_a_full_disk_during_a_publish_is_one_line_and_leaves_nothing(ws, monkeypatch):
+    import errno
+
+    real = workspace.write_atomic
+
+    def full(path, data):
+        if path.name.endswith(".b.bin"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(workspace, "write_atomic", full)
+    with pytest.raises(WorkspaceError, match="is full: nothing of this model was written"):
+        ws.put("model", {"arch": "cnn"}, files={"a.bin": b"1", "b.bin": b"2"})
+    assert ws.find("model") == [] and list(ws.artifacts.rglob("*.bin")) == []
+
+
+def test_a_damaged_or_missing_artifact_is_one_line_naming_it_and_the_rest_still_works(tmp_path):
+    """A truncated weights file and a deleted one: each command that needs it fails in one line
+    naming the file, writing nothing; another model in the same workspace unlearns as usual."""
+    from conftest import run_cli, snapshot
+    from explorer import training
+    from explorer.data import DatasetSpec
+    from explorer.pipeline import checkpoints, forget_sets
+    from explorer.runtime import devices
+
+    ws = workspace.Workspace(tmp_path / "ws")
+    cpu = devices.resolve("cpu")
+    damaged, deleted, fine = (checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=1, seed=s), cpu)
+                              for s in range(3))
+    fs = forget_sets.create(ws, fine, "random", size=10)
+    weights = ws.artifact("model", damaged["id"], "weights.safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])
+    ws.artifact("model", deleted["id"], "weights.safetensors").unlink()
+    before = snapshot(ws)
+    for model, says in ((damaged, "cannot be read"), (deleted, "is missing")):
+        out = run_cli("unlearn", model["id"], "--forget", fs["id"], "--method", "finetune", workspace=ws.path)
+        assert out.returncode == 2, out.stderr
+        [line] = out.stderr.strip().splitlines()
+        assert says in line and f"{model['id']}" in line and "weights.safetensors" in line
+    assert snapshot(ws) == before
+    ok = run_cli("unlearn", fine["id"], "--forget", fs["id"], "--method", "finetune", "--params", '{"epochs": 1}',
+                 workspace=ws.path)
+    assert ok.returncode == 0, ok.stderr

@@ -60,7 +60,8 @@ for col, (label, kind) in zip(cols[1:], [("score sets", "scores"), ("forget sets
     col.metric(label, counts[kind])
 
 ui.last_job_message()
-demo_done = any(m["name"].startswith("demo ") for m in trained)
+demo_runs = [r for r in ws.find("run") if r.get("demo")]  # the demo marks its runs
+demo_done = bool(demo_runs)
 with st.container(border=True):
     st.markdown(f"**The demo** — the whole story in about a minute on a laptop CPU{ui.measured_demo()}: "
                 "digits with 5% flipped labels, a "
@@ -72,7 +73,6 @@ with st.container(border=True):
         ui.launch(ws, commands.demo(), "demo", "home_job")
     ui.job_status(ws, "home_job")
 if demo_done:
-    demo_runs = [r for r in ws.find("run") if r.get("demo")]
     if demo_runs:  # the headline; and the browser loads its table and chart code while this is read
         from explorer.present import comparison, plots
 

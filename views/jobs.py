@@ -9,7 +9,9 @@ from views import ui
 ws = ui.workspace()
 st.title("Jobs")
 st.caption("Everything slow runs as a background process: it keeps going if you leave this page, a cancelled job "
-           "writes nothing half-done, and an interrupted exact-memorization run resumes where it stopped.")
+           "writes nothing half-done, and an interrupted exact-memorization run resumes where it stopped. "
+           f"At most {jobs.max_jobs(ws)} run at once here, each on its share of the cores; the others wait in line "
+           "and start as one ends (`python -m explorer jobs --max-jobs N` sets it).")
 
 
 def _duration(job) -> str:

@@ -158,8 +158,9 @@ def ray_installed() -> bool:
 
 def partial_exact_runs(ws: Workspace, model_id: str) -> list[dict]:
     """`memorize.in_progress`, re-read only when a chunk has landed."""
-    folders = sorted((ws.path / "partial").glob(f"exact-{model_id}-*"))
-    signature = tuple((f.name, len(list(f.glob("chunk-*.npz")))) for f in folders)
+    from explorer.store import artifacts
+
+    signature = tuple((f.name, artifacts.chunk_count(f)) for f in artifacts.exact_folders(ws, model_id))
     return _partial_exact_runs(str(ws.path.resolve()), model_id, signature) if signature else []
 
 

@@ -181,7 +181,8 @@ if c1.button("Run", type="primary", disabled=not settings, help="One job per met
 sweepable = [n for n in chosen if sweeps.can_sweep(n)]
 score_for_sweep = next((p["score"] for p in settings.values() if "score" in p), "exact")
 if c2.button("Sweep", disabled=not sweepable or not with_oracle,
-             help="Try a small grid per method (lr × {0.2, 1, 5}, epochs × {½, 1}, its knob) and keep the best by "
+             help=f"Try a small grid per method (lr × {{{', '.join(f'{f:g}' for f in sweeps.LR_FACTORS)}}}, epochs × "
+                  f"{{{', '.join(f'{f:g}' for f in sweeps.EPOCH_FACTORS)}}}, its knob) and keep the best by "
                   "ToW; RUM and shuffle are tuned group by group from the base methods chosen."):
     ui.launch(ws, commands.sweep(rec["id"], fs["id"], sweepable, preset, score_for_sweep, beam),
               f"sweep on {fs['name']}", "sweep_job")

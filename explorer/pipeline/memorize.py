@@ -67,7 +67,7 @@ def default_chunk(engine: str) -> int:
 def _begun_engine(ws: Workspace, cfg: ExactConfig, model_rec: dict) -> str | None:
     """The engine of an unfinished run of this configuration (begun here or on a Ray cluster), so
     that `auto` resumes it rather than starting over with another engine."""
-    for manifest in sorted((ws.path / "partial").glob(f"exact-{model_rec['id']}-*/manifest.json")):
+    for manifest in (folder / "manifest.json" for folder in artifacts.exact_folders(ws, model_rec["id"])):
         try:
             begun = ExactConfig(**json.loads(manifest.read_text())["cfg"])
         except (OSError, ValueError, TypeError, KeyError):
@@ -150,7 +150,7 @@ def in_progress(ws: Workspace, model_id: str) -> list[dict]:
     """Exact runs of this model that have saved chunks but not finished: their (resolved) config
     and the correctness gathered so far (for a live view of the estimate converging)."""
     runs = []
-    for folder in sorted((ws.path / "partial").glob(f"exact-{model_id}-*")):
+    for folder in artifacts.exact_folders(ws, model_id):
         try:
             info = json.loads((folder / "manifest.json").read_text())
             chunks = _load_chunks(folder)
@@ -203,7 +203,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
     if cfg.engine != "sequential" and (why := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe"))):
         raise ArchError(f"{why}; use --engine sequential")
     recipe, key = _recipe(model_rec, cfg), _run_key(model_rec, cfg)
-    folder = ws.path / "partial" / f"exact-{model_rec['id']}-{key}"
+    folder = artifacts.exact_folder(ws, model_rec["id"], key)
     folder.mkdir(parents=True, exist_ok=True)
     progress(0.0, f"engine: {engine} ({engine_why})")
     with _exclusive(folder):

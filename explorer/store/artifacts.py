@@ -9,6 +9,8 @@ Weights are read only through safetensors, so a stored model file can never run 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from safetensors.torch import load_file
@@ -16,7 +18,7 @@ from torch import nn
 
 from .. import data as data_mod
 from .. import models
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..evaluation.embeddings import SampleMap
 from ..memorization import scores
 from ..memorization.scores import SCORES, ScoreSet
@@ -71,19 +73,49 @@ def recipe_of(model_rec: dict) -> Recipe | None:
     return Recipe.from_meta(meta) if meta else None
 
 
+class ArtifactError(UserError):
+    """An artifact file that is there but cannot be read (truncated, overwritten): one line naming
+    it, so the rest of the workspace stays usable."""
+
+
+def _unreadable(ws: Workspace, rec: dict, name: str, err: Exception) -> ArtifactError:
+    path = ws.artifact(rec["kind"], rec["id"], name)
+    return ArtifactError(f"{path} ({name} of {rec['id']}) cannot be read: {first_line(err, named=True)}; the file "
+                         "is damaged: make that record again")
+
+
+def _tensors(ws: Workspace, rec: dict, name: str) -> dict[str, torch.Tensor]:
+    """A safetensors artifact's tensors."""
+    path = ws.read(rec, name)
+    try:
+        return load_file(path)
+    except Exception as err:  # noqa: BLE001 - any decoder error of a damaged file
+        raise _unreadable(ws, rec, name, err) from None
+
+
+def _arrays(ws: Workspace, rec: dict, name: str) -> dict[str, np.ndarray]:
+    """An npz artifact's arrays, all read now (a damaged member fails here, not later)."""
+    path = ws.read(rec, name)
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as err:  # noqa: BLE001 - any decoder error of a damaged file
+        raise _unreadable(ws, rec, name, err) from None
+
+
 def load_model(ws: Workspace, rec: dict, which: str = "weights", device: torch.device | str = "cpu") -> nn.Module:
     """The model record's architecture with its weights (or, `which="init"`, its initial weights)."""
     ds_rec = ws.get(rec["dataset_id"], "dataset")
     channels, size, _ = ds_rec["shape"]
     model = models.build(models.arch_of(rec), channels, len(ds_rec["classes"]), size)
-    model.load_state_dict(load_file(ws.read(rec, STATES[which])))
+    model.load_state_dict(_tensors(ws, rec, STATES[which]))
     return model.to(device)
 
 
 def load_init(ws: Workspace, model_rec: dict) -> dict[str, torch.Tensor] | None:
     """θ_0, the state dict the model's training started from, on the CPU; None for a model
     trained elsewhere."""
-    return load_file(ws.read(model_rec, INIT)) if has(model_rec, INIT) else None
+    return _tensors(ws, model_rec, INIT) if has(model_rec, INIT) else None
 
 
 def load_codes(ws: Workspace, model_rec: dict) -> torch.Tensor | None:
@@ -91,15 +123,14 @@ def load_codes(ws: Workspace, model_rec: dict) -> torch.Tensor | None:
     without them (or imported)."""
     if not has(model_rec, CODES):
         return None
-    return load_file(ws.read(model_rec, CODES))["codes"]
+    return _tensors(ws, model_rec, CODES)["codes"]
 
 
 def load_dynamics(ws: Workspace, model_rec: dict) -> dict[str, np.ndarray]:
     """The samples × epochs arrays recorded while the model trained."""
     if not model_rec.get("has_dynamics"):
         raise UserError(f"model {model_rec['id']} has no training dynamics (it was {model_rec.get('source')})")
-    with np.load(ws.read(model_rec, DYNAMICS)) as z:
-        return {k: z[k] for k in z.files}
+    return _arrays(ws, model_rec, DYNAMICS)
 
 
 def open_blocks(ws: Workspace, model_rec: dict) -> BlockFile | None:
@@ -113,8 +144,7 @@ def open_blocks(ws: Workspace, model_rec: dict) -> BlockFile | None:
 def load_scores(ws: Workspace, rec: dict | str) -> ScoreSet:
     """A score set, by record or id."""
     rec = ws.get(rec, "scores") if isinstance(rec, str) else rec
-    with np.load(ws.read(rec, VALUES)) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = _arrays(ws, rec, VALUES)
     return ScoreSet(rec, arrays.pop("values"), arrays)
 
 
@@ -152,8 +182,8 @@ def find_maps(ws: Workspace, model_id: str, method: str | None = None, seed: int
 
 
 def load_map(ws: Workspace, rec: dict) -> SampleMap:
-    with np.load(ws.read(rec, MAP)) as f:
-        return SampleMap(rec, f["xy"], f["features"], f["pred"])
+    f = _arrays(ws, rec, MAP)
+    return SampleMap(rec, f["xy"], f["features"], f["pred"])
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -164,20 +194,38 @@ def run_samples(ws: Workspace, run: dict) -> dict[str, np.ndarray] | None:
     (`original_train_loss`, `unlearned_test_pred`, …); None for runs made before they were kept."""
     if not has(run, SAMPLES):
         return None
-    with np.load(ws.read(run, SAMPLES)) as z:
-        return {k: z[k] for k in z.files}
+    return _arrays(ws, run, SAMPLES)
 
 
 def evaluation_samples(ws: Workspace, rec: dict) -> dict[str, np.ndarray]:
     """An evaluation's arrays, in `forget_ids` order: `unlearned_phi` and `retrained_phi` (models ×
     forget samples: the margins KLoM reads), `epsilons` (the bound), `epsilons_point`, `points`, and
     `klom` in evaluations made since KLoM was added."""
-    with np.load(ws.read(rec, EVALUATION_SAMPLES)) as z:
-        return {k: z[k] for k in z.files}
+    return _arrays(ws, rec, EVALUATION_SAMPLES)
 
 
 def unlearned_model(ws: Workspace, run: dict) -> nn.Module:
     """The run's unlearned model (the original's architecture with the run's weights)."""
     model = load_model(ws, ws.get(run["model_id"], "model"))
-    model.load_state_dict(load_file(ws.read(run, WEIGHTS)))
+    model.load_state_dict(_tensors(ws, run, WEIGHTS))
     return model
+
+
+# -- partial results: the chunks of a run still under way -----------------------------------------
+
+PARTIAL = "partial"  # the workspace's folder of runs under way, one folder each
+CHUNKS = "chunk-*.npz"  # a run's saved chunks, chunk-00000.npz, …
+
+
+def exact_folder(ws: Workspace, model_id: str, key: str) -> Path:
+    """The folder of an exact-memorization run under way, by the key of its configuration."""
+    return ws.path / PARTIAL / f"exact-{model_id}-{key}"
+
+
+def exact_folders(ws: Workspace, model_id: str) -> list[Path]:
+    """Every exact-memorization run of the model still under way (its folder), oldest name first."""
+    return sorted((ws.path / PARTIAL).glob(f"exact-{model_id}-*"))
+
+
+def chunk_count(folder: Path) -> int:
+    return len(list(folder.glob(CHUNKS)))

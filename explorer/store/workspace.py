@@ -8,6 +8,7 @@ files). Ids are generated here; no user string ever becomes a path.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -47,6 +48,13 @@ MIGRATIONS: list[str] = [
         started   REAL,
         finished  REAL
     );
+    """,
+    # The job queue: a queued job waits in line until `dispatched` (its process started); jobs
+    # from before the queue were started at once, so they count as dispatched.
+    """
+    ALTER TABLE jobs ADD COLUMN dispatched REAL;
+    UPDATE jobs SET dispatched = created;
+    CREATE INDEX jobs_line ON jobs(state, dispatched, created);
     """,
 ]
 
@@ -188,10 +196,13 @@ class Workspace:
                     "INSERT INTO records (id, kind, created, meta) VALUES (?, ?, ?, ?)",
                     (rec_id, kind, created, json.dumps(meta)),
                 )
-        except BaseException:  # a failure or Ctrl-C mid-publish: leave no orphan files either…
+        except BaseException as err:  # a failure or Ctrl-C mid-publish: leave no orphan files either…
             if not self._exists(rec_id):  # …unless the commit went through just before it
                 for path in written:
                     path.unlink(missing_ok=True)
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise WorkspaceError(f"the disk holding {self.path} is full: nothing of this {kind} was written; "
+                                     "free some space and run it again") from None
             raise
         return {"id": rec_id, "kind": kind, "created": created, **meta}
 
@@ -228,7 +239,7 @@ class Workspace:
     def read(self, record: dict, name: str) -> Path:
         path = self.artifact(record["kind"], record["id"], name)
         if not path.exists():
-            raise WorkspaceError(f"{record['id']} has no artifact {name!r}")
+            raise WorkspaceError(f"{record['id']} has no artifact {name!r}: {path} is missing; make that record again")
         return path
 
     def counts(self) -> dict[str, int]:

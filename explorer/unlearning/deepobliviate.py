@@ -259,7 +259,8 @@ def plan(block_ids: list[np.ndarray], forget_ids, requests: str = "set", rule: s
         how = (f" As {len(per)} requests (one per {'block' if requests == 'blocks' else 'point'}), each retrained "
                f"from its own first block onward: {_between(out['fewest'], out['most'])} block retrainings in all, "
                f"against the {B} of retraining the whole chain once.")
-    out["text"] = where + how + (" The stop rule decides where in that range; with τ = 0.05 it rarely stops early."
+    out["text"] = where + how + (" The stop rule decides where in that range; with the default "
+                                 f"τ = {DeepObliviate.spec['tau'].default:g} it rarely stops early."
                                  if out["fewest"] < out["most"] else "")
     for r, req in enumerate(per, start=1):
         if B / req["fewest"] < MANY_BLOCKS_SPEEDUP:
