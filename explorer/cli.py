@@ -759,6 +759,36 @@ def jobs_(
     list_(Listable.jobs, workspace, as_json)
 
 
+JOB_COMMANDS = ("train", "import-model", "import-scores", "memorize", "proxies", "embed", "unlearn", "evaluate", "demo")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit(
+    ctx: typer.Context,
+    title: Annotated[Optional[str], typer.Option(help="What the job is called in lists (default: the command line).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job ends; exit 0 only if it succeeded.")] = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Queue a command as a background job, as the app does: it starts when a slot is free
+    (see `jobs --max-jobs`). Give the command after `--`, e.g. `submit -- unlearn M --forget FS`."""
+    argv = list(ctx.args)
+    if not argv or argv[0] not in JOB_COMMANDS:
+        fail(f"give the command to queue after --, one of {', '.join(JOB_COMMANDS)}; got {' '.join(argv) or 'nothing'}")
+    if {"--workspace", "-w", "--job"} & set(argv):
+        fail("put --workspace before the -- (it is the queue's), and leave --job to the queue")
+    try:
+        ws = Workspace(workspace, create=True)  # a queued train may be the workspace's first job
+        job = jobs.get(ws, jobs.submit(ws, argv, title or " ".join(argv)))
+        if wait:
+            job = jobs.wait(ws, job["id"], timeout=24 * 3600)
+    except UserError as err:
+        fail(first_line(err))
+    emit(job, as_json, f"{job['id']}: {job['state']} ({job['message']})")
+    if wait and job["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
 @app.command()
 def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id.")],

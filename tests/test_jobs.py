@@ -210,3 +210,22 @@ def test_a_job_runs_on_its_share_of_the_cores(ws, monkeypatch):
     assert jobs.max_jobs(ws) == 4
     jobs.set_max_jobs(ws, None)
     assert jobs.max_jobs(ws) == jobs.default_max_jobs() >= 1
+
+
+def test_a_script_queues_a_command_with_submit(tmp_path):
+    """`submit -- COMMAND …` queues it as the app would; --wait returns when it ends; anything but a
+    job command is refused in one line."""
+    import json
+
+    from conftest import run_cli
+
+    from explorer.store.workspace import Workspace
+
+    where = ("--workspace", str(tmp_path / "ws"))  # the queue's, before the --
+    done = run_cli("submit", *where, "--wait", "--json", "--", *QUICK)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout.strip().splitlines()[-1])
+    assert job["state"] == "succeeded" and job["argv"] == QUICK
+    assert Workspace(tmp_path / "ws").get(job["result_id"], "model")["epochs"] == 1
+    bad = run_cli("submit", *where, "--", "list", "models")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: give the command to queue after --")
