@@ -2,6 +2,7 @@
 forms launch the jobs they promise."""
 
 import importlib.util
+import json
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -232,3 +233,30 @@ def test_the_sidebar_lists_a_running_job_only_where_the_page_does_not_show_it(mo
     finally:
         jobs.cancel(ws, job_id)
         jobs.wait(ws, job_id, timeout=60)
+
+
+def test_your_own_method_by_path_gets_a_form_from_its_spec_and_runs(monkeypatch, populated, tmp_path):
+    """Naming a file's Method subclass on the Unlearn page draws its parameters from its spec and
+    launches it as any method: no edit to the project."""
+    ws = populated["ws"]
+    (tmp_path / "mine.py").write_text(
+        "import torch.nn.functional as F\n"
+        "from explorer.unlearning import Method, Param, with_defaults\n\n"
+        "class Damp(Method):\n"
+        "    name, summary = 'damp', 'Fine-tune with a smaller step.'\n"
+        "    spec = {**with_defaults(Method.spec, epochs=1, batch_size=64),\n"
+        "            'shrink': Param(0.5, 'shrink', 'Step scale.', high=1)}\n\n"
+        "    def loss(self, model, retain, forget, step):\n"
+        "        return self.params['shrink'] * F.cross_entropy(model(retain.x), retain.y)\n")
+    at = open_page(monkeypatch, ws, "unlearn")
+    at.multiselect[0].set_value([])
+    at.text_input[0].set_value(f"{tmp_path / 'mine.py'}:Damp").run()
+    assert not at.exception
+    shrink = next(n for n in at.number_input if n.label == "shrink")
+    assert shrink.value == 0.5 and shrink.max == 1.0
+    shrink.set_value(0.25)
+    next(b for b in at.button if b.label == "Run").click().run()
+    job = next(j for j in jobs.list_jobs(ws) if j["argv"][0] == "unlearn" and "Damp" in " ".join(j["argv"]))
+    assert json.loads(job["argv"][job["argv"].index("--params") + 1])["shrink"] == 0.25
+    done = jobs.wait(ws, job["id"], timeout=180)
+    assert done["state"] == "succeeded", jobs.log_tail(done)

@@ -152,8 +152,7 @@ for name in chosen:
                 continue
         params = base_params(name, f"p-{name}")
         try:  # what the method needs of the model, loaded as a run would: one line when the model lacks it
-            method = runs.bind(ws, rec, name, params, preset)
-            needed = runs.needed(ws, rec, method)
+            needed = runs.needed(ws, rec, unlearning.make(name, params, preset))
         except UserError as err:
             st.warning(str(err))
             continue

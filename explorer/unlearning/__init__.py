@@ -45,7 +45,10 @@ def resolve(name: str) -> type[Method] | type[Sequence]:
     if name in SEQUENCES:
         return SEQUENCES[name]
     if ":" in name:
-        return _user_method(name)
+        where = name.rpartition(":")[0]
+        path = Path(where).expanduser()
+        # A file is read again once it changes (the app's process lives long); a module once.
+        return _user_method(name, path.stat().st_mtime if where.endswith(".py") and path.is_file() else None)
     raise ParamError(f"unknown method {name!r}; choose one of {', '.join(NAMES)}, or MODULE:CLASS for your own")
 
 
@@ -54,7 +57,7 @@ def is_user_method(name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _user_method(name: str) -> type[Method]:
+def _user_method(name: str, mtime: float | None) -> type[Method]:
     where, _, attr = name.rpartition(":")
     try:
         if where.endswith(".py"):
