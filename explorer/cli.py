@@ -22,7 +22,7 @@ from typing import Annotated, Callable, Optional, TypeVar
 import typer
 from typer.exceptions import TyperException
 
-from . import data, models, training, unlearning
+from . import commands, data, models, training, unlearning
 from .data import DatasetSpec
 from .errors import UserError, first_line, json_object
 from .evaluation import choice, embeddings
@@ -142,13 +142,12 @@ def recipe_options(command: Callable, recipe_cls: type | None = None) -> Callabl
     base = inspect.signature(command, eval_str=True)
     added = []
     for f in declared:
-        knob, flag = f.metadata["knob"], f.name.replace("_", "-")
-        note = f" (default: {knob.default_note} {f.default})" if knob.default_note else f" (default: {f.default})"
-        decl = (f"--{flag}/--no-{flag}",) if training.recipe.kind(f) == "bool" else (f"--{flag}",)
+        flag = commands.option(f.name)
+        decl = (f"{flag}/--no-{flag[2:]}",) if training.recipe.kind(f) == "bool" else (flag,)
+        help = f"{f.metadata['knob'].help} (default: {training.recipe.default_text(f)})"
         added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                        annotation=Annotated[Optional[kinds[training.recipe.kind(f)]],
-                                                            typer.Option(*decl, help=knob.help + note,
-                                                                         show_default=False)]))
+                                                            typer.Option(*decl, help=help, show_default=False)]))
     names = [f.name for f in declared]
 
     @functools.wraps(command)

@@ -399,7 +399,7 @@ def recipe_inputs(columns, recipe_cls: type | None = None) -> dict:
     offered = [f for f in dataclasses.fields(recipe_cls or training.Recipe) if f.metadata["knob"].form]
     for f, col in zip(offered, itertools.cycle(columns)):
         knob = f.metadata["knob"]
-        note = f"Empty: {knob.default_note} {f.default}." if knob.default_note else f"Empty: {f.default}."
+        note = f"Empty: {training.recipe.default_text(f)}."
         if training.recipe.kind(f) == "bool":
             values[f.name] = col.checkbox(knob.label, help=knob.help) or None
             continue

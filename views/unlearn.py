@@ -59,8 +59,9 @@ own = st.text_input("Your own method (optional)", placeholder="path/to/file.py:C
                          "own `unlearn` (docs/methods.md has a ten-line example). Naming it imports the file: its "
                          "code runs, as `python` would run it.").strip()
 if own:
-    if ":" in own.split("/")[-1] and own.rpartition(":")[0].endswith(".py"):
-        own = f"{Path(own.rpartition(':')[0]).expanduser().resolve()}:{own.rpartition(':')[2]}"  # jobs run elsewhere
+    where, _, class_name = own.rpartition(":")
+    if where.endswith(".py"):  # the job runs in another folder: name the file absolutely
+        own = f"{Path(where).expanduser().resolve()}:{class_name}"
     try:
         unlearning.resolve(own)
         chosen = [*chosen, own]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import RecipeError
 
-__all__ = ["KNOBS", "PAPER", "REGIME", "Knob", "Recipe", "RecipeError", "default_for", "kind", "knob"]
+__all__ = ["KNOBS", "PAPER", "REGIME", "Knob", "Recipe", "RecipeError", "default_for", "default_text", "kind", "knob"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ class Knob:
 def kind(f) -> str:
     """A recipe field's type as a name, "int", "float" or "bool", however it was annotated."""
     return f.type if isinstance(f.type, str) else f.type.__name__
+
+
+def default_text(f) -> str:
+    """Where a recipe field's default comes from, in words, for the CLI's help and the form."""
+    note = f.metadata["knob"].default_note
+    return f"{note} {f.default}" if note else f"{f.default}"
 
 
 def knob(default, label: str, help: str, **how) -> object:
