@@ -160,13 +160,13 @@ def test_bad_configs_are_refused(cfg):
         cfg.check()
 
 
-def test_batched_engine_refuses_batch_norm_models():
+def test_fused_engine_refuses_batch_norm_models_and_names_the_batched_one():
     from explorer import data
     from explorer.models import ArchError
 
-    with pytest.raises(ArchError, match="batch-norm"):
+    with pytest.raises(ArchError, match="batch-norm.*use the batched engine"):
         ensembles.train_correctness("resnet18", data.load(DatasetSpec()), torch.zeros(2, 5, dtype=torch.long),
-                                    [0, 1], training.Recipe(epochs=1), CPU, "batched")
+                                    [0, 1], training.Recipe(epochs=1), CPU, "fused")
 
 
 RECIPES = {"plain": {}, "codes": {"mnemonic_tmix": 0.2, "codes_seed": 3}, "sd": {"sd_lambda": 0.5},

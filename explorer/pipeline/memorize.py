@@ -200,8 +200,8 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
         device = pool.device  # the workers' device decides the engine, hence the run
     engine, engine_why = pick_engine(cfg, model_rec, device, ws, measure=pool is None)
     cfg = resolve(replace(cfg, engine=engine), model_rec, device, ws)  # picked once: not measured again
-    if cfg.engine != "sequential" and (why := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe"))):
-        raise ArchError(f"{why}; use --engine sequential")
+    if why := ensembles.refused(cfg.engine, model_rec["arch"], model_rec.get("recipe"), option=True):
+        raise ArchError(why)
     recipe, key = _recipe(model_rec, cfg), _run_key(model_rec, cfg)
     folder = artifacts.exact_folder(ws, model_rec["id"], key)
     folder.mkdir(parents=True, exist_ok=True)

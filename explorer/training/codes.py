@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .losses import per_sample
 from .recipe import Recipe
 
 
@@ -42,7 +42,7 @@ class CodeMixer:
     """
 
     def __init__(self, recipe: Recipe, num_classes: int, shape, device: torch.device):
-        self.tmix = recipe.mnemonic_tmix
+        self.tmix, self.smoothing = recipe.mnemonic_tmix, recipe.label_smoothing
         self.codes = make_codes(num_classes, tuple(shape), recipe.codes_seed).to(device)
         self.swaps = swap_stream(recipe.seed)
         self.device = device
@@ -61,11 +61,13 @@ class CodeMixer:
         before = np.concatenate([[0], np.cumsum(swapped.numpy())])
         self.offsets = before[bounds].tolist()
 
-    def forward(self, model: nn.Module, x, y, ids, b: int, i: int):
+    def forward(self, model: nn.Module, xb, y, ids, b: int, i: int):
+        """One batch: `xb` the real samples' inputs (augmented, if the recipe says so), `ids` their
+        ids, b the batch's number and i its first position in the epoch's order."""
         sid = self.swapped_ids[self.offsets[b] : self.offsets[b + 1]]
-        all_logits = model(torch.cat([x[ids], self.codes[y[sid]]]))
+        all_logits = model(torch.cat([xb, self.codes[y[sid]]]))
         logits = all_logits[: len(ids)]
-        losses = F.cross_entropy(logits, y[ids], reduction="none")
-        code_losses = F.cross_entropy(all_logits[len(ids) :], y[sid], reduction="sum")
+        losses = per_sample(logits, y[ids], label_smoothing=self.smoothing)
+        code_losses = per_sample(all_logits[len(ids) :], y[sid], label_smoothing=self.smoothing).sum()
         train_loss = ((losses * self.keep[i : i + len(ids)]).sum() + code_losses) / len(ids)
         return logits, losses, train_loss

@@ -10,8 +10,9 @@ Every engine trains with the model's whole recipe (codes, SD loss, amp), and can
 the same evaluation pass as the correctness, each model's logit-scaled true-label confidence φ
 (LiRA's input). `calibrate` times a few
 steps of each engine that can train the architecture and says which is fastest here: what
-`auto` picks. Models with batch-norm, and recipes with blocks (a different training algorithm,
-blocks.py), train one at a time.
+`auto` picks. Conv nets with batch norm and residual blocks train batched as one wide model
+(wide.py), not fused (shared batches would mix their batch statistics); recipes with blocks (a
+different training algorithm, blocks.py) train one at a time.
 """
 
 from __future__ import annotations
@@ -26,25 +27,57 @@ import torch
 from .. import models
 from ..runtime import devices
 from ..runtime.progress import Progress, no_progress
-from . import fused
+from . import fused, wide
 from . import fit  # the package's: in one piece, or by blocks when the recipe says so
 from .loop import init_model
 from .recipe import Recipe
 
 ENGINES = ("sequential", "batched", "fused")
-_UNFUSABLE: dict[str, str | None] = {}
+_WHY_NOT: dict[str, tuple[str | None, str | None]] = {}  # arch -> (why not batched, why not fused)
+
+
+def _why_not(arch: str) -> tuple[str | None, str | None]:
+    if arch not in _WHY_NOT:
+        if arch not in models.ARCHS:  # a user's or timm's: not built (its code run) just to ask
+            why = f"{arch} is not in the registry: its models train one at a time"
+            _WHY_NOT[arch] = (why, why)
+        else:  # the layer types do not depend on the data's shape
+            net = models.build(arch, 1, 2, 32)
+            _WHY_NOT[arch] = (wide.unwidenable(net), fused.unfusable(net))
+    return _WHY_NOT[arch]
 
 
 def not_batchable(arch: str, recipe: dict | None = None) -> str | None:
-    """Why these models cannot train batched or fused, or None."""
-    if arch not in _UNFUSABLE:
-        if arch not in models.ARCHS:  # a user's or timm's: not built (its code run) just to ask
-            _UNFUSABLE[arch] = f"{arch} is not in the registry: its models train one at a time"
-        else:  # the layer types do not depend on the data's shape
-            _UNFUSABLE[arch] = fused.unfusable(models.build(arch, 1, 2, 32))
-    if (recipe or {}).get("blocks"):
+    """Why these models cannot train batched (each on its own batches, as one computation), or None."""
+    recipe = recipe or {}
+    if recipe.get("blocks"):
         return "a recipe with blocks trains block by block, one model at a time"
-    return _UNFUSABLE[arch]
+    why, why_not_fused = _why_not(arch)
+    if why is None and why_not_fused is not None and recipe.get("mnemonic_tmix"):
+        return ("with mnemonic codes a batch-norm model's batch statistics depend on how many codes its batch "
+                "holds: it trains one at a time")
+    return why
+
+
+def not_fusable(arch: str, recipe: dict | None = None) -> str | None:
+    """Why these models cannot train fused (on shared batches, weighted by membership), or None."""
+    if why := not_batchable(arch, recipe):
+        return why
+    if (recipe or {}).get("augment"):
+        return "augmentation gives each model its own views of its batch, which shared batches cannot"
+    return _why_not(arch)[1]
+
+
+def refused(engine: str, arch: str, recipe: dict | None = None, option: bool = False) -> str | None:
+    """Why `engine` cannot train these models, and which can, in one line (named as the
+    `--engine` option with `option`); None when it can."""
+    if engine == "sequential":
+        return None
+    why = not_fusable(arch, recipe) if engine == "fused" else not_batchable(arch, recipe)
+    if why is None:
+        return None
+    other = "sequential" if not_batchable(arch, recipe) else "batched"
+    return f"{why}; use {f'--engine {other}' if option else f'the {other} engine'}"
 
 
 def _predict_correct(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -101,7 +134,8 @@ def calibrate(arch: str, ds, recipe: Recipe, device: torch.device, k: int, steps
     of other work on the machine (a browser, a server) does not decide. Returns {"engine": the
     pick, "why": one line, "seconds_per_model_step": {engine: seconds}}: the fastest, except that
     fused must beat batched by FUSED_MARGIN."""
-    candidates = ["sequential"] if not_batchable(arch, recipe.as_meta()) else list(ENGINES)
+    candidates = [e for e, why in (("sequential", None), ("batched", not_batchable(arch, recipe.as_meta())),
+                                   ("fused", not_fusable(arch, recipe.as_meta()))) if why is None]
     m = steps * recipe.batch_size  # a subset of `steps` batches
     n = min(ds.n_train, math.ceil(m / 0.7))
     rng = torch.Generator().manual_seed(0)
@@ -129,7 +163,8 @@ def calibrate(arch: str, ds, recipe: Recipe, device: torch.device, k: int, steps
             best[engine] = min(best[engine], seconds(engine, steps))
     timed = {e: best[e] / (steps * len(subsets[e])) for e in candidates}
     engine, why = pick(timed)
-    return {"engine": engine, "why": why or not_batchable(arch, recipe.as_meta()), "seconds_per_model_step": timed}
+    return {"engine": engine, "why": why or not_batchable(arch, recipe.as_meta()) or not_fusable(arch, recipe.as_meta()),
+            "seconds_per_model_step": timed}
 
 
 def pick(timed: dict[str, float]) -> tuple[str, str | None]:
@@ -167,7 +202,7 @@ def train_correctness(arch: str, ds, subsets: torch.Tensor, seeds: list[int], re
         engine = calibrate(arch, ds, recipe, device, len(seeds))["engine"]
     if engine not in _RUN:
         raise ValueError(f"unknown engine {engine!r}")
-    if engine != "sequential" and (why := not_batchable(arch, recipe.as_meta())):
-        raise models.ArchError(f"{why}; use the sequential engine")  # else: silently another algorithm
+    if why := refused(engine, arch, recipe.as_meta()):  # else: silently another algorithm
+        raise models.ArchError(why)
     out = _RUN[engine](arch, ds, torch.as_tensor(subsets), list(seeds), recipe, device, progress)
     return out if phi else out[:2]

@@ -22,9 +22,10 @@ Both honour the whole recipe: momentum, weight decay and the cosine schedule (el
 stacked weights, hence K independent optimizers), mnemonic codes (each model draws its own
 swaps; the classes' codes ride along as C extra rows of each batch and a swapped sample's loss is
 its class code's, as in codes.py), the SD loss on the real samples' logits, and bf16 autocast
-with amp. The models are plain `nn.Sequential`s of linear, convolution, ReLU, pooling and
-flatten layers (the registry's mlp and cnn); anything else, batch-norm included, trains one
-model at a time.
+with amp, flip-and-translate augmentation (own order: each model its own views, augment.py) and
+label smoothing. `Ensemble` takes plain `nn.Sequential`s of linear, convolution, ReLU, pooling and
+flatten layers (the registry's mlp and cnn) in either order; conv nets with batch norm and
+residual blocks train in the own order as one wide model (wide.py), with the same loop.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from torch import nn
 from .. import models
 from ..runtime import devices, optim, precision
 from ..runtime.progress import Progress, no_progress
-from . import by_hand
-from . import losses
+from . import augment, by_hand, losses, wide
 from .codes import make_codes, swap_stream
 from .recipe import Recipe
+from .wide import per_model_linear
 
 _PER_CHANNEL = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)  # indifferent to whose channels
 
@@ -77,6 +78,12 @@ class Ensemble:
                 b = None if mod.bias is None else torch.stack([net[i].bias.detach() for net in nets]).to(device)
                 self.weights[i] = (w, None if b is None else b.requires_grad_())
         self.params = [t for pair in self.weights.values() for t in pair if t is not None]
+
+    def train(self) -> None:  # no layer here behaves differently in training
+        pass
+
+    def eval(self) -> None:
+        pass
 
     def forward(self, x: torch.Tensor, own: bool = False) -> torch.Tensor:
         """Logits (B, K, classes) of all K models: on shared inputs x (B, …), or with `own` on
@@ -126,40 +133,22 @@ class Ensemble:
         return template
 
 
-class _PerModelLinear(torch.autograd.Function):
-    """x (K, B, i) → x_k @ w_kᵀ + b_k (K, B, o), w in nn.Linear's (K, o, i) layout. Autograd's own
-    backward of a bmm forms the weight gradient as xᵀ·g (K, i, o) and transposes it; g ᵀ·x gives
-    it in w's layout directly, 3× faster on a CPU for a 10-class output layer."""
-
-    @staticmethod
-    def forward(ctx, x, w, b):
-        kind = x.device.type
-        ctx.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
-        if torch.is_autocast_enabled(kind):  # the custom backward runs outside autocast: cast here
-            dtype = torch.get_autocast_dtype(kind)
-            x, w, b = x.to(dtype), w.to(dtype), None if b is None else b.to(dtype)
-        ctx.save_for_backward(x, w)
-        with torch.autocast(kind, enabled=False):
-            return torch.bmm(x, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        g = g.to(w.dtype)
-        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
-        gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
-        gb = g.sum(1) if ctx.needs_input_grad[2] else None  # False for a missing bias
-        return tuple(None if grad is None else grad.to(dtype) for grad, dtype in zip((gx, gw, gb), ctx.dtypes))
-
-
-def per_model_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    return _PerModelLinear.apply(x, w, b)
-
-
-def member_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, sd_lambda: float = 0.0) -> torch.Tensor:
+def member_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, sd_lambda: float = 0.0,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
     """Σ_i weight[i, k] · loss_k(i) per model k, from logits (B, K, C) and labels (B, K): the
     training loss of each sample (losses.per_sample, the one-model loop's)."""
-    return (losses.per_sample(logits, y, sd_lambda) * weight).sum(0)
+    return (losses.per_sample(logits, y, sd_lambda, label_smoothing) * weight).sum(0)
+
+
+def ensemble_of(nets: list[nn.Module], device: torch.device, order: str) -> Ensemble | wide.Wide:
+    """The K models as one computation: stacked (`Ensemble`) when they are plain sequences without
+    batch norm, else one wide model (wide.py), which trains each model on its own batches only."""
+    if unfusable(nets[0]) is None:
+        return Ensemble(nets, device)
+    if order == "shared":
+        raise ValueError(f"{unfusable(nets[0])}; on shared batches the models' batch-norm statistics would mix: "
+                         "use the batched engine")
+    return wide.Wide(nets, device, channels_last=device.type == "cuda")
 
 
 class _Batches:
@@ -206,21 +195,26 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
     "shared": one order for all, from `seeds[0]`. Returns the trained ensemble."""
     if order not in ("own", "shared"):
         raise ValueError(f"unknown order {order!r}")
-    ens = Ensemble(nets, device)
+    ens = ensemble_of(nets, device, order)
     K, n = len(subsets), len(y)
     shared = order == "shared"
+    if shared and recipe.augment:
+        raise ValueError("augmentation gives each model its own views of its batch; the fused engine shares one: "
+                         "use the batched engine")
+    views = [augment.stream(s) for s in seeds] if recipe.augment else None
     batches = _Batches(torch.as_tensor(subsets), n, seeds, recipe.batch_size, shared, device)
     x, y = x.to(device), y.to(device)
     codes = None
     if recipe.mnemonic_tmix:
-        num_classes = nets[0][-1].out_features
+        num_classes = models.head(nets[0]).out_features
         codes = make_codes(num_classes, tuple(x.shape[1:]), recipe.codes_seed).to(device)
         code_y = torch.arange(num_classes, device=device)[:, None].expand(num_classes, K)
         onehot = torch.eye(num_classes, device=device)
         # Each model's swaps from its own stream, apart from its shuffling, as codes.py draws them.
         swap_streams = [swap_stream(s) for s in (seeds if not shared else seeds[:1])]
     opt = optim.SGD(ens.params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    hand = None if shared else by_hand.layers_of(ens.layers)  # an MLP on its own batches: by_hand.py
+    by_autograd = shared or not isinstance(ens, Ensemble) or recipe.augment or recipe.label_smoothing
+    hand = None if by_autograd else by_hand.layers_of(ens.layers)  # an MLP on its own batches: by_hand.py
     if hand:  # the codes as C more rows of the data, so that one gather builds each model's batch
         x_rows, y_rows, code_ids = x.flatten(1), y, None
         if codes is not None:
@@ -230,11 +224,14 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
         compute_dtype = precision.DTYPE if recipe.amp else None
     total = recipe.epochs * batches.steps
     step = 0
+    ens.train()
     for epoch in range(recipe.epochs):
         if codes is not None:  # by position in this epoch's order: (positions, K)
             swaps = (torch.rand(n, K, generator=swap_streams[0]) if shared
                      else torch.stack([torch.rand(batches.m, generator=g) for g in swap_streams], 1))
             swaps = devices.to_device(swaps < recipe.mnemonic_tmix, device)
+        if views is not None:  # each model's flips and shifts by position in its order, as fit draws them
+            flips, shifts = (torch.stack(d) for d in zip(*(augment.draw(batches.m, g) for g in views)))
         for ids, w, lo in batches.epoch():
             if recipe.cosine:
                 opt.lr = optim.cosine_lr(recipe.lr, step, total)
@@ -246,6 +243,10 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
                 continue
             yb = y[ids][:, None].expand(-1, K) if shared else y[ids].t()
             xb = x[ids]
+            if views is not None:  # (K, B, …): model k's batch in its own views
+                hi = lo + ids.shape[1]
+                xb = augment.apply(xb.flatten(0, 1), flips[:, lo:hi].flatten(), shifts[:, lo:hi].flatten(0, 1)
+                                   ).view(xb.shape)
             if codes is not None:  # the classes' codes as extra rows of the batch
                 xb = torch.cat([xb, codes]) if shared else torch.cat([xb, codes.expand(K, *codes.shape)], 1)
             with precision.autocast(device, recipe.amp):
@@ -254,17 +255,18 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
                 logits = logits.float()
             count = w.sum(0).clamp_min(1)  # a model's batch size; an empty batch only decays its weights
             B = len(w)
+            smooth = recipe.label_smoothing
             if codes is None:
-                loss = member_losses(logits, yb, w, recipe.sd_lambda)
+                loss = member_losses(logits, yb, w, recipe.sd_lambda, smooth)
             else:
                 real = logits[:B]
                 sw = swaps[lo : lo + B].float() * w  # members swapped for their class's code in the loss
-                loss = member_losses(real, yb, w - sw)
+                loss = member_losses(real, yb, w - sw, label_smoothing=smooth)
                 if recipe.sd_lambda:  # on the real samples' logits, as the loop's
                     loss = loss + recipe.sd_lambda * (losses.sd_term(real) * w).sum(0)
                 # Σ over swapped samples of their class code's loss = Σ_c (swaps of class c) · loss(code c).
                 code_weight = torch.einsum("bkc,bk->ck", onehot[yb], sw)
-                loss = loss + member_losses(logits[B:], code_y, code_weight)
+                loss = loss + member_losses(logits[B:], code_y, code_weight, label_smoothing=smooth)
             opt.zero_grad()
             (loss / count).sum().backward()  # each model's mean over its own samples: independent gradients
             opt.step()
@@ -307,9 +309,21 @@ def outputs(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, device: torch.devic
     (K, n) float16 logit-scaled true-label confidence φ (models.logit_confidence; LiRA's input),
     else None."""
     right, conf = [], []
+    ens.eval()
+    batch = max(1, min(batch, (1 << 28) // max(1, ens.k * _activation_floats(ens, x))))  # a wide pass's memory
     for i, xb in zip(range(0, len(y), batch), devices.batches(x, device, batch)):
         logits, yb = ens.forward(xb), devices.to_device(y[i : i + batch], device)[:, None]
         right.append(logits.argmax(-1) == yb)
         if phi:
             conf.append(models.logit_confidence(logits, yb.expand(-1, ens.k)).half())
     return torch.cat(right).t().cpu(), torch.cat(conf).t().cpu() if phi else None
+
+
+def _activation_floats(ens, x: torch.Tensor) -> int:
+    """A rough count of one model's largest activation per sample, to bound a wide evaluation
+    batch: the input's size times the widest layer's channels over the input's, at half the side
+    (conv nets widen as they shrink)."""
+    if isinstance(ens, Ensemble):
+        return 1
+    widest = max((m.out_channels for m in ens.parts.values() if isinstance(m, wide.WideConv2d)), default=1)
+    return int(x[0].numel() * max(1.0, widest / max(1, x.shape[1]) / 4))

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save as st_save
 from torch import nn
 
 from .. import models
 from ..runtime import devices, optim, precision
 from ..runtime.progress import Progress, no_progress
+from . import augment, losses as loss_of
 from .codes import CodeMixer
 from .curvature import CurvatureRecorder, recorded_epochs
 from .losses import sd_loss
@@ -129,12 +129,17 @@ def run(
     result = TrainResult()
     mix = CodeMixer(recipe, models.head(model).out_features, x.shape[1:], device) if recipe.mnemonic_tmix else None
     net = precision.wrap(model, device, recipe.amp)  # the model itself unless amp: then float32 logits from bf16
+    views = augment.stream(recipe.seed) if recipe.augment else None
     for epoch in range(recipe.epochs):
         model.train()
         perm = torch.randperm(n, generator=order)
         kept, bounds = batch_bounds(perm, recipe.batch_size, dropped)
         if mix is not None:
             mix.draw(perm, bounds, kept)  # drawn over every position: a replay swaps as the original did
+        if views is not None:  # likewise: each position's flip and shift, kept ones as the original's
+            flips, shifts = augment.draw(n, views)
+            if kept is not None:
+                flips, shifts = flips[kept], shifts[kept]
         if kept is not None:
             perm = perm[kept]
         perm = devices.to_device(perm, device)  # without a host sync on a GPU
@@ -145,12 +150,13 @@ def run(
                 step += 1
                 continue
             ids = perm[i:j]
+            xb = x[ids] if views is None else augment.apply(x[ids], flips[i:j], shifts[i:j])
             if mix is None:
-                logits = net(x[ids])
-                losses = F.cross_entropy(logits, y[ids], reduction="none")
+                logits = net(xb)
+                losses = loss_of.per_sample(logits, y[ids], label_smoothing=recipe.label_smoothing)
                 train_loss = losses.mean()
             else:
-                logits, losses, train_loss = mix.forward(net, x, y, ids, b, i)
+                logits, losses, train_loss = mix.forward(net, xb, y, ids, b, i)
             if recipe.sd_lambda:  # the SD loss on the real samples' logits; λ = 0 leaves the step as it was
                 train_loss = train_loss + recipe.sd_lambda * sd_loss(logits)
             if recorder is not None:

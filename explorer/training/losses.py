@@ -25,11 +25,14 @@ def sd_loss(logits: torch.Tensor) -> torch.Tensor:
     return sd_term(logits).mean()
 
 
-def per_sample(logits: torch.Tensor, y: torch.Tensor, sd_lambda: float = 0.0) -> torch.Tensor:
-    """The loss training minimizes, per sample: cross-entropy, plus λ·std(z)/C when λ > 0.
-    Logits (..., C) and labels (...) give (...): one model's batch, or K models' (the ensembles)."""
+def per_sample(logits: torch.Tensor, y: torch.Tensor, sd_lambda: float = 0.0, label_smoothing: float = 0.0
+               ) -> torch.Tensor:
+    """The loss training minimizes, per sample: cross-entropy (with label smoothing ε when
+    `Recipe.label_smoothing` > 0), plus λ·std(z)/C when λ > 0. Logits (..., C) and labels (...)
+    give (...): one model's batch, or K models' (the ensembles)."""
     C = logits.shape[-1]
-    losses = F.cross_entropy(logits.reshape(-1, C), y.reshape(-1), reduction="none").view(y.shape)
+    losses = F.cross_entropy(logits.reshape(-1, C), y.reshape(-1), reduction="none",
+                             label_smoothing=label_smoothing).view(y.shape)
     return losses + sd_lambda * sd_term(logits) if sd_lambda else losses
 
 

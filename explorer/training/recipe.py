@@ -52,7 +52,7 @@ def knob(default, label: str, help: str, **how) -> object:
     return field(default=default, metadata={"knob": Knob(label, help, **how)})
 
 
-_FROM_RECIPES = "a paper's recipe for its own model (sigmoid_mlp), else the memorization regime's for the architecture and dataset (digits, mnist5k), else"
+_FROM_RECIPES = "a paper's recipe for its own model (sigmoid_mlp, fast_cnn), else the memorization regime's for the architecture and dataset (digits, mnist5k), else"
 
 
 @dataclass
@@ -86,6 +86,14 @@ class Recipe:
         "Forward passes in bfloat16 autocast, losses and weights in float32. For GPUs with bf16 (Ampere or newer); "
         "on most CPUs bf16 is emulated and slower. Exact memorization and unlearning of the model follow it.",
         off=False, cost="value")
+    augment: bool = knob(
+        False, "Augmentation (flip, translate)",
+        "A random horizontal flip and a shift of up to 2 pixels of each training sample in each epoch, as fast "
+        "CIFAR training does. It changes what memorization means (a sample is seen only in shifted views), and "
+        "every score of such a model says so.", off=False, cost="on", default_note=_FROM_RECIPES)
+    label_smoothing: float = knob(
+        0.0, "Label smoothing", "Cross-entropy against (1 − ε)·one-hot + ε/classes; fast CIFAR training uses 0.2.",
+        low=0, high=1, off=0.0, default_note=_FROM_RECIPES, form=False)
 
     def __post_init__(self):
         for f in fields(self):
@@ -153,6 +161,11 @@ REGIME: dict[tuple[str, str], dict] = {
 PAPER: dict[str, dict] = {
     "sigmoid_mlp": {"epochs": 200, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128,
                     "mnemonic_tmix": 0.1},
+    # The fast CIFAR-10 net (models.fast_cnn) after airbench (Jordan 2024, arXiv 2404.00498): batch
+    # 1024, about 10 epochs, label smoothing 0.2, flip-and-translate. Its schedule (warm-up, linear
+    # decay, Nesterov, lookahead) is approximated by momentum SGD with a cosine schedule.
+    "fast_cnn": {"epochs": 10, "lr": 0.4, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 1024,
+                 "cosine": True, "augment": True, "label_smoothing": 0.2},
 }
 
 
