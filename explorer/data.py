@@ -8,6 +8,7 @@ in the test split.
 from __future__ import annotations
 
 import functools
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,6 +196,75 @@ def _torchvision(cls_name: str, layout: str):
     return load
 
 
+# torchvision's on-disk layout of CIFAR (what its download unpacks): folder, training files, test
+# files, the label key, the class-names file and its key.
+CIFAR_LAYOUTS = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels",
+                "batches.meta", b"label_names"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", "meta", b"fine_label_names"),
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles CIFAR's files (dicts of bytes, lists and numpy arrays) and nothing else: a pickle
+    can name any callable, and a data file must not run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2: a pure function
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR file")
+        return super().find_class(module, name)
+
+
+def _read_cifar_file(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return _ArraysOnly(f, encoding="bytes").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise DataError(f"{path} is not a CIFAR batch file ({type(err).__name__}: {err})") from None
+
+
+def _cifar(name: str):
+    """CIFAR-10/100 from torchvision's on-disk layout (root/cifar-10-batches-py, root/cifar-100-python),
+    read directly: no download, no checksum of the files (a subset or a rebuilt copy loads too). When
+    the folder is not there, torchvision downloads it (online)."""
+    folder_name, train_files, test_files, label_key, meta_file, names_key = CIFAR_LAYOUTS[name]
+    fallback = _torchvision("CIFAR10" if name == "cifar10" else "CIFAR100", "rgb")
+
+    def load(spec: DatasetSpec):
+        root = Path(spec.root).expanduser()
+        folder = root / folder_name if (root / folder_name).is_dir() else root if root.name == folder_name else None
+        if folder is None:
+            return fallback(spec)
+        parts = []
+        for files in (train_files, test_files):
+            missing = [f for f in files if not (folder / f).is_file()]
+            if missing:
+                raise DataError(f"{folder} lacks {', '.join(missing)} (torchvision's {name} layout)")
+            batches = [_read_cifar_file(folder / f) for f in files]
+            try:
+                images = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
+                labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+            except (KeyError, ValueError) as err:
+                raise DataError(f"{folder} holds a file that is not a {name} batch ({err})") from None
+            if len(images) != len(labels):
+                raise DataError(f"{folder} holds {len(images)} images but {len(labels)} labels")
+            parts += [images.transpose(0, 2, 3, 1), labels]
+        classes = None
+        if (folder / meta_file).is_file():
+            classes = [c.decode() if isinstance(c, bytes) else str(c)
+                       for c in _read_cifar_file(folder / meta_file).get(names_key, [])]
+        n_classes = 10 if name == "cifar10" else 100
+        classes = classes if classes and len(classes) == n_classes else [str(c) for c in range(n_classes)]
+        return [classes, *parts, {"train_origin": np.arange(len(parts[1])), "source_size": len(parts[1])}]
+
+    return load
+
+
 def _image_folder(spec: DatasetSpec):
     """`root/<class>/*.png` (split by seed) or `root/train/<class>/…` + `root/test/<class>/…`, at
     the images' own size, which must be one square size for the whole folder; `spec.image_size`
@@ -260,8 +330,8 @@ SOURCES = {
     "mnist5k": _mnist5k,
     "mnist": _torchvision("MNIST", "gray"),
     "fashion_mnist": _torchvision("FashionMNIST", "gray"),
-    "cifar10": _torchvision("CIFAR10", "rgb"),
-    "cifar100": _torchvision("CIFAR100", "rgb"),
+    "cifar10": _cifar("cifar10"),
+    "cifar100": _cifar("cifar100"),
     "svhn": _torchvision("SVHN", "svhn"),
     "imagefolder": _image_folder,
 }

@@ -123,3 +123,54 @@ def test_image_folder_loads_classes_and_splits(tmp_path):
     assert ds.classes == ["cat", "dog"] and ds.shape == (3, 32, 32)
     assert ds.n_train == 12 and len(ds.y_test) == 4
     assert ds.thumbs_train.shape == (12, 32, 32, 3)
+
+
+def _write_cifar(root, name, n_train=30, n_test=10):
+    """Files in torchvision's on-disk layout of CIFAR (pickled dicts, protocol 2, as published)."""
+    import pickle
+
+    folder_name, train_files, test_files, label_key, meta_file, names_key = data.CIFAR_LAYOUTS[name]
+    folder = root / folder_name
+    folder.mkdir(parents=True)
+    classes = 10 if name == "cifar10" else 100
+    rng = np.random.default_rng(0)
+    written = {}
+    for files, n in ((train_files, n_train), (test_files, n_test)):
+        for i, f in enumerate(files):
+            images = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+            labels = [(j * 7 + i) % classes for j in range(n)]
+            with open(folder / f, "wb") as out:
+                pickle.dump({b"batch_label": b"x", label_key: labels, b"data": images,
+                             b"filenames": [b"f%d.png" % j for j in range(n)]}, out, protocol=2)
+            written[f] = (images, labels)
+    with open(folder / meta_file, "wb") as out:
+        pickle.dump({names_key: [b"class%d" % c for c in range(classes)]}, out, protocol=2)
+    return written
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_is_read_from_torchvisions_layout_without_a_download(tmp_path, name):
+    written = _write_cifar(tmp_path, name)
+    ds = data.load(data.DatasetSpec(name=name, root=str(tmp_path)))
+    first_train = next(iter(written.values()))
+    n_train_files = 5 if name == "cifar10" else 1
+    assert ds.n_train == 30 * n_train_files and len(ds.y_test) == 10
+    assert ds.shape == (3, 32, 32) and ds.classes[1] == "class1"
+    # pixels as stored: row-major 3×32×32 per image, channel first in the file, last in the thumbnails
+    assert np.array_equal(ds.thumbs_train[0], first_train[0][0].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert ds.y_train[:3].tolist() == first_train[1][:3]
+
+
+def test_a_cifar_file_that_names_code_is_refused_in_one_line(tmp_path):
+    import pickle
+
+    _write_cifar(tmp_path, "cifar10")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_2", "wb") as out:
+        pickle.dump({b"data": Evil()}, out)
+    with pytest.raises(data.DataError, match="not allowed"):
+        data.load(data.DatasetSpec(name="cifar10", root=str(tmp_path)))
