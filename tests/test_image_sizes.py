@@ -14,7 +14,7 @@ from explorer import data, training
 from explorer.cli import app
 from explorer.data import DataError, DatasetSpec
 from explorer.pipeline import checkpoints
-from explorer.store import artifacts
+from explorer.store import artifacts, records
 from explorer.store.workspace import Workspace
 from test_own_models import logits, rum_resnet18, train_steps
 
@@ -52,7 +52,7 @@ def test_a_16_pixel_folder_stays_16_and_its_record_says_so(tmp_path, ws):
 def test_a_record_made_when_folders_were_resized_still_loads_at_32(tmp_path):
     spec = folder(tmp_path / "imgs")
     old = {k: v for k, v in spec.as_meta().items() if k != "image_size"}  # as such records were written
-    assert data.load(artifacts.spec_of(old)).shape == (3, 32, 32)
+    assert data.load(artifacts.spec_of(records.read("dataset", old))).shape == (3, 32, 32)
     assert "image_size" not in DatasetSpec().as_meta()  # other datasets keep their record ids
 
 

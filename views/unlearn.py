@@ -38,7 +38,7 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("samples", fs["size"])
 c2.metric("classes", len(fs["classes"]), help=" · ".join(f"{ds.classes[int(c)]}: {n}" for c, n in fs["class_counts"].items()))
 c3.metric("entanglement (ES)", f"{fs['es']:.1f}", help="How mixed the forget set is with the rest in the model's "
-          "feature space (RUM). Higher = harder to unlearn." + ("" if fs.get("es_centre") else
+          "feature space (RUM). Higher = harder to unlearn." + ("" if fs["es_centre"] != "pooled" else
           " This set was saved before the score followed the RUM code (centre over all samples, not halfway "
           "between R and S): it reads lower than the published scale."))
 if "exact" in available:

@@ -213,7 +213,7 @@ def cost(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, n: int 
         run_s = 0.0
     else:
         earlier = [r["metrics"]["seconds"] for r in ws.find("run", model_id=model_rec["id"], method=method_name)
-                   if (r.get("metrics") or {}).get("seconds") is not None]
+                   if r["metrics"].get("seconds") is not None]
         run_s = n * float(np.median(earlier)) if earlier else None
     run_text = (f"{n} runs of {method_name} ≈ {clock(run_s)}" if run_s is not None
                 else f"{n} runs of {method_name}: timed from the first")
@@ -235,7 +235,7 @@ def evaluate(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, par
         runs.bind(ws, model_rec, method_name, params, preset)  # what the method needs is there: refused before work
     found = [r for r in ws.find("evaluation", model_id=model_rec["id"], forget_set_id=fs_rec["id"],
                                 method=method_name, models=n)
-             if r.get("params") == params and r.get("preset") == preset]
+             if r["params"] == params and r["preset"] == preset]
     if found:
         return found[-1]
     estimate = cost(ws, model_rec, fs_rec, method_name, n, device)

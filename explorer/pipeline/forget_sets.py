@@ -76,7 +76,7 @@ def memorization_summary(ws: Workspace, model_rec: dict, ids: np.ndarray) -> dic
 
 def describe(fs: dict) -> str:
     """One line on how a forget set was made."""
-    how = fs.get("how", {})
+    how = fs["how"]
     parts = [fs["strategy"]]
     if how.get("score"):
         parts.append(f"by {how['score']}")

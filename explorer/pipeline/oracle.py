@@ -12,7 +12,7 @@ from ..store import artifacts
 from ..store.workspace import Workspace
 from . import checkpoints
 
-ORDER = "replay"  # the oracle's batch order, kept in its record (older oracles have none)
+ORDER = "replay"  # the oracle's batch order, kept in its record (older oracles read as "shuffle": store.records)
 
 
 def oracle(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device,
@@ -22,8 +22,8 @@ def oracle(ws: Workspace, model_rec: dict, fs_rec: dict, device: torch.device,
     retrain Thudi et al.'s verification error is measured against); made once per (model,
     forget set, device type) and kept as a model record with source "oracle" and order "replay".
     Per device, so a run's speed-up compares times taken on the same device. An oracle made
-    before replaying (a fresh shuffle of R, no `order` in its record) stays for the runs that
-    used it, but is not reused: the next run retrains a replayed one."""
+    before replaying (a fresh shuffle of R: order "shuffle") stays for the runs that used it, but
+    is not reused: the next run retrains a replayed one."""
     found = ws.find("model", source="oracle", base_model_id=model_rec["id"], forget_set_id=fs_rec["id"],
                     device=device.type, order=ORDER)
     if found:
@@ -50,4 +50,4 @@ def recipe_for(model_rec: dict) -> tuple[training.Recipe, str]:
     recipe = artifacts.recipe_of(model_rec)
     if recipe is None:
         return training.Recipe(), "default"
-    return recipe, "imported" if model_rec.get("source") == "imported" else "trained"
+    return recipe, "imported" if model_rec["source"] == "imported" else "trained"

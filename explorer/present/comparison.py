@@ -69,7 +69,7 @@ def oracle_recipe(oracle_rec: dict | None) -> str | None:
     """Which recipe an oracle retrained with, and where it came from."""
     if not oracle_rec or not oracle_rec.get("recipe"):
         return None
-    where = RECIPE_FROM.get(oracle_rec.get("recipe_from", "trained"), "")
+    where = RECIPE_FROM.get(oracle_rec["recipe_from"], "")
     return f"retrained with {json.dumps(oracle_rec['recipe'])} ({where})"
 
 
@@ -131,15 +131,15 @@ def evaluation_rows(evaluations: list[dict], runs: list[dict]) -> list[dict]:
                 and r["forget_set_id"] == ev["forget_set_id"]]
         tows = [r["metrics"]["tow"] for r in mine if r["metrics"].get("tow") is not None]
         lo, hi = ev["forgetting_quality_interval"]
-        out.append({"evaluation": ev["id"], "method": ev["method"], "settings": settings_text(ev.get("params") or {}),
+        out.append({"evaluation": ev["id"], "method": ev["method"], "settings": settings_text(ev["params"] or {}),
                     "N": ev["models"], "F": _number(ev["forgetting_quality"]), "F low": _number(lo),
                     "F high": _number(hi), "F (point)": ev["forgetting_quality_point"], "score": _number(ev["score"]),
-                    "score (point)": ev.get("score_point"), "KLoM": ev.get("klom"),
+                    "score (point)": ev["score_point"], "KLoM": ev["klom"],
                     # older records bounded each rule alone: not the same F
-                    "bound": "simultaneous" if ev.get("epsilon_bound") == "simultaneous" else "per rule (older)",
+                    "bound": "simultaneous" if ev["epsilon_bound"] == "simultaneous" else "per rule (older)",
                     "test acc": ev["unlearned_acc_test"], "retrained test acc": ev["retrained_acc_test"],
                     "ToW (runs)": float(np.mean(tows)) if tows else None, "runs": len(mine),
-                    "seconds": ev.get("seconds")})
+                    "seconds": ev["seconds"]})
     return sorted(out, key=lambda r: (r["F"] is None, -(r["F"] or 0.0), -r["F (point)"]))
 
 
@@ -165,12 +165,11 @@ def evaluation_groups(ws: Workspace, ev: dict) -> tuple[str, dict[str, dict]] | 
     at = {int(i): j for j, i in enumerate(forget)}
     arrays = artifacts.evaluation_samples(ws, ev)
     kloms = arrays["klom"] if "klom" in arrays else forgetting.klom(arrays["unlearned_phi"], arrays["retrained_phi"])
-    n_u, n_r = len(arrays["unlearned_phi"]), len(arrays["retrained_phi"])
     names = sequence.group_names(len(parts))
     groups = forgetting.by_group({name: np.array([at[int(i)] for i in part], dtype=np.int64)
                                   for name, part in zip(names, parts)},
                                  arrays["epsilons"], ev["epsilon_cap"], arrays["epsilons_point"],
-                                 ev.get("epsilon_cap_point", forgetting.cap(n_u, n_r, confidence=None)), kloms)
+                                 ev["epsilon_cap_point"], kloms)
     for name, part in zip(names, parts):
         groups[name]["memorization"] = float(np.mean(mem[1][part])) if len(part) else float("nan")
     return mem[0], groups
@@ -199,7 +198,7 @@ def epsilon_points(evaluations: list[dict], memorization: np.ndarray | None) -> 
     out = []
     for ev in evaluations:
         none = [None] * len(ev["forget_ids"])  # older records: no KLoM kept in the record
-        points, kloms = ev.get("epsilons_point") or none, ev.get("kloms") or none
+        points, kloms = ev["epsilons_point"] or none, ev["kloms"] or none
         for i, eps, point, kl in zip(ev["forget_ids"], ev["epsilons"], points, kloms):
             out.append({"method": ev["method"], "evaluation": ev["id"], "sample_id": int(i), "epsilon": eps,
                         "epsilon_point": point, "klom": kl,

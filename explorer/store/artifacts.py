@@ -50,17 +50,11 @@ def has(rec: dict, name: str) -> bool:
 # -- models and their datasets ------------------------------------------------------------------
 
 
-LEGACY_IMAGE_SIZE = 32  # the side every image folder was resized to before folders kept their own size
-
-
 def spec_of(rec: dict) -> data_mod.DatasetSpec:
-    """The dataset spec a dataset record describes. An image folder's record keeps the side its
-    images were loaded at; one made before it was kept had them resized to 32×32, and still has."""
+    """The dataset spec a dataset record describes (an image folder's keeps the side its images
+    were loaded at: records.read gives an older record the 32×32 they were resized to then)."""
     fields = data_mod.DatasetSpec.__dataclass_fields__
-    spec = {k: rec[k] for k in fields if k in rec}
-    if rec.get("name") == "imagefolder" and "image_size" not in rec:
-        spec["image_size"] = LEGACY_IMAGE_SIZE
-    return data_mod.DatasetSpec(**spec)
+    return data_mod.DatasetSpec(**{k: rec[k] for k in fields if k in rec})
 
 
 def dataset_of(ws: Workspace, model_rec: dict) -> data_mod.Dataset:
@@ -69,7 +63,7 @@ def dataset_of(ws: Workspace, model_rec: dict) -> data_mod.Dataset:
 
 def recipe_of(model_rec: dict) -> Recipe | None:
     """The recipe the model was trained with; None for a model trained elsewhere (imported)."""
-    meta = model_rec.get("recipe")
+    meta = model_rec["recipe"]
     return Recipe.from_meta(meta) if meta else None
 
 
@@ -128,8 +122,8 @@ def load_codes(ws: Workspace, model_rec: dict) -> torch.Tensor | None:
 
 def load_dynamics(ws: Workspace, model_rec: dict) -> dict[str, np.ndarray]:
     """The samples × epochs arrays recorded while the model trained."""
-    if not model_rec.get("has_dynamics"):
-        raise UserError(f"model {model_rec['id']} has no training dynamics (it was {model_rec.get('source')})")
+    if not model_rec["has_dynamics"]:
+        raise UserError(f"model {model_rec['id']} has no training dynamics (it was {model_rec['source']})")
     return _arrays(ws, model_rec, DYNAMICS)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import UserError
+from . import records
 
 # Record kinds and the prefix of their ids.
 KINDS = {"dataset": "ds", "model": "m", "scores": "s", "embedding": "e", "forget_set": "fs", "run": "r", "sweep": "w", "evaluation": "ev", "job": "j"}
@@ -180,7 +181,7 @@ class Workspace:
         if rec_id is not None and self._exists(rec_id):
             raise sqlite3.IntegrityError(f"record {rec_id} exists")
         rec_id = rec_id or self.new_id(kind)
-        meta = {**meta, "files": sorted(files or {})}
+        meta = {**meta, "version": records.VERSIONS[kind], "files": sorted(files or {})}
         created = time.time()
         written: list[Path] = []
         try:
@@ -219,7 +220,9 @@ class Workspace:
 
     @staticmethod
     def _record(row: sqlite3.Row) -> dict:
-        return {"id": row["id"], "kind": row["kind"], "created": row["created"], **json.loads(row["meta"])}
+        """A catalog row as its record, brought up to date (records.read)."""
+        return records.read(row["kind"], {"id": row["id"], "kind": row["kind"], "created": row["created"],
+                                          **json.loads(row["meta"])})
 
     def get(self, rec_id: str, kind: str | None = None) -> dict:
         with self.connect() as con:
