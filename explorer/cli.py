@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
-from typer.exceptions import TyperException
 
-from . import commands, data, models, training, unlearning
+from . import commands, data, models, queue_cli, training, unlearning
 from .data import DatasetSpec
 from .errors import UserError, first_line, json_object
 from .evaluation import choice, embeddings
@@ -30,6 +29,7 @@ from .memorization import proxies, regime
 from .memorization.estimator import ExactConfig
 from .pipeline import checkpoints, demo as demo_mod, embed, evaluate as evaluate_mod, forget_sets, membership, memorize, runs, score_files, score_sets, sweeps
 from .present import comparison
+from .queue_cli import JsonOpt, WorkspaceOpt, _finite, _table, emit, fail, query  # noqa: F401 - _finite: the CLI's, for its callers
 from .runtime import devices, precision
 from .store import jobs
 from .store.workspace import Workspace, npz_bytes, write_atomic
@@ -40,8 +40,6 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Memorization
 forget_set_app = typer.Typer(no_args_is_help=True, help="Build forget sets.")
 app.add_typer(forget_set_app, name="forget-set")
 
-WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace folder (default: ./workspace or $EXPLORER_WORKSPACE).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on the last line.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
 JobOpt = Annotated[Optional[str], typer.Option("--job", hidden=True, help="Report into this job row (set by the app).")]
 
@@ -58,11 +56,6 @@ class Listable(str, Enum):
 
 
 LIST_KINDS = {"models": "model", "scores": "scores", "forget-sets": "forget_set", "runs": "run", "sweeps": "sweep", "maps": "embedding", "evaluations": "evaluation"}
-
-
-def fail(message: str, code: int = 2):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @contextmanager
@@ -105,29 +98,6 @@ def execute(workspace: Path | None, job: str | None, as_json: bool, work: Callab
         fail(f"internal error: {err}", code=1)
     emit(record, as_json, summary(record))
     return record
-
-
-def query(workspace: Path | None, fetch: Callable[[Workspace], object]):
-    """Run a quick read-only command body, turning bad input into exit 2."""
-    try:
-        return fetch(Workspace(workspace, create=False))
-    except UserError as err:
-        fail(str(err))
-
-
-def _finite(value):
-    """NaN and infinities become null: strict JSON parsers reject them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def emit(record, as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(_finite(record), default=str) if as_json else text)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -249,9 +219,7 @@ def import_model(
 
     def work(ws, progress, prepared):
         fitted, parsed_recipe = prepared
-        return checkpoints.register_import(ws, fitted.model, fitted.arch, spec, name or file.name,
-                                           recipe=parsed_recipe, layout=fitted.layout, mapped=fitted.mapped,
-                                           recorded=fitted.recorded)
+        return checkpoints.import_model(ws, file, arch, spec, name, parsed_recipe, fitted=fitted)
 
     def summary(r):
         mapped = f"\nlayout {r['layout']}: {'; '.join(r['mapped'])}" if r.get("mapped") else ""
@@ -690,17 +658,6 @@ def compare(
         typer.echo(f"wrote {out} ({len(run_ids)} runs)", err=True)
 
 
-def _table(rows: list[dict], columns: list[str]) -> str:
-    def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v)
-
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
 COLUMNS = {
     "models": ["id", "name", "source", "arch", "dataset", "epochs", "train_acc", "flipped_fit", "test_acc"],
     "scores": ["id", "model_id", "name", "seconds", "device", "title"],
@@ -709,7 +666,7 @@ COLUMNS = {
     "sweeps": ["id", "name", "model_id", "forget_set_id", "device"],
     "runs": ["id", "method", "model_id", "forget_set_id"],
     "evaluations": ["id", "method", "model_id", "forget_set_id", "models", "forgetting_quality", "score", "seconds"],
-    "jobs": ["id", "title", "state", "progress", "message"],
+    "jobs": queue_cli.JOB_COLUMNS,
 }
 
 
@@ -740,78 +697,12 @@ def show(
     emit(rec, as_json, text)
 
 
-@app.command("jobs")
-def jobs_(
-    max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", help="Keep this many jobs running at once in this workspace (0: back to the default, one per core while free memory allows); the rest wait in line. $EXPLORER_MAX_JOBS overrides it.")] = None,
-    workspace: WorkspaceOpt = None,
-    as_json: JsonOpt = False,
-):
-    """List background jobs (the same as `list jobs`), those waiting with their place in line;
-    with --max-jobs, set how many run at once."""
-    if max_jobs is not None:
-        if max_jobs < 0:
-            fail(f"--max-jobs must be 0 (the default) or a whole number of at least 1, got {max_jobs}")
-        query(workspace, lambda ws: jobs.set_max_jobs(ws, max_jobs or None))
-        if not as_json:
-            cap = query(workspace, jobs.max_jobs)
-            typer.echo(f"at most {cap} job{'s' if cap > 1 else ''} at once in this workspace")
-    list_(Listable.jobs, workspace, as_json)
-
-
-JOB_COMMANDS = ("train", "import-model", "import-scores", "memorize", "proxies", "embed", "unlearn", "evaluate", "demo")
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def submit(
-    ctx: typer.Context,
-    title: Annotated[Optional[str], typer.Option(help="What the job is called in lists (default: the command line).")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job ends; exit 0 only if it succeeded.")] = False,
-    workspace: WorkspaceOpt = None,
-    as_json: JsonOpt = False,
-):
-    """Queue a command as a background job, as the app does: it starts when a slot is free
-    (see `jobs --max-jobs`). Give the command after `--`, e.g. `submit -- unlearn M --forget FS`."""
-    argv = list(ctx.args)
-    if not argv or argv[0] not in JOB_COMMANDS:
-        fail(f"give the command to queue after --, one of {', '.join(JOB_COMMANDS)}; got {' '.join(argv) or 'nothing'}")
-    if {"--workspace", "-w", "--job"} & set(argv):
-        fail("put --workspace before the -- (it is the queue's), and leave --job to the queue")
-    try:
-        ws = Workspace(workspace, create=True)  # a queued train may be the workspace's first job
-        job = jobs.get(ws, jobs.submit(ws, argv, title or " ".join(argv)))
-        if wait:
-            job = jobs.wait(ws, job["id"], timeout=24 * 3600)
-    except UserError as err:
-        fail(first_line(err))
-    emit(job, as_json, f"{job['id']}: {job['state']} ({job['message']})")
-    if wait and job["state"] != "succeeded":
-        raise typer.Exit(1)
-
-
-@app.command()
-def cancel(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
-    workspace: WorkspaceOpt = None,
-    as_json: JsonOpt = False,
-):
-    """Cancel a running job; it stops cleanly and publishes nothing."""
-
-    def stop(ws):
-        jobs.cancel(ws, job_id)
-        return jobs.get(ws, job_id)
-
-    job = query(workspace, stop)
-    emit(job, as_json, f"{job_id}: {job['state']} ({job['message']})")
+# The job queue's commands live in queue_cli, which `python -m explorer` serves without this module's
+# imports (PyTorch); registered here too, so this CLI's --help and its in-process callers have them.
+app.command("jobs")(queue_cli.jobs_)
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(queue_cli.submit)
+app.command()(queue_cli.cancel)
 
 
 def main() -> None:
-    try:
-        code = app(standalone_mode=False)
-    except TyperException as err:  # an unknown option, a value of the wrong type, a missing argument
-        message = err.format_message() if hasattr(err, "format_message") else str(err)
-        typer.echo(f"error: {' '.join(message.split())}", err=True)
-        sys.exit(getattr(err, "exit_code", 2))
-    except KeyboardInterrupt:
-        typer.echo("interrupted; nothing was written", err=True)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    queue_cli.serve(app)

@@ -28,6 +28,30 @@ def test_import_safetensors_reproduces_accuracy(ws, tmp_path, trained):
     assert imported["source"] == "imported" and not imported["has_dynamics"]
 
 
+def test_the_command_line_imports_as_the_library_does(tmp_path, trained):
+    """import-model is checkpoints.import_model: the same record, the file's name by default, the
+    recipe kept for the oracle; the file is checked before the workspace is opened."""
+    from typer.testing import CliRunner
+
+    from conftest import last_json
+    from explorer.cli import app
+    from explorer.store.workspace import Workspace
+
+    torch.save({"net": trained[1], "acc": 97.0}, tmp_path / "w.pt")
+    lib = checkpoints.import_model(Workspace(tmp_path / "lib"), tmp_path / "w.pt", "mlp", DatasetSpec(),
+                                   recipe=training.Recipe(epochs=7))
+    res = CliRunner().invoke(app, ["import-model", str(tmp_path / "w.pt"), "--arch", "mlp", "--dataset", "digits",
+                                   "--recipe", '{"epochs": 7}', "--workspace", str(tmp_path / "cli"), "--json"])
+    assert res.exit_code == 0, res.output
+    cli = last_json(res.stdout)
+    same = {k: v for k, v in lib.items() if k not in ("id", "created")}
+    assert {k: cli[k] for k in same} == same
+    assert cli["name"] == "w.pt" and cli["recipe"]["epochs"] == 7 and cli["recorded_accuracy"]["accuracy"] == 0.97
+    res = CliRunner().invoke(app, ["import-model", str(tmp_path / "w.pt"), "--arch", "cnn", "--dataset", "digits",
+                                   "--workspace", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("wrap", [lambda s: s, lambda s: {"state_dict": s}, lambda s: {"module." + k: v for k, v in s.items()}])
 def test_import_torch_files_in_common_layouts(ws, tmp_path, trained, wrap):
     torch.save(wrap(trained[1]), tmp_path / "w.pt")

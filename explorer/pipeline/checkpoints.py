@@ -384,8 +384,10 @@ def register_import(ws: Workspace, model: nn.Module, arch: str | models.Arch, sp
 
 
 def import_model(ws: Workspace, path: Path, arch: str, spec: data_mod.DatasetSpec, name: str | None = None,
-                 recipe: training.Recipe | None = None, **options) -> dict:
-    """Check a user's weights against the architecture and dataset, then register them."""
-    fitted = fit(path, arch, spec, **options)
+                 recipe: training.Recipe | None = None, fitted: Fitted | None = None, **options) -> dict:
+    """Check a user's weights against the architecture and dataset (`fit`, with `options`), then
+    register them under `name` (default: the file's name). `fitted`: the file already checked by
+    `fit`, as the CLI does before it opens the workspace, so bad input writes nothing."""
+    fitted = fitted or fit(path, arch, spec, **options)
     return register_import(ws, fitted.model, fitted.arch, spec, name or Path(path).name, recipe=recipe,
                            layout=fitted.layout, mapped=fitted.mapped, recorded=fitted.recorded)
