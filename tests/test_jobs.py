@@ -229,3 +229,73 @@ def test_a_script_queues_a_command_with_submit(tmp_path):
     assert Workspace(tmp_path / "ws").get(job["result_id"], "model")["epochs"] == 1
     bad = run_cli("submit", *where, "--", "list", "models")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: give the command to queue after --")
+
+
+def _imported(stderr: str) -> set[str]:
+    """The modules a `python -X importtime` process imported, from its report on stderr."""
+    return {line.split("|")[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_the_queue_commands_start_without_torch_and_answer_as_the_full_cli_does(tmp_path):
+    """`submit`, `jobs` and `cancel` are served without the CLI's heavy imports (a class or a script
+    queueing many jobs would load PyTorch, a gigabyte, in every submitting process), with the same
+    options, help and output as the full CLI, whose --help still lists them."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from typer.testing import CliRunner
+
+    from explorer import cli, queue_cli
+    from explorer.store.workspace import Workspace
+
+    heavy = {"torch", "torchvision", "numpy", "streamlit", "explorer.cli"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EXPLORER_MAX_JOBS": "1"}
+    where = ["--workspace", str(tmp_path / "ws")]
+
+    def light(*args: str, importtime: bool = True) -> subprocess.CompletedProcess:
+        flags = ["-X", "importtime"] if importtime else []
+        return subprocess.run([sys.executable, *flags, "-m", "explorer", *args], capture_output=True, text=True,
+                              env=env, cwd=ROOT, timeout=120)
+
+    queued = light("submit", *where, "--json", "--title", "quick", "--", *QUICK)
+    assert queued.returncode == 0, queued.stderr[-2000:]
+    assert "explorer.queue_cli" in _imported(queued.stderr) and not heavy & _imported(queued.stderr)
+    job = json.loads(queued.stdout.strip().splitlines()[-1])
+    assert job["kind"] == "job" and job["argv"] == QUICK and job["title"] == "quick" and job["state"] in jobs.ACTIVE
+
+    listed = light("jobs", *where, "--json")
+    assert listed.returncode == 0 and not heavy & _imported(listed.stderr), listed.stderr[-2000:]
+    assert [j["id"] for j in json.loads(listed.stdout.strip().splitlines()[-1])] == [job["id"]]
+    done = jobs.wait(Workspace(tmp_path / "ws"), job["id"], timeout=120)
+    assert done["state"] == "succeeded", jobs.log_tail(done)
+    table = light("jobs", *where, importtime=False).stdout.splitlines()
+    assert table[0].split() == ["id", "title", "state", "progress", "message"]
+    assert table[1].split()[:4] == [job["id"], "quick", "succeeded", "1.000"]
+    stopped = light("cancel", job["id"], *where, "--json")
+    assert stopped.returncode == 0 and not heavy & _imported(stopped.stderr)
+    assert json.loads(stopped.stdout.strip().splitlines()[-1])["state"] == "succeeded"  # it had ended: left alone
+
+    for bad, says in ((["jobs", "--max-jobs", "-3"], "--max-jobs must be 0"), (["jobs", "--bogus"], "No such option"),
+                      (["cancel"], "Missing argument"), (["submit", "--", "list", "models"], "give the command")):
+        refused = light(*bad, *where, importtime=False)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"error: {says}"), (bad, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+
+    runner = CliRunner()
+    full, served = typer_commands(cli.app), typer_commands(queue_cli.app)
+    for name in queue_cli.COMMANDS:
+        assert [p.opts for p in served[name].params] == [p.opts for p in full[name].params]
+        shown = runner.invoke(queue_cli.app, [name, "--help"])
+        assert shown.exit_code == 0 and shown.output == runner.invoke(cli.app, [name, "--help"]).output
+    assert {"--max-jobs", "--workspace", "--json"} <= {o for p in full["jobs"].params for o in p.opts}
+    assert {"--title", "--wait", "--workspace", "--json"} <= {o for p in full["submit"].params for o in p.opts}
+
+
+def typer_commands(app) -> dict:
+    """A Typer app's commands by name, as click sees them."""
+    import typer
+
+    return typer.main.get_command(app).commands
+
