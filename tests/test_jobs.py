@@ -299,3 +299,85 @@ def typer_commands(app) -> dict:
 
     return typer.main.get_command(app).commands
 
+
+# The app server as far as jobs go: it starts them as a page does (`ui.launch`: submit, then wait for
+# the first line), then serves on, until it is killed.
+SERVER = """
+import json, sys, time
+from explorer.store import jobs
+from explorer.store.workspace import Workspace
+ws = Workspace(sys.argv[1])
+ids = []
+for argv, title in json.loads(sys.argv[2]):
+    ids.append(jobs.submit(ws, argv, title))
+    jobs.wait_first_line(ws, ids[-1])
+print(json.dumps(ids), flush=True)
+time.sleep(3600)
+"""
+
+
+def test_the_server_killed_while_jobs_run_and_wait_restarts_to_the_truth_and_the_line(ws, monkeypatch):
+    """A real crash, not a staged one: an app server starts three jobs with room for one, so one
+    runs and two wait; the server is killed with SIGKILL, and so, a moment later, is the running
+    job (the OOM killer). Nothing could record either death. A fresh look meanwhile shows what is
+    true (the job still runs until it is killed; the others wait, in order); the restarted app's Jobs
+    page shows the dead job failed with its last line, and the two waiting ones then run one at a
+    time, in the order they came, and succeed."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_cli
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("EXPLORER_MAX_JOBS", "1")
+    monkeypatch.setenv("EXPLORER_WORKSPACE", str(ws.path))
+    started = [(["train", "--arch", "cnn", "--epochs", "500", "--device", "cpu"], "long"),
+               ([*QUICK, "--seed", "1"], "second"), ([*QUICK, "--seed", "2"], "third")]
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(ws.path), json.dumps(started)], cwd=ROOT, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE)
+    try:
+        long, second, third = json.loads(server.stdout.readline())
+        running = _wait_running(ws, long)
+        deadline = time.monotonic() + 60
+        while "epoch" not in jobs.log_tail(running, 1) and time.monotonic() < deadline:
+            time.sleep(0.1)  # its progress is in the table a moment before its log says it
+        server.kill()
+        server.wait(timeout=30)
+
+        seen = run_cli("jobs", "--json", workspace=ws.path)  # a look from a fresh process: the truth so far
+        assert seen.returncode == 0, seen.stderr
+        rows = {j["id"]: j for j in json.loads(seen.stdout.strip().splitlines()[-1])}
+        assert rows[long]["state"] == "running" and rows[long]["pid"] == running["pid"]
+        assert [rows[i]["message"] for i in (second, third)] == ["queued: 1st in line", "queued: 2nd in line"]
+
+        os.kill(running["pid"], signal.SIGKILL)  # nobody is left to notice: it stays "running" in the table
+        assert jobs.get(ws, long)["state"] == "running" and jobs.get(ws, second)["dispatched"] is None
+
+        page = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)  # the restarted server
+        page.switch_page("views/jobs.py").run()
+        assert not page.exception
+        shown = page.dataframe[0].value.set_index("id")
+        assert shown.loc[long, "state"] == "failed" and shown.loc[long, "message"].startswith("process died: ")
+        assert "epoch" in shown.loc[long, "message"]  # the last line of its log
+        assert jobs.get(ws, second)["dispatched"] is not None  # the look started the line
+        # ... and the third waits its turn (unless the second had already ended as the table was drawn)
+        assert shown.loc[third, "message"] == "queued: 1st in line" or jobs.get(ws, second)["state"] not in jobs.ACTIVE
+
+        most, deadline = 0, time.monotonic() + 180
+        while time.monotonic() < deadline:
+            rows = jobs.list_jobs(ws)  # as the page polls
+            most = max(most, sum(j["state"] in jobs.ACTIVE and j["dispatched"] is not None for j in rows))
+            if not any(j["state"] in jobs.ACTIVE for j in rows):
+                break
+            time.sleep(0.1)
+        dead, done = jobs.get(ws, long), [jobs.get(ws, i) for i in (second, third)]
+        assert [j["state"] for j in done] == ["succeeded", "succeeded"], [jobs.log_tail(j) for j in done]
+        assert most == 1
+        assert dead["finished"] <= done[0]["started"] and done[0]["finished"] <= done[1]["started"]
+        assert sorted(m["id"] for m in ws.find("model")) == sorted(j["result_id"] for j in done)  # the killed one: none
+    finally:
+        server.kill()
+        server.stdout.close()
+        for job in jobs.list_jobs(ws, active_only=True):
+            jobs.cancel(ws, job["id"])
