@@ -116,6 +116,45 @@ def test_interrupted_run_resumes_to_the_same_estimate(noisy_model, monkeypatch, 
     assert np.allclose(resumed.values, fresh.values, equal_nan=True)
 
 
+def test_out_of_memory_halves_the_chunk_and_gives_the_same_estimate(noisy_model, monkeypatch, tmp_path):
+    """An out-of-memory error with more than two models at once: the chunk is trained in halves
+    (the later chunks too), every chunk is kept, and the estimate is the uninterrupted one's."""
+    ws, rec = noisy_model
+    pristine = Workspace(shutil.copytree(ws.path, tmp_path / "pristine"))
+    cfg = ExactConfig(models=8, epochs=3, chunk=4, seed=11, engine="batched")
+    real = ensembles.train_correctness
+    sizes = []
+
+    def two_at_most(arch, ds, subs, seeds, *args, **kwargs):
+        sizes.append(len(seeds))
+        if len(seeds) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(arch, ds, subs, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(ensembles, "train_correctness", two_at_most)
+    messages = []
+    halved = artifacts.load_scores(ws, memorize.exact(ws, rec, cfg, CPU, lambda f, m: messages.append(m)))
+    assert sizes == [4, 2, 2, 2, 2]  # the second chunk goes in halves at once
+    assert any("out of memory with 4 models at once: 2 at a time" in m for m in messages)
+    monkeypatch.setattr(ensembles, "train_correctness", real)
+    whole = artifacts.load_scores(pristine, memorize.exact(pristine, rec, cfg, CPU))
+    assert np.array_equal(halved.arrays["correct"], whole.arrays["correct"])
+    assert np.allclose(halved.values, whole.values, equal_nan=True)
+
+
+def test_a_chunk_holds_what_half_the_free_memory_holds():
+    from explorer import data
+
+    ds = data.load(DatasetSpec())
+    recipe = training.Recipe(batch_size=64)
+    small, large = ensembles.footprint("mlp", ds, recipe), ensembles.footprint("cnn", ds, recipe)
+    assert 0 < small < large
+    assert ensembles.footprint("cnn", ds, replace(recipe, batch_size=128)) > large  # activations grow with the batch
+    assert ensembles.models_per_chunk(large, free=10 * large, most=256) == 5
+    assert ensembles.models_per_chunk(large, free=large, most=256) == 1  # at least one
+    assert ensembles.models_per_chunk(small, free=None, most=32) == 32  # free memory unknown
+
+
 def test_same_run_twice_is_not_duplicated_and_concurrent_start_is_refused(noisy_model, monkeypatch):
     import fcntl
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from contextlib import closing, contextmanager
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import models
+from .. import errors
 from ..errors import UserError
 from ..memorization import proxies
 from ..memorization.estimator import ExactConfig, estimate, masks_of, subsets
@@ -60,8 +62,22 @@ def calibrated_engine(ws: Workspace, model_rec: dict, device: torch.device, k: i
     return known[key]
 
 
-def default_chunk(engine: str) -> int:
-    return 32 if engine in ("batched", "fused") else 8
+MOST_PER_CHUNK = {"cpu": 32, "cuda": 256}  # models trained at once, at most (memory permitting)
+
+
+def default_chunk(engine: str, model_rec: dict | None = None, ws: Workspace | None = None,
+                  device: torch.device | None = None) -> int:
+    """Models per chunk: 8 one after another (the chunk is only how often progress is saved); for
+    the batched engines as many at once as half the device's free memory holds, by the model's
+    measured footprint (ensembles.footprint), up to MOST_PER_CHUNK."""
+    if engine not in ("batched", "fused"):
+        return 8
+    most = MOST_PER_CHUNK.get(device.type if device is not None else "cpu", 32)
+    if model_rec is None or ws is None or device is None:
+        return most if device is not None else 32
+    recipe = artifacts.recipe_of(model_rec) or Recipe()
+    per_model = ensembles.footprint(models.arch_of(model_rec), artifacts.dataset_of(ws, model_rec), recipe)
+    return ensembles.models_per_chunk(per_model, devices.free_bytes(device), most)
 
 
 def _begun_engine(ws: Workspace, cfg: ExactConfig, model_rec: dict) -> str | None:
@@ -91,7 +107,7 @@ def pick_engine(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Wor
         return begun, "the engine this run began with (resuming it)"
     if not measure or ws is None:
         return "batched", "not measured (a Ray cluster's workers, or no workspace to keep the measurement)"
-    picked = calibrated_engine(ws, model_rec, device, cfg.chunk or default_chunk("batched"))
+    picked = calibrated_engine(ws, model_rec, device, cfg.chunk or default_chunk("batched", model_rec, ws, device))
     return picked["engine"], picked["why"]
 
 
@@ -101,7 +117,7 @@ def resolve(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Workspa
     identifies a run, so a resume from the CLI, the app or another device finds its chunks."""
     engine, _ = pick_engine(cfg, model_rec, device, ws, measure)
     epochs = cfg.epochs or (artifacts.recipe_of(model_rec) or Recipe()).epochs
-    return replace(cfg, epochs=epochs, engine=engine, chunk=cfg.chunk or default_chunk(engine))
+    return replace(cfg, epochs=epochs, engine=engine, chunk=cfg.chunk or default_chunk(engine, model_rec, ws, device))
 
 
 def _recipe(model_rec: dict, cfg: ExactConfig) -> Recipe:
@@ -170,12 +186,41 @@ CHUNK_ARRAYS = ("train", "test", "train_phi", "test_phi")  # a saved chunk's arr
 
 
 def _local_chunks(arch, ds, recipe, device, engine, todo, report):
-    """The local backend: train the missing chunks one after the other on `device`."""
+    """The local backend: train the missing chunks one after the other on `device`. A chunk that
+    runs out of memory is trained in halves (and the later chunks in pieces of the size that
+    fitted): the same models with the same seeds, so the same chunk file."""
+    fits = None  # models at once known to fit, after an out-of-memory error
+
+    def train(subs, seeds, done: int):
+        nonlocal fits
+        if fits is not None and len(seeds) > fits:
+            return _halves(subs, seeds, done, train)
+        try:
+            return ensembles.train_correctness(arch, ds, subs, seeds, recipe, device, engine,
+                                               lambda f, msg: report(done + f * len(seeds)), phi=True)
+        except Exception as err:
+            if not devices.out_of_memory(err):
+                raise
+            devices.release(device)
+            if len(seeds) == 1:
+                raise UserError(f"one model does not fit in {devices.describe(device)}'s free memory "
+                                f"({errors.first_line(err)}); use a smaller batch size or another device") from None
+            fits = len(seeds) // 2
+            report(done, f" · out of memory with {len(seeds)} models at once: {fits} at a time from now on")
+            return _halves(subs, seeds, done, train)
+
     for c, subs, seeds in todo:
         start = time.perf_counter()
-        out = ensembles.train_correctness(arch, ds, subs, seeds, recipe, device, engine,
-                                          lambda f, msg, n=len(seeds): report(f * n), phi=True)
+        out = train(subs, seeds, 0)
         yield c, dict(zip(CHUNK_ARRAYS, (t.numpy() for t in out))), time.perf_counter() - start
+
+
+def _halves(subs, seeds, done, train):
+    """`train` on the first half of the models, then the second, joined as one chunk's outputs."""
+    half = (len(seeds) + 1) // 2
+    first = train(subs[:half], seeds[:half], done)
+    second = train(subs[half:], seeds[half:], done + half)
+    return tuple(torch.cat(pair) for pair in zip(first, second))
 
 
 def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device | None,
@@ -189,8 +234,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
     device (hence the same engine and chunk size) either resumes what the other began."""
     cfg.check()
     check_backend(backend, address)
-    ds = artifacts.dataset_of(ws, model_rec)
-    n = ds.n_train
+    n = artifacts.dataset_of(ws, model_rec).n_train
     if not 1 <= int(cfg.ratio * n) <= n - 1:
         raise UserError(f"--ratio {cfg.ratio} leaves {int(cfg.ratio * n)} of {n} samples per subset; "
                         "it must keep at least one and hold out at least one")
@@ -202,74 +246,92 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
     cfg = resolve(replace(cfg, engine=engine), model_rec, device, ws)  # picked once: not measured again
     if why := ensembles.refused(cfg.engine, model_rec["arch"], model_rec.get("recipe"), option=True):
         raise ArchError(why)
-    recipe, key = _recipe(model_rec, cfg), _run_key(model_rec, cfg)
+    key = _run_key(model_rec, cfg)
     folder = artifacts.exact_folder(ws, model_rec["id"], key)
     folder.mkdir(parents=True, exist_ok=True)
-    progress(0.0, f"engine: {engine} ({engine_why})")
+    progress(0.0, f"engine: {engine} ({engine_why}) · {cfg.chunk} models per chunk")
     with _exclusive(folder):
         # Published before (only the clean-up was missed), unless before the subset models' φ were kept.
         done = [r for r in ws.find("scores", model_id=model_rec["id"], name="exact")
                 if r["params"].get("run_key") == key and "lira_auc" in r]
-        if done:
-            shutil.rmtree(folder, ignore_errors=True)
-            return done[-1]
-        write_atomic(folder / "manifest.json", json.dumps({"cfg": asdict(cfg), "n": n}).encode())
-        subs = subsets(n, cfg.ratio, cfg.models, cfg.seed)
-        seeds = [cfg.seed * 1_000_003 + k for k in range(cfg.models)]
-        bounds = [(lo, min(lo + cfg.chunk, cfg.models)) for lo in range(0, cfg.models, cfg.chunk)]
-        chunk_path = lambda c: folder / f"chunk-{c:05d}.npz"  # noqa: E731
-        todo = [(c, subs[lo:hi], seeds[lo:hi]) for c, (lo, hi) in enumerate(bounds) if not chunk_path(c).exists()]
-        stored = cfg.models - sum(len(s) for _, s, _ in todo)  # by earlier, interrupted runs
-        start, trained_here = time.perf_counter(), 0
-
-        def report(in_flight: float, note: str = "") -> None:
-            """Progress over all models: those stored plus `in_flight` models' worth of current work."""
-            done_here = trained_here + in_flight
-            rate = (time.perf_counter() - start) / done_here if done_here else None
-            eta = f" · ETA {clock((cfg.models - stored - done_here) * rate)}" if rate else ""
-            progress((stored + done_here) / cfg.models, f"models {stored + int(done_here)}/{cfg.models}{note}{eta}")
-
-        if pool is None:
-            finished = _local_chunks(models.arch_of(model_rec), ds, recipe, device, cfg.engine, todo, report)
-        else:
-            finished = pool.run(ds, models.arch_of(model_rec), recipe.as_meta(), cfg.engine, todo,
-                                lambda running: report(0, f" · {running} chunks queued or running on "
-                                                          f"{pool.describe()}"))
-        with closing(finished):  # leaving early (a cancel, an error) stops the cluster's pending tasks at once
-            for c, arrays, seconds in finished:
-                write_atomic(chunk_path(c), npz_bytes(**arrays, seconds=np.float64(seconds)))
-                trained_here += len(arrays["train"])
-                report(0)
-
-        chunks = _load_chunks(folder)
-        correct = np.concatenate([c["train"] for c in chunks])
-        if len(chunks) != len(bounds) or correct.shape != (cfg.models, n):
-            raise RuntimeError(f"{folder} holds {len(chunks)} chunks / {len(correct)} models, expected "
-                               f"{len(bounds)} / {cfg.models}")
-        masks = masks_of(subs, n)
-        est = estimate(masks, correct)
-        test_correct = np.concatenate([c["test"] for c in chunks])
-        phis = {}  # the subset models' φ, for LiRA; absent from chunks saved before it was kept
-        if all("train_phi" in c for c in chunks):
-            phis = {"phi": np.concatenate([c["train_phi"] for c in chunks]),
-                    "test_phi": np.concatenate([c["test_phi"] for c in chunks])}
-        lira_meta, lira_arrays = {}, {}
-        if phis:  # the original model's LiRA against the subset models (on this machine's device)
-            lira_meta, lira_arrays = membership.original(ws, model_rec, masks, phis,
-                                                         device if pool is None else devices.resolve("auto"))
-        never = int((est["n_out"] == 0).sum())
-        progress(1.0, f"{cfg.models} models · {never} samples never held out")  # last report: then publish
-        rec = score_sets.publish(
-            ws, model_rec, "exact", est["values"],
-            seconds=float(sum(c["seconds"] for c in chunks)), device=device.type,
-            params={**asdict(cfg), "run_key": key},
-            arrays={k: est[k] for k in ("stderr", "cscore", "n_in", "n_out")}
-            | {"masks": masks, "correct": correct, "test_correct": test_correct} | phis | lira_arrays,
-            models=cfg.models, never_held_out=never, backend=backend, engine_why=engine_why, **lira_meta,
-            wall_seconds=round(time.perf_counter() - start, 3),
-        )
+        if not done:
+            write_atomic(folder / "manifest.json", json.dumps({"cfg": asdict(cfg), "n": n}).encode())
+            start = time.perf_counter()
+            _train_chunks(ws, model_rec, cfg, folder, device, pool, progress)
+            done = [_publish(ws, model_rec, cfg, key, folder, device, device if pool is None else devices.resolve("auto"),
+                             progress, backend=backend, engine_why=engine_why,
+                             wall_seconds=round(time.perf_counter() - start, 3))]
         shutil.rmtree(folder, ignore_errors=True)
-    return rec
+    return done[-1]
+
+
+def _chunk_path(folder: Path, c: int) -> Path:
+    return folder / f"chunk-{c:05d}.npz"
+
+
+def _train_chunks(ws: Workspace, model_rec: dict, cfg: ExactConfig, folder: Path, device: torch.device,
+                  pool: RayPool | None, progress: Progress) -> None:
+    """Train the subset models of every chunk not yet in `folder`, saving each chunk as it ends."""
+    ds = artifacts.dataset_of(ws, model_rec)
+    n, recipe = ds.n_train, _recipe(model_rec, cfg)
+    subs, seeds = subsets(n, cfg.ratio, cfg.models, cfg.seed), _seeds(cfg)
+    bounds = [(lo, min(lo + cfg.chunk, cfg.models)) for lo in range(0, cfg.models, cfg.chunk)]
+    todo = [(c, subs[lo:hi], seeds[lo:hi]) for c, (lo, hi) in enumerate(bounds) if not _chunk_path(folder, c).exists()]
+    stored = cfg.models - sum(len(s) for _, s, _ in todo)  # by earlier, interrupted runs
+    start, trained_here = time.perf_counter(), 0
+
+    def report(in_flight: float, note: str = "") -> None:
+        """Progress over all models: those stored plus `in_flight` models' worth of current work."""
+        done_here = trained_here + in_flight
+        rate = (time.perf_counter() - start) / done_here if done_here else None
+        eta = f" · ETA {clock((cfg.models - stored - done_here) * rate)}" if rate else ""
+        progress((stored + done_here) / cfg.models, f"models {stored + int(done_here)}/{cfg.models}{note}{eta}")
+
+    if pool is None:
+        finished = _local_chunks(models.arch_of(model_rec), ds, recipe, device, cfg.engine, todo, report)
+    else:
+        finished = pool.run(ds, models.arch_of(model_rec), recipe.as_meta(), cfg.engine, todo,
+                            lambda running: report(0, f" · {running} chunks queued or running on {pool.describe()}"))
+    with closing(finished):  # leaving early (a cancel, an error) stops the cluster's pending tasks at once
+        for c, arrays, seconds in finished:
+            write_atomic(_chunk_path(folder, c), npz_bytes(**arrays, seconds=np.float64(seconds)))
+            trained_here += len(arrays["train"])
+            report(0)
+
+
+def _seeds(cfg: ExactConfig) -> list[int]:
+    return [cfg.seed * 1_000_003 + k for k in range(cfg.models)]
+
+
+def _publish(ws: Workspace, model_rec: dict, cfg: ExactConfig, key: str, folder: Path, device: torch.device,
+             lira_device: torch.device, progress: Progress, **meta) -> dict:
+    """The estimate from every chunk in `folder` (trained on `device`), with the original model's
+    LiRA against the subset models (computed on `lira_device`), published as the score set "exact"."""
+    chunks = _load_chunks(folder)
+    n = artifacts.dataset_of(ws, model_rec).n_train
+    correct = np.concatenate([c["train"] for c in chunks])
+    expected = math.ceil(cfg.models / cfg.chunk)
+    if len(chunks) != expected or correct.shape != (cfg.models, n):
+        raise RuntimeError(f"{folder} holds {len(chunks)} chunks / {len(correct)} models, expected "
+                           f"{expected} / {cfg.models}")
+    masks = masks_of(subsets(n, cfg.ratio, cfg.models, cfg.seed), n)
+    est = estimate(masks, correct)
+    phis = {}  # the subset models' φ, for LiRA; absent from chunks saved before it was kept
+    if all("train_phi" in c for c in chunks):
+        phis = {"phi": np.concatenate([c["train_phi"] for c in chunks]),
+                "test_phi": np.concatenate([c["test_phi"] for c in chunks])}
+    lira_meta, lira_arrays = membership.original(ws, model_rec, masks, phis, lira_device) if phis else ({}, {})
+    never = int((est["n_out"] == 0).sum())
+    progress(1.0, f"{cfg.models} models · {never} samples never held out")  # last report: then publish
+    return score_sets.publish(
+        ws, model_rec, "exact", est["values"],
+        seconds=float(sum(c["seconds"] for c in chunks)), device=device.type,
+        params={**asdict(cfg), "run_key": key},
+        arrays={k: est[k] for k in ("stderr", "cscore", "n_in", "n_out")}
+        | {"masks": masks, "correct": correct, "test_correct": np.concatenate([c["test"] for c in chunks])}
+        | phis | lira_arrays,
+        models=cfg.models, never_held_out=never, **lira_meta, **meta,
+    )
 
 
 def default_proxies(model_rec: dict) -> list[str]:

@@ -76,3 +76,33 @@ def batches(x: torch.Tensor, device: torch.device, batch_size: int) -> Iterator[
         x = pinned(x)
     for i in range(0, len(x), batch_size):
         yield x[i : i + batch_size].to(device, non_blocking=_streaming(x, device))  # a copy back must block
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory free for new work on `device`: the GPU's free memory, or the host's available memory
+    for the CPU (Linux); None where it cannot be asked."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is a device (or host) running out of memory for a tensor."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def release(device: torch.device) -> None:
+    """Give cached blocks back after an out-of-memory error, so a smaller retry can have them."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

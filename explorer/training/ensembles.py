@@ -190,6 +190,35 @@ def _train_only(run, arch, ds, subsets, seeds, recipe, device, nets=None):
                     seeds, "shared" if run is _RUN["fused"] else "own")
 
 
+def footprint(arch: str, ds, recipe: Recipe, probe: int = 8) -> int:
+    """Bytes one more model adds to a batched chunk, measured: its weights, gradients and momentum
+    (three copies of its parameters, plus one for the step's temporaries) and the activations a
+    training step keeps for its backward pass, counted as autograd saves them on a batch of
+    `probe` samples (on the CPU: the sizes are the same on every device) and scaled to the
+    recipe's batch; ×2 for the backward pass's own buffers."""
+    net = init_model(arch, ds, 0)
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    saved = 0
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    x = ds.x_train[:probe]
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        net(x).logsumexp(1).sum()
+    return 4 * weights + 2 * saved * math.ceil(recipe.batch_size / len(x))
+
+
+def models_per_chunk(per_model: int, free: int | None, most: int, fraction: float = 0.5) -> int:
+    """How many models one chunk trains at once: as many as `fraction` of the free memory holds at
+    `per_model` bytes each, at least 1 and at most `most` (all of it when the free memory is unknown)."""
+    if free is None:
+        return most
+    return max(1, min(most, int(fraction * free // max(1, per_model))))
+
+
 def train_correctness(arch: str, ds, subsets: torch.Tensor, seeds: list[int], recipe: Recipe, device: torch.device,
                       engine: str = "auto", progress: Progress = no_progress, phi: bool = False) -> tuple[torch.Tensor, ...]:
     """Train one model per row of `subsets` (sample ids, equal lengths), model k from seed
