@@ -125,3 +125,20 @@ def test_augmentation_flips_and_shifts_within_two_pixels():
     shifted = augment.apply(x, torch.tensor([False, False]), torch.tensor([[1, 0], [0, -2]]))
     assert torch.equal(shifted[0, 0, :-1], x[0, 0, 1:])  # one row up: row i shows row i + 1
     assert torch.equal(shifted[1, 0, :, 2:], x[1, 0, :, :-2])  # two columns right
+
+
+def test_fast_cnn_learns_a_small_separable_cifar_shaped_set_with_its_recipe():
+    """The registry's fast CIFAR net, with its default recipe (augmentation, label smoothing,
+    cosine) cut to a small batch for 160 samples: it fits them and generalizes."""
+    g = torch.Generator().manual_seed(0)
+    n, classes = 200, 4
+    y = torch.arange(n) % classes
+    colours = torch.randn(classes, 3, 1, 1, generator=g)
+    x = colours[y] + 0.8 * torch.randn(n, 3, 16, 16, generator=g)
+    recipe = replace(training.default_for("fast_cnn", "cifar10"), batch_size=32, epochs=8, lr=0.1)
+    assert recipe.augment and recipe.label_smoothing == 0.2
+    torch.manual_seed(0)
+    net = models.build("fast_cnn", 3, classes, 16)
+    training.fit(net, x[:160], y[:160], recipe, CPU, record_dynamics=False)
+    assert training.accuracy(net, x[:160], y[:160]) > 0.9
+    assert training.accuracy(net, x[160:], y[160:]) > 0.8
