@@ -8,7 +8,8 @@ queue runs `jobs.max_jobs` at once (default: one per core while free memory allo
 share of the cores. Reported: wall seconds of both and their ratio (target ≤ 1.2), jobs that did
 not succeed (target 0), SQLite's integrity check, and the peak memory of the jobs' processes
 together (sampled every 0.2 s) against the cap times one job's peak (target ≤ 1), and apart from
-it the peak of the `submit` processes themselves (each loads the whole CLI for a moment)."""
+it the peak of the `submit` processes themselves (each loads only the queue's commands, not
+PyTorch: explorer/queue_cli.py)."""
 
 from __future__ import annotations
 
