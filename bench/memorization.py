@@ -1,5 +1,6 @@
 """Exact memorization: how fast each ensemble engine trains the K subset models, against a plain
-one-model-at-a-time PyTorch loop (the peer a researcher would write), and the machine's matmul
+one-model-at-a-time PyTorch loop over tensors in memory (the peer a researcher would write,
+bench/_peers.py), and the machine's matmul
 peak; whether the engines agree; whether the default recipes reach the memorization regime;
 the demo's exact step; and how closely each proxy tracks exact (Spearman, precision@5%).
 
@@ -12,9 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from torch import nn
 
-from explorer import data, models, training
+from explorer import data, training
 from explorer.evaluation import metrics
 from explorer.memorization import estimator, proxies
 from explorer.pipeline import checkpoints, demo, memorize
@@ -23,58 +23,9 @@ from explorer.store import artifacts
 from explorer.store.workspace import Workspace
 from explorer.training import ensembles
 
+from bench._peers import matmul_peak, tensor_loop, training_flops_per_sample
+
 QUICK = bool(os.environ.get("BENCH_QUICK"))
-
-
-def matmul_peak(device) -> float:
-    """GFLOP/s of a large float32 matmul: what "fraction of peak" divides by."""
-    n = 1024 if QUICK else 2048
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    reps = 3 if QUICK else 10
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
-
-
-def plain_loop(arch, ds, subset, recipe, device):
-    """The peer: what one writes without this tool: a DataLoader, torch.optim.SGD, one model."""
-    torch.manual_seed(0)
-    model = models.for_dataset(arch, ds).to(device)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ds.x_train[subset], ds.y_train[subset]),
-                                         batch_size=recipe.batch_size, shuffle=True)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(recipe.epochs):
-        for xb, yb in loader:
-            xb, yb = xb.to(device), yb.to(device)
-            opt.zero_grad()
-            loss_fn(model(xb), yb).backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():  # the correctness every model of the estimator reports
-        (model(ds.x_train.to(device)).argmax(1) == ds.y_train.to(device)).cpu()
-
-
-def _training_flops_per_sample(arch, ds) -> float:
-    """Training FLOPs of one sample through the model's linear and convolution layers: forward,
-    weight gradients, and the input gradients of every layer but the first (which needs none)."""
-    model, flops = models.for_dataset(arch, ds), []
-
-    def count(mod, inputs, out):
-        per_output = mod.in_features if isinstance(mod, nn.Linear) else (
-            mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1])
-        flops.append(2 * out[0].numel() * per_output)
-
-    for mod in model.modules():
-        if isinstance(mod, (nn.Linear, nn.Conv2d)):
-            mod.register_forward_hook(count)
-    with torch.no_grad():
-        model(ds.x_train[:1])
-    return 2 * flops[0] + 3 * sum(flops[1:])
 
 
 def speed(out: dict, device, peak: float) -> None:
@@ -86,12 +37,12 @@ def speed(out: dict, device, peak: float) -> None:
         recipe = replace(training.default_for(arch, name), epochs=epochs)
         subs = torch.as_tensor(estimator.subsets(ds.n_train, 0.7, k, seed=0))
         tag = f"{arch}_{name}[{device.type}]"
-        flops = _training_flops_per_sample(arch, ds)
+        flops = training_flops_per_sample(arch, ds)
         rates = {}
         start = time.perf_counter()
         for j in range(2):
-            plain_loop(arch, ds, subs[j], recipe, device)
-        rates["plain_loop"] = 2 / (time.perf_counter() - start)
+            tensor_loop(arch, ds, subs[j], recipe, device, seed=j)
+        rates["tensor_loop"] = 2 / (time.perf_counter() - start)
         for engine in ensembles.ENGINES:
             kk = 2 if engine == "sequential" else k
             start = time.perf_counter()
@@ -99,8 +50,8 @@ def speed(out: dict, device, peak: float) -> None:
             rates[engine] = kk / (time.perf_counter() - start)
         for engine, rate in rates.items():
             out[f"{tag}_{epochs}ep_models_per_s {engine}"] = round(rate, 2)
-            if engine != "plain_loop":
-                out[f"{tag}_speedup_over_plain_loop {engine}"] = round(rate / rates["plain_loop"], 2)
+            if engine != "tensor_loop":
+                out[f"{tag}_speedup_over_tensor_loop {engine}"] = round(rate / rates["tensor_loop"], 2)
             # For the cnn this says what its speed-up can be: the plain loop's fraction already.
             gflops = rate * epochs * subs.shape[1] * flops / 1e9
             out[f"{tag}_fraction_of_matmul_peak {engine}"] = round(gflops / peak, 3)

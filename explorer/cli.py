@@ -135,7 +135,7 @@ def recipe_options(command: Callable, recipe_cls: type | None = None) -> Callabl
 @recipe_options
 def train(
     dataset: Annotated[str, typer.Option(help="digits, mnist5k, mnist, fashion_mnist, cifar10, cifar100, svhn or imagefolder.")] = "digits",
-    arch: Annotated[str, typer.Option(help="mlp, sigmoid_mlp (the mnemonic-code paper's MNIST model, trained with its recipe by default), cnn, resnet18, resnet50 or vgg16_bn.")] = "cnn",
+    arch: Annotated[str, typer.Option(help="mlp, sigmoid_mlp (the mnemonic-code paper's MNIST model, trained with its recipe by default), cnn, fast_cnn (a fast CIFAR net after airbench, with its recipe by default), resnet18, resnet50 or vgg16_bn.")] = "cnn",
     *,
     recipe: dict,
     curvature_every: Annotated[int, typer.Option(help="Also record each sample's loss curvature every K epochs, during training, as the RUM code does (K = 1: every epoch), for the `curvature_avg` proxy; two more input-gradient passes per batch of those epochs. 0 = off (the `curvature` proxy scores the final model instead).")] = 0,

@@ -138,7 +138,7 @@ def test_real_process_entry_point(tmp_path):
     assert res.returncode == 0, res.stderr
     assert last_json(res.stdout)["kind"] == "model"
     bad = run_cli("train", "--arch", "nope", workspace=tmp_path / "ws")
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown architecture 'nope'; choose one of mlp, sigmoid_mlp, cnn, resnet18, resnet50, vgg16_bn, or MODULE:CALLABLE, or timm:NAME"
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown architecture 'nope'; choose one of mlp, sigmoid_mlp, cnn, fast_cnn, resnet18, resnet50, vgg16_bn, or MODULE:CALLABLE, or timm:NAME"
 
 
 def test_memorize_proxies_and_export_contract(populated, tmp_path):

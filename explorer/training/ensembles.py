@@ -193,22 +193,23 @@ def _train_only(run, arch, ds, subsets, seeds, recipe, device, nets=None):
 def footprint(arch: str, ds, recipe: Recipe, probe: int = 8) -> int:
     """Bytes one more model adds to a batched chunk, measured: its weights, gradients and momentum
     (three copies of its parameters, plus one for the step's temporaries) and the activations a
-    training step keeps for its backward pass, counted as autograd saves them on a batch of
-    `probe` samples (on the CPU: the sizes are the same on every device) and scaled to the
-    recipe's batch; ×2 for the backward pass's own buffers."""
+    training step keeps for its backward pass, counted as autograd saves them (each storage once)
+    on a batch of `probe` samples, on the CPU (the sizes are the same on every device), scaled to
+    the recipe's batch, half as much again for the backward pass's own buffers; halved with amp."""
     net = init_model(arch, ds, 0)
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
-    saved = 0
+    storages: dict[int, int] = {}
 
     def count(t: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        saved += t.numel() * t.element_size()
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
     x = ds.x_train[:probe]
     with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
         net(x).logsumexp(1).sum()
-    return 4 * weights + 2 * saved * math.ceil(recipe.batch_size / len(x))
+    saved = sum(storages.values()) - x.untyped_storage().nbytes() * (x.untyped_storage().data_ptr() in storages)
+    activations = 1.5 * saved * recipe.batch_size / len(x) / (2 if recipe.amp else 1)
+    return int(4 * weights + activations)
 
 
 def models_per_chunk(per_model: int, free: int | None, most: int, fraction: float = 0.5) -> int:
