@@ -18,6 +18,7 @@ from explorer.memorization import estimator
 from explorer.runtime import devices
 from explorer.training import ensembles
 
+from bench._figures import record
 from bench._peers import QUICK, matmul_peak, tensor_loop, training_flops_per_sample
 from bench.gpu import cifar_shaped
 
@@ -35,7 +36,7 @@ def _rate(fn, k: int, device) -> float:
 
 def run() -> dict:
     device = devices.resolve("auto")
-    out = {}
+    out, throughput = {}, {}
     peak = matmul_peak(device)
     out[f"matmul_peak_gflops[{device.type}]"] = round(peak, 1)
     for arch, (n, k, k_one, epochs, batch) in SIZES.items():
@@ -63,6 +64,9 @@ def run() -> dict:
         for engine, rate in rates.items():
             out[f"{tag}_models_per_s {engine}"] = round(rate, 3)
             out[f"{tag}_fraction_of_matmul_peak {engine}"] = round(rate * work / 1e9 / peak, 3)
+        # Sample-passes per second, the Memorization page's cost model's unit (estimator.sample_passes).
+        throughput[arch] = {e.split("_K")[0]: round(r * epochs * subs.shape[1], 1) for e, r in rates.items()
+                            if e != "tensor_loop"}
         out[f"{tag}_batched_over_sequential"] = round(rates[f"batched_K{k}"] / rates["sequential"], 2)
         out[f"{tag}_batched_over_tensor_loop"] = round(rates[f"batched_K{k}"] / rates["tensor_loop"], 2)
         out[f"{tag}_sequential_over_tensor_loop"] = round(rates["sequential"] / rates["tensor_loop"], 2)
@@ -71,4 +75,5 @@ def run() -> dict:
         out[f"{arch}_footprint_mb_per_model (batch {full.batch_size})"] = round(per_model / 2**20, 1)
         out[f"{arch}_models_per_chunk[{device.type}] (half the free memory)"] = ensembles.models_per_chunk(
             per_model, devices.free_bytes(device), 256)
+    record(f"scale_{device.type}", {"sample_passes_per_s": {device.type: throughput}})
     return out

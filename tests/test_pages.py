@@ -260,3 +260,27 @@ def test_your_own_method_by_path_gets_a_form_from_its_spec_and_runs(monkeypatch,
     assert json.loads(job["argv"][job["argv"].index("--params") + 1])["shrink"] == 0.25
     done = jobs.wait(ws, job["id"], timeout=180)
     assert done["state"] == "succeeded", jobs.log_tail(done)
+
+
+def test_memorization_page_offers_fast_cnn_when_the_model_is_too_slow_on_cifar_shaped_data(monkeypatch, ws, tmp_path):
+    """A CNN on CIFAR-10 (files in torchvision's layout), with benched throughputs saying fast_cnn
+    is far faster: the page says how long each would take, that memorization would then be
+    fast_cnn's, and its button trains a fast_cnn on the same data."""
+    from test_data import _write_cifar
+    from views import ui
+
+    _write_cifar(tmp_path / "data", "cifar10", n_train=12, n_test=20)
+    spec = DatasetSpec(name="cifar10", root=str(tmp_path / "data"))
+    checkpoints.train(ws, spec, "cnn", training.Recipe(epochs=1), CPU)
+    monkeypatch.setattr(ui, "measured_throughput",
+                        lambda: {"cpu": {"cnn": {"batched": 50.0}, "fast_cnn": {"batched": 5000.0}}})
+    at = open_page(monkeypatch, ws, "memorization")
+    assert not at.exception
+    said = " ".join(c.value for c in at.caption)
+    assert "pace `python -m bench scale` measured for cnn" in said
+    assert "Too slow?" in said and "measured on fast_cnn models, not on cnn" in said
+    next(b for b in at.button if b.label == "Train a fast_cnn on this dataset").click().run()
+    job = next(j for j in jobs.list_jobs(ws) if j["argv"][0] == "train")
+    assert job["argv"][:5] == ["train", "--dataset", "cifar10", "--arch", "fast_cnn"]
+    assert job["argv"][job["argv"].index("--data-root") + 1] == str(tmp_path / "data")
+    jobs.cancel(ws, job["id"])

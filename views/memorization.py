@@ -11,7 +11,7 @@ from explorer import commands
 from explorer.pipeline import score_files
 from explorer.present import plots
 from explorer.store import artifacts, jobs
-from explorer.runtime import progress
+from explorer.runtime import devices, progress
 from views import ui
 
 ws = ui.workspace()
@@ -47,15 +47,32 @@ with exact_col.form("exact"):
     cost = (f"{int(k)} models × {int(epochs)} epochs × {int(ratio * ds.n_train):,} samples = "
             f"{passes / 1e6:,.1f} M sample-passes")
     speed = estimator.measured_speed(ws.find("scores", model_id=rec["id"], name="exact"))
+    throughput, device_kind, propose_fast = ui.measured_throughput(), devices.resolve("auto").type, False
     if speed:
         cost += (f". The last exact run of this model trained {speed:,.0f} sample-passes/s, so about "
                  f"{progress.clock(passes / speed)} at that pace.")
+    elif benched := estimator.benched_speed(throughput, device_kind, rec["arch"]):
+        speed, engine = benched
+        cost += (f". At the pace `python -m bench scale` measured for {rec['arch']} on a {device_kind} "
+                 f"({engine} engine, {speed:,.0f}/s) that is about {progress.clock(passes / speed)}.")
     elif rec.get("seconds") and rec.get("epochs"):
-        pace = rec["epochs"] * ds.n_train / rec["seconds"]  # its own training, with per-epoch evaluation: slower
-        cost += (f". At this model's own training pace ({pace:,.0f}/s) that is at most "
-                 f"{progress.clock(passes / pace)}; the batched engine (an MLP here; MLP and CNN on a GPU) is "
-                 "several times faster.")
+        speed = rec["epochs"] * ds.n_train / rec["seconds"]  # its own training, with per-epoch evaluation: slower
+        cost += (f". At this model's own training pace ({speed:,.0f}/s) that is at most "
+                 f"{progress.clock(passes / speed)}; the batched engine trains many models as one computation "
+                 "and is often faster.")
     st.caption(cost)
+    fast = estimator.benched_speed(throughput, device_kind, "fast_cnn")
+    if (fast and ds.shape == (3, 32, 32) and rec["arch"] != "fast_cnn" and speed
+            and fast[0] > estimator.FAST_PROPOSAL_RATIO * speed):
+        propose_fast = True
+        st.caption(f"Too slow? On CIFAR-shaped data **fast_cnn** (a small batch-norm conv net after airbench, "
+                   f"with its fast recipe) would take about {progress.clock(passes / fast[0])}. Memorization is "
+                   f"then measured on fast_cnn models, not on {rec['arch']}: what a fast_cnn memorizes of this "
+                   "data, which tracks but is not what your model memorized.")
+    if (rec.get("recipe") or {}).get("augment"):
+        st.caption("This model trained with augmentation (flips and shifts), and so do its subset models: a sample "
+                   "is memorized when its shifted views are, and a held-out sample's flipped twin may be learned "
+                   "from others. Holdout retraining is weakened by it (Zhao & Triantafillou 2024).")
     backend, address = "local", None
     if ui.ray_installed():
         on_ray = st.toggle("Run on a Ray cluster", help="Each chunk of models becomes a Ray task (with a GPU each "
@@ -63,6 +80,10 @@ with exact_col.form("exact"):
         where = st.text_input("Ray address", placeholder="blank: RAY_ADDRESS, else a local Ray",
                               help="auto, host:port of the head node, or ray://host:10001")
         backend, address = ("ray", where.strip() or None) if on_ray else ("local", None)
+    if propose_fast and st.form_submit_button("Train a fast_cnn on this dataset"):
+        spec = ds.spec
+        ui.launch(ws, commands.train(spec.name, "fast_cnn", {}, label_noise=spec.label_noise, data_root=spec.root),
+                  f"train {spec.name} fast_cnn (for exact memorization)", "exact_job")
     if st.form_submit_button("Compute exact", type="primary"):
         cfg = estimator.ExactConfig(models=int(k), ratio=float(ratio), epochs=int(epochs))
         ui.launch(ws, commands.memorize(rec["id"], cfg, backend, address), f"exact memorization of {rec['name']}",

@@ -413,6 +413,25 @@ def recipe_inputs(columns, recipe_cls: type | None = None) -> dict:
     return values
 
 
+def measured_throughput() -> dict:
+    """{device: {arch: {engine: sample-passes per second}}} as `python -m bench scale` and `bench gpu`
+    last measured them (docs/figures.json); empty before any measurement."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "figures.json"
+    try:
+        figures = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    out: dict = {}
+    for bench, measured in sorted(figures.items()):
+        for device, archs in (measured.get("sample_passes_per_s") or {}).items():
+            for arch, rates in archs.items():
+                out.setdefault(device, {}).setdefault(arch, {}).update(rates)
+    return out
+
+
 def measured_demo() -> str:
     """The demo's times as the benches last measured them (docs/figures.json), for Home's
     sentence: " (41 s measured from the app on 2 cores, …)", or nothing before any measurement."""

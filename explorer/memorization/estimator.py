@@ -56,6 +56,22 @@ def measured_speed(exact_records: list[dict]) -> float | None:
     return None
 
 
+def benched_speed(throughput: dict, device: str, arch: str) -> tuple[float, str] | None:
+    """(sample-passes per second, engine) of the fastest engine the benches measured for `arch`
+    on a `device` kind ("cpu", "cuda"), from `throughput` {device: {arch: {engine: rate}}} (what
+    `python -m bench scale` and `bench gpu` record); None when they measured none."""
+    rates = throughput.get(device, {}).get(arch) or {}
+    if not rates:
+        return None
+    engine = max(rates, key=rates.get)
+    return rates[engine], engine
+
+
+# A conv net on CIFAR-shaped data whose exact run is this many times slower than fast_cnn's is
+# offered fast_cnn in its stead (the Memorization page).
+FAST_PROPOSAL_RATIO = 3.0
+
+
 def subsets(n: int, ratio: float, k: int, seed: int) -> np.ndarray:
     """(k, ⌊ratio·n⌋) sample ids, each row a uniform subset without replacement."""
     rng = np.random.default_rng(seed)
