@@ -124,9 +124,17 @@ def test_compare_page_lists_runs(monkeypatch, populated):
 def test_train_form_launches_a_job(monkeypatch, ws):
     at = open_page(monkeypatch, ws, "models")
     field = {n.label: n for n in at.number_input}
-    # One input per recipe field the declarations offer (training.KNOBS), left empty for the defaults.
-    offered = [k.label for k in training.KNOBS.values() if k.form and k.label not in ("Mixed precision (bf16)",)]
-    assert set(offered) <= set(field) and all(n.value is None for n in field.values())
+    # One input per recipe field the declarations offer (training.KNOBS), left empty (a switch off) for
+    # the defaults: a number field per number, a checkbox per switch.
+    import dataclasses
+
+    offered = {f.name: f for f in dataclasses.fields(training.Recipe) if f.metadata["knob"].form}
+    numbers = [f.metadata["knob"].label for f in offered.values() if training.recipe.kind(f) != "bool"]
+    switches = [f.metadata["knob"].label for f in offered.values() if training.recipe.kind(f) == "bool"]
+    assert set(numbers) <= set(field) and all(n.value is None for n in field.values())
+    boxes = {c.label: c for c in at.checkbox}
+    assert "Augmentation (flip, translate)" in switches
+    assert set(switches) <= set(boxes) and not any(boxes[s].value for s in switches)
     field["Epochs"].set_value(2)
     field["SD loss λ"].set_value(0.1)
     at.selectbox[1].set_value("mlp")
