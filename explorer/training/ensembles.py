@@ -172,11 +172,15 @@ def pick(timed: dict[str, float]) -> tuple[str, str | None]:
     fastest = min(timed, key=timed.get)
     if len(timed) == 1:
         return fastest, None
-    rates = f"model-steps per second: {', '.join(f'{e} {1 / t:,.0f}' for e, t in timed.items())}"
+    rates = f"model-steps per second: {', '.join(f'{e} {_rate(1 / t)}' for e, t in timed.items())}"
     if fastest == "fused" and timed["batched"] < FUSED_MARGIN * timed["fused"]:
         return "batched", (f"the same algorithm as training alone and within {FUSED_MARGIN:g}× of fused, the "
                            f"fastest of {len(timed)} measured here ({rates})")
     return fastest, f"fastest of {len(timed)} measured here ({rates})"
+
+
+def _rate(r: float) -> str:
+    return f"{r:,.0f}" if r >= 100 else f"{r:.3g}"  # slow models (a ResNet on a CPU: 0.72) keep their digits
 
 
 def _train_only(run, arch, ds, subsets, seeds, recipe, device, nets=None):
