@@ -107,7 +107,8 @@ def pick_engine(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Wor
         return begun, "the engine this run began with (resuming it)"
     if not measure or ws is None:
         return "batched", "not measured (a Ray cluster's workers, or no workspace to keep the measurement)"
-    picked = calibrated_engine(ws, model_rec, device, cfg.chunk or default_chunk("batched", model_rec, ws, device))
+    picked = calibrated_engine(ws, model_rec, device,
+                               cfg.chunk or min(cfg.models, default_chunk("batched", model_rec, ws, device)))
     return picked["engine"], picked["why"]
 
 
@@ -117,7 +118,8 @@ def resolve(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Workspa
     identifies a run, so a resume from the CLI, the app or another device finds its chunks."""
     engine, _ = pick_engine(cfg, model_rec, device, ws, measure)
     epochs = cfg.epochs or (artifacts.recipe_of(model_rec) or Recipe()).epochs
-    return replace(cfg, epochs=epochs, engine=engine, chunk=cfg.chunk or default_chunk(engine, model_rec, ws, device))
+    return replace(cfg, epochs=epochs, engine=engine,
+                   chunk=cfg.chunk or min(cfg.models, default_chunk(engine, model_rec, ws, device)))
 
 
 def _recipe(model_rec: dict, cfg: ExactConfig) -> Recipe:
