@@ -152,7 +152,7 @@ def test_a_failing_task_is_reported_by_its_cause(trained, ray_instance):
     recipe = training.Recipe(epochs=1).as_meta()
     subs = estimator.subsets(ds.n_train, 0.7, 2, 0)
     # A user error raised in the worker stays that error: one line, exit 2 from the CLI.
-    with pytest.raises(ArchError, match="batch-norm"):
+    with pytest.raises(ArchError, match="batch norm"):
         list(ray_instance.run(ds, "resnet18", recipe, "fused", [(0, subs, [0, 1])], lambda running: None))
     # A crash in the task names its cause, not Ray's process title.
     with pytest.raises(RuntimeError, match=r"chunk 0 failed on the cluster: IndexError"):

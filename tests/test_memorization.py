@@ -203,7 +203,7 @@ def test_fused_engine_refuses_batch_norm_models_and_names_the_batched_one():
     from explorer import data
     from explorer.models import ArchError
 
-    with pytest.raises(ArchError, match="batch-norm.*use the batched engine"):
+    with pytest.raises(ArchError, match="batch norm.*use the batched engine"):
         ensembles.train_correctness("resnet18", data.load(DatasetSpec()), torch.zeros(2, 5, dtype=torch.long),
                                     [0, 1], training.Recipe(epochs=1), CPU, "fused")
 
@@ -213,7 +213,8 @@ RECIPES = {"plain": {}, "codes": {"mnemonic_tmix": 0.2, "codes_seed": 3}, "sd": 
 
 
 @pytest.mark.parametrize("arch, extra", [("mlp", extra) for extra in RECIPES.values()]
-                         + [("cnn", RECIPES["cosine_codes_sd"])], ids=[*RECIPES, "cnn"])
+                         + [("cnn", RECIPES["cosine_codes_sd"]), ("sigmoid_mlp", RECIPES["cosine_codes_sd"])],
+                         ids=[*RECIPES, "cnn", "sigmoid_mlp_wide"])
 def test_the_batched_engine_trains_each_model_as_fit_trains_it(arch, extra):
     """Same seed, batches, code swaps and update as `fit` alone: the same weights, with codes,
     the SD loss and a schedule too. In float64, so that float rounding (which SGD amplifies over

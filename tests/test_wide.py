@@ -109,10 +109,11 @@ def test_a_forward_that_mixes_channels_is_refused_not_trained_wrong():
 def test_registry_conv_nets_with_batch_norm_train_batched_not_fused():
     for arch in ("resnet18", "vgg16_bn", "fast_cnn"):
         assert ensembles.not_batchable(arch) is None
-        assert "batch-norm" in ensembles.not_fusable(arch)
+        assert "batch norm" in ensembles.not_fusable(arch)
         assert "batched" in ensembles.refused("fused", arch)
     assert "mnemonic codes" in ensembles.not_batchable("resnet18", {"mnemonic_tmix": 0.1})
     assert ensembles.not_batchable("mlp", {"mnemonic_tmix": 0.1}) is None
+    assert ensembles.not_batchable("sigmoid_mlp", {"mnemonic_tmix": 0.1}) is None  # wide, without batch norm
     assert "augmentation" in ensembles.not_fusable("mlp", {"augment": True})
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
+from torch import nn
 
 from .. import models
 from ..runtime import devices
@@ -33,17 +34,19 @@ from .loop import init_model
 from .recipe import Recipe
 
 ENGINES = ("sequential", "batched", "fused")
-_WHY_NOT: dict[str, tuple[str | None, str | None]] = {}  # arch -> (why not batched, why not fused)
+# arch -> (why not batched, why not fused, whether it has batch norm)
+_WHY_NOT: dict[str, tuple[str | None, str | None, bool]] = {}
 
 
-def _why_not(arch: str) -> tuple[str | None, str | None]:
+def _why_not(arch: str) -> tuple[str | None, str | None, bool]:
     if arch not in _WHY_NOT:
         if arch not in models.ARCHS:  # a user's or timm's: not built (its code run) just to ask
             why = f"{arch} is not in the registry: its models train one at a time"
-            _WHY_NOT[arch] = (why, why)
+            _WHY_NOT[arch] = (why, why, False)
         else:  # the layer types do not depend on the data's shape
             net = models.build(arch, 1, 2, 32)
-            _WHY_NOT[arch] = (wide.unwidenable(net), fused.unfusable(net))
+            norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+            _WHY_NOT[arch] = (wide.unwidenable(net), fused.unfusable(net), norm)
     return _WHY_NOT[arch]
 
 
@@ -52,8 +55,8 @@ def not_batchable(arch: str, recipe: dict | None = None) -> str | None:
     recipe = recipe or {}
     if recipe.get("blocks"):
         return "a recipe with blocks trains block by block, one model at a time"
-    why, why_not_fused = _why_not(arch)
-    if why is None and why_not_fused is not None and recipe.get("mnemonic_tmix"):
+    why, _, norm = _why_not(arch)
+    if why is None and norm and recipe.get("mnemonic_tmix"):
         return ("with mnemonic codes a batch-norm model's batch statistics depend on how many codes its batch "
                 "holds: it trains one at a time")
     return why

@@ -48,18 +48,19 @@ _PER_CHANNEL = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)  # in
 
 
 def unfusable(net: nn.Module) -> str | None:
-    """Why this model cannot join an ensemble, or None."""
+    """Why this model cannot join a stacked `Ensemble`, hence cannot train fused, or None (the
+    batched engine takes the others as one wide model, wide.py)."""
     if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in net.modules()):
-        return "a model with batch-norm cannot be trained batched (its running statistics are per batch)"
+        return "a model with batch norm cannot train fused (on shared batches the models' batch statistics would mix)"
     if not isinstance(net, nn.Sequential):
-        return "only a plain sequence of layers can be trained batched"
+        return "only a plain sequence of layers can train fused"
     for mod in net:
         if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or mod.padding_mode != "zeros"):
-            return "a grouped or non-zero-padded convolution cannot be trained batched"
+            return "a grouped or non-zero-padded convolution cannot train fused"
         if isinstance(mod, nn.Flatten) and (mod.start_dim, mod.end_dim) != (1, -1):
-            return "only a full flatten can be trained batched"
+            return "only a full flatten can train fused"
         if not isinstance(mod, (nn.Linear, nn.Conv2d, nn.Flatten, *_PER_CHANNEL)):
-            return f"a {type(mod).__name__} layer cannot be trained batched"
+            return f"a {type(mod).__name__} layer cannot train fused"
     return None
 
 
@@ -146,8 +147,7 @@ def ensemble_of(nets: list[nn.Module], device: torch.device, order: str) -> Ense
     if unfusable(nets[0]) is None:
         return Ensemble(nets, device)
     if order == "shared":
-        raise ValueError(f"{unfusable(nets[0])}; on shared batches the models' batch-norm statistics would mix: "
-                         "use the batched engine")
+        raise ValueError(f"{unfusable(nets[0])}: use the batched engine")
     return wide.Wide(nets, device, channels_last=device.type == "cuda")
 
 
