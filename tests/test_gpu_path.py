@@ -87,10 +87,11 @@ def _subsets(n: int, k: int = 2) -> torch.Tensor:
     return torch.stack([torch.randperm(n, generator=g)[: int(0.7 * n)].sort().values for _ in range(k)])
 
 
-def _correctness(engine):
+def _correctness(engine, arch="mlp", **recipe):
     def job(ds, bs, device):
         subsets = _subsets(ds.n_train)
-        ensembles.train_correctness("mlp", ds, subsets, [0, 1], Recipe(epochs=2, batch_size=bs), device, engine)
+        ensembles.train_correctness(arch, ds, subsets, [0, 1], Recipe(epochs=2, batch_size=bs, **recipe), device,
+                                    engine)
     return job
 
 
@@ -114,6 +115,8 @@ JOBS = {
     "ensembles_batched": _correctness("batched"),
     "ensembles_fused": _correctness("fused"),
     "ensembles_sequential": _correctness("sequential"),
+    "ensembles_wide_augmented": _correctness("batched", "sigmoid_mlp", augment=True, label_smoothing=0.1),
+    "fit_augmented": _fit(augment=True),
     "finetune": _unlearn("finetune"),
     "neggrad_plus": _unlearn("neggrad_plus"),  # a cycled forget set: its order restarts mid-epoch
     "scrub_amp": _unlearn("scrub", amp=True),
@@ -127,6 +130,7 @@ JOBS = {
 @pytest.mark.parametrize("device", [CPU, CUDA], ids=["cpu", "cuda"])
 @pytest.mark.parametrize("job", JOBS)
 def test_host_syncs_do_not_grow_with_the_number_of_batches(digits, job, device):
+    JOBS[job](digits, 64, device)  # once-per-process work first (the wide model's check of an architecture)
     counts = []
     for batch_size in (64, 16):  # 22 and 85 batches an epoch
         with count_syncs() as c:
@@ -253,6 +257,28 @@ def test_a_tensor_is_pinned_once_until_it_changes(monkeypatch):
     del x
     gc.collect()
     assert key not in devices._pinned  # forgotten with its tensor
+
+
+@needs_cuda
+def test_a_wide_batch_norm_ensemble_on_cuda_trains_as_on_the_cpu():
+    """The batched engine's wide model (channels-last on CUDA) against the same on the CPU, in
+    float32: the same models up to rounding, and with amp it trains."""
+    from explorer.training import fused
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(96) % 4
+    x = torch.randn(96, 3, 16, 16, generator=g) + y.view(-1, 1, 1, 1) * 0.3
+    subs = torch.stack([torch.randperm(96, generator=g)[:67] for _ in range(3)])
+    recipe = Recipe(epochs=1, batch_size=16, lr=0.05, augment=True)
+    build = lambda s: (torch.manual_seed(s), models.fast_cnn(3, 4, 16, widths=(8, 12, 12)))[1]  # noqa: E731
+    states = []
+    for device in (CPU, torch.device("cuda")):
+        ens = fused.train([build(s) for s in range(3)], x, y, subs, recipe, device, [0, 1, 2], "own")
+        states.append({k: v.float().cpu() for k, v in ens.state(1).items()})
+    for key in states[0]:
+        assert torch.allclose(states[0][key], states[1][key], atol=1e-3, rtol=1e-3), key
+    fused.train([build(s) for s in range(3)], x, y, subs, Recipe(epochs=1, batch_size=16, amp=True),
+                torch.device("cuda"), [0, 1, 2], "own")
 
 
 @needs_cuda
