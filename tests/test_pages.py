@@ -292,3 +292,13 @@ def test_memorization_page_offers_fast_cnn_when_the_model_is_too_slow_on_cifar_s
     assert job["argv"][:5] == ["train", "--dataset", "cifar10", "--arch", "fast_cnn"]
     assert job["argv"][job["argv"].index("--data-root") + 1] == str(tmp_path / "data")
     jobs.cancel(ws, job["id"])
+
+
+def test_the_memorization_of_a_model_trained_with_augmentation_says_so(monkeypatch, ws):
+    rec = checkpoints.train(ws, DatasetSpec(), "mlp", training.Recipe(epochs=2, augment=True), CPU)
+    [scores], _ = memorize.compute_proxies(ws, rec, ["confidence"], CPU)
+    assert scores["augmented"] is True  # the score set itself says so, for scripts reading --json
+    for page in ("memorization", "explore"):
+        at = open_page(monkeypatch, ws, page)
+        assert not at.exception
+        assert any("trained with augmentation" in c.value for c in at.caption), page

@@ -69,10 +69,6 @@ with exact_col.form("exact"):
                    f"with its fast recipe) would take about {progress.clock(passes / fast[0])}. Memorization is "
                    f"then measured on fast_cnn models, not on {rec['arch']}: what a fast_cnn memorizes of this "
                    "data, which tracks but is not what your model memorized.")
-    if (rec.get("recipe") or {}).get("augment"):
-        st.caption("This model trained with augmentation (flips and shifts), and so do its subset models: a sample "
-                   "is memorized when its shifted views are, and a held-out sample's flipped twin may be learned "
-                   "from others. Holdout retraining is weakened by it (Zhao & Triantafillou 2024).")
     backend, address = "local", None
     if ui.ray_installed():
         on_ray = st.toggle("Run on a Ray cluster", help="Each chunk of models becomes a Ray task (with a GPU each "

@@ -179,11 +179,14 @@ def model_label(rec: dict) -> str:
 
 
 def regime_warning(rec: dict) -> None:
-    """Says so, where memorization scores are shown, when the model does not fit its training set."""
+    """Says so, where memorization scores are shown, when the model does not fit its training set,
+    and what they mean when it trained with augmentation."""
     from explorer.memorization import regime
 
     if line := regime.warning(rec):
         st.warning(line, icon="⚠️")
+    if line := regime.augmentation_note(rec):
+        st.caption(line)
 
 
 def pick_model(ws: Workspace, key: str, dynamics_only: bool = False, include_oracles: bool = False) -> dict | None:

@@ -23,3 +23,13 @@ def warning(model_rec: dict) -> str | None:
     return (f"This model fits {model_rec['train_acc']:.1%} of its training set{of_flipped}, under {FITS:.0%}: "
             "its memorization scores then mostly say what it failed to learn. Train it longer, or with the "
             "default recipe for its dataset, which reaches the memorization regime.")
+
+
+def augmentation_note(model_rec: dict) -> str | None:
+    """One line for every page that shows the memorization of a model trained with augmentation
+    (flips and shifts), or None: what its scores then mean."""
+    if not (model_rec.get("recipe") or {}).get("augment"):
+        return None
+    return ("This model trained with augmentation (random flips and shifts), and so do its subset models: a sample "
+            "counts as memorized when its shifted views are, and a held-out sample's flipped twin may be learned "
+            "from others; holdout retraining is weakened by it (Zhao & Triantafillou 2024).")

@@ -37,6 +37,8 @@ def publish(ws: Workspace, model_rec: dict, name: str, values: np.ndarray, secon
             "device": device,
             "n": len(values),
             "n_nan": int(np.isnan(values).sum()),
+            # Scores of a model trained with flips and shifts measure something else (regime.augmentation_note).
+            **({"augmented": True} if (model_rec.get("recipe") or {}).get("augment") else {}),
             **meta,
         },
         files={artifacts.VALUES: npz_bytes(values=values, **(arrays or {})), **(files or {})},
