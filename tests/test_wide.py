@@ -143,3 +143,24 @@ def test_fast_cnn_learns_a_small_separable_cifar_shaped_set_with_its_recipe():
     training.fit(net, x[:160], y[:160], recipe, CPU, record_dynamics=False)
     assert training.accuracy(net, x[:160], y[:160]) > 0.9
     assert training.accuracy(net, x[160:], y[160:]) > 0.8
+
+
+def test_the_whitening_stem_whitens_its_own_training_patches_and_stays_fixed():
+    g = torch.Generator().manual_seed(3)
+    mix = torch.tensor([[1.0, 0.8, 0.0], [0.0, 0.6, 0.5], [0.2, 0.0, 0.3]])
+    x = torch.einsum("dc,nchw->ndhw", mix, torch.randn(300, 3, 8, 8, generator=g))  # correlated channels
+    stem = models.Whiten(3)
+    stem.init_from_data(x)
+    patches = torch.nn.functional.unfold(x.double(), 2).transpose(1, 2).reshape(-1, 12)
+    out = patches @ stem.weight.double().reshape(24, 12).T
+    cov = out[:, :12].T @ out[:, :12] / len(out)
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=0.05)  # white, up to the eps
+    assert torch.allclose(out[:, 12:], -out[:, :12])  # and its negation
+
+    x, y = _data()
+    net = _seeded(_fast, 0).float()
+    recipe = training.Recipe(epochs=2, lr=0.05, batch_size=16)
+    training.fit(net, x[:60], y[:60], recipe, CPU, record_dynamics=False)
+    fitted = models.Whiten(3)
+    fitted.init_from_data(x[:60])  # its own samples only, and never trained after
+    assert torch.equal(net[0].weight, fitted.weight) and not net[0].weight.requires_grad

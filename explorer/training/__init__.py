@@ -9,8 +9,11 @@ one piece (loop.py).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+from .. import models
 
 from .blocks import fit_blocks
 from .codes import make_codes
@@ -27,7 +30,14 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, devi
     keywords are `loop.run`'s (x_test, y_test, progress, opt: a given optimizer is continued, its
     momentum carries over; drop: positions replayed out of the run, the faithful retrain;
     curvature_every: record loss curvature every k-th epoch, curvature.py). With
-    `recipe.blocks` the training is by blocks, and `opt` is not used."""
+    `recipe.blocks` the training is by blocks, and `opt` is not used.
+
+    A fresh training (no `opt` to continue) first fits the model's data-dependent layers
+    (models.Whiten) to the samples it trains on: without the dropped ones in a replay."""
+    if kwargs.get("opt") is None:
+        drop = kwargs.get("drop")
+        kept = x if drop is None else x[torch.as_tensor(np.setdiff1d(np.arange(len(x)), np.asarray(drop, dtype=np.int64)))]
+        models.init_from_data(model, kept)
     if recipe.blocks:  # DeepObliviate's block training: no dynamics, a checkpoint after each block
         if kwargs.pop("curvature_every", 0):
             raise RecipeError("curvature is recorded into the training dynamics, which block training does not "

@@ -195,6 +195,8 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
     "shared": one order for all, from `seeds[0]`. Returns the trained ensemble."""
     if order not in ("own", "shared"):
         raise ValueError(f"unknown order {order!r}")
+    for net, subset in zip(nets, torch.as_tensor(subsets)):  # each model's data-dependent layers on its own samples
+        models.init_from_data(net, x[subset])
     ens = ensemble_of(nets, device, order)
     K, n = len(subsets), len(y)
     shared = order == "shared"

@@ -70,8 +70,10 @@ class WideConv2d(nn.Module):
         c = convs[0]
         self.k, self.in_channels, self.out_channels, self.groups = len(convs), c.in_channels, c.out_channels, c.groups
         self.stride, self.padding, self.dilation = c.stride, c.padding, c.dilation
-        self.weight = nn.Parameter(torch.cat([m.weight.detach() for m in convs]))  # (K·out, in/g, kh, kw)
-        self.bias = None if c.bias is None else nn.Parameter(torch.cat([m.bias.detach() for m in convs]))
+        self.weight = nn.Parameter(torch.cat([m.weight.detach() for m in convs]),  # (K·out, in/g, kh, kw)
+                                   requires_grad=c.weight.requires_grad)  # a fixed layer (models.Whiten) stays fixed
+        self.bias = (None if c.bias is None
+                     else nn.Parameter(torch.cat([m.bias.detach() for m in convs]), requires_grad=c.bias.requires_grad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = self.groups * self.k
@@ -91,9 +93,11 @@ class WideLinear(nn.Module):
     def __init__(self, linears: list[nn.Linear]):
         super().__init__()
         self.k, self.in_features, self.out_features = len(linears), linears[0].in_features, linears[0].out_features
-        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in linears]))  # (K, out, in)
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in linears]),  # (K, out, in)
+                                   requires_grad=linears[0].weight.requires_grad)
         self.bias = (None if linears[0].bias is None
-                     else nn.Parameter(torch.stack([m.bias.detach() for m in linears])))
+                     else nn.Parameter(torch.stack([m.bias.detach() for m in linears]),
+                                       requires_grad=linears[0].bias.requires_grad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
