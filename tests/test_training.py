@@ -176,3 +176,24 @@ def test_a_recipe_field_declared_once_reaches_validation_the_record_the_cli_and_
     assert not at.exception
     smoothing = next(n for n in at.number_input if n.label == "Label smoothing")
     assert smoothing.value is None and smoothing.max == 0.99
+
+
+def test_sgd_gives_the_same_update_whatever_the_memory_layout_of_weights_gradients_and_momentum():
+    """The fused update walks tensors in memory order: a channels-last gradient or momentum beside
+    a contiguous weight must still be added element by element (the foreach update does it)."""
+    from explorer.runtime import optim
+
+    torch.manual_seed(0)
+    reference = None
+    for grad_layout, param_layout in ((torch.contiguous_format,) * 2, (torch.channels_last, torch.contiguous_format),
+                                      (torch.contiguous_format, torch.channels_last)):
+        w = torch.nn.Parameter(torch.arange(8 * 4 * 9, dtype=torch.float32).view(8, 4, 3, 3)
+                               .contiguous(memory_format=param_layout) / 100)
+        opt = optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.01)
+        for step in range(3):
+            g = torch.sin(torch.arange(8 * 4 * 9, dtype=torch.float32) + step).view(8, 4, 3, 3)
+            w.grad = g.contiguous(memory_format=grad_layout if step != 1 else param_layout)
+            opt.step()
+        if reference is None:
+            reference = w.detach().clone()
+        assert torch.allclose(w.detach(), reference, atol=1e-6)

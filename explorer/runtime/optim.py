@@ -28,7 +28,7 @@ class SGD:
         if not idx:
             return
         params, grads = [self.params[i] for i in idx], [grads[i] for i in idx]
-        if self.momentum and len({(t.device, t.dtype) for t in params + grads}) == 1:
+        if self.momentum and len({(t.device, t.dtype) for t in params + grads}) == 1 and self._same_layout(idx, params, grads):
             self._fused(idx, params, grads)
             return
         if self.weight_decay:
@@ -44,6 +44,13 @@ class SGD:
                     self.buffers[i] = grads[k].clone()
             grads = [self.buffers[i] for i in idx]
         torch._foreach_add_(params, grads, alpha=-self.lr)
+
+    def _same_layout(self, idx, params, grads) -> bool:
+        """Whether each parameter, its gradient and its momentum share strides: the fused kernel
+        walks them element by element in memory order (a channels-last gradient of a contiguous
+        weight would be added to the wrong elements)."""
+        return all(g.stride() == p.stride() and (self.buffers[i] is None or self.buffers[i].stride() == p.stride())
+                   for i, p, g in zip(idx, params, grads))
 
     def _fused(self, idx, params, grads) -> None:
         """The same update as the foreach path, bit for bit, in one pass over each tensor (PyTorch's

@@ -148,7 +148,7 @@ def ensemble_of(nets: list[nn.Module], device: torch.device, order: str) -> Ense
         return Ensemble(nets, device)
     if order == "shared":
         raise ValueError(f"{unfusable(nets[0])}: use the batched engine")
-    return wide.Wide(nets, device, channels_last=device.type == "cuda")
+    return wide.Wide(nets, device, channels_last=devices.channels_last_helps(nets[0], device))
 
 
 class _Batches:

@@ -110,6 +110,9 @@ def run(
     nothing."""
     start = time.perf_counter()
     model.to(device)
+    channels_last = devices.channels_last_helps(model, device)
+    if channels_last:  # the weights' layout only: the parameters stay the same objects (an optimizer given keeps them)
+        model.to(memory_format=torch.channels_last)
     x, y = x.to(device), y.to(device)
     n = len(y)
     dropped = None
@@ -189,6 +192,8 @@ def run(
         result.curvature_seconds = curv.seconds
     if mix is not None:
         result.codes = mix.codes.cpu()
+    if channels_last:  # handed back in the usual layout: flat views of the weights (Fisher, unlearning) expect it
+        model.to(memory_format=torch.contiguous_format)
     result.seconds = time.perf_counter() - start
     return result
 
