@@ -59,6 +59,9 @@ def run() -> dict:
     for arch, ds in (("cnn", data.load(data.DatasetSpec())), ("resnet18", None), ("fast_cnn", None)):
         k, epochs, n = sizes[arch]
         ds = ds or cifar_shaped(n)
+        # No more models at once than half the device's memory holds (fast_cnn at batch 1024: ~3.9 GB each).
+        k = ensembles.models_per_chunk(ensembles.footprint(arch, ds, training.default_for(arch, "cifar10")),
+                                       devices.total_bytes(device), k)
         name = f"{arch}_{'digits' if arch == 'cnn' else f'cifar_shaped_n{n}'}_K{k}_{epochs}ep"
         engines = [e for e in ensembles.ENGINES if not ensembles.refused(e, arch)]
         # Warm-up, one model for one epoch: imports, the CUDA context and cuDNN plans (bf16 ones too on a

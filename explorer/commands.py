@@ -37,9 +37,11 @@ def recipe_args(recipe: dict, recipe_cls: type | None = None) -> list[str]:
 
 
 def train(dataset: str, arch: str, recipe: dict, *, label_noise: float = 0.0, data_root: str = "data",
-          curvature_every: int = 0) -> list[str]:
+          curvature_every: int = 0, split_seed: int = 0, image_size: int = 0) -> list[str]:
     return ["train", "--dataset", dataset, "--arch", arch, *recipe_args(recipe), "--label-noise", str(label_noise),
-            "--data-root", data_root, *(["--curvature-every", str(curvature_every)] if curvature_every else [])]
+            "--data-root", data_root, *(["--curvature-every", str(curvature_every)] if curvature_every else []),
+            *(["--split-seed", str(split_seed)] if split_seed else []),
+            *(["--image-size", str(image_size)] if image_size else [])]
 
 
 def demo() -> list[str]:

@@ -212,7 +212,8 @@ class _ArraysOnly(pickle.Unpickler):
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"),
-               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2: a pure function
+               ("_codecs", "encode"),  # how Python 3 writes bytes at protocol 2: a pure function
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}  # protocol 5 arrays
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -240,7 +241,7 @@ def _cifar(name: str):
         folder = root / folder_name if (root / folder_name).is_dir() else root if root.name == folder_name else None
         if folder is None:
             return fallback(spec)
-        parts = []
+        parts, n_classes = [], 10 if name == "cifar10" else 100
         for files in (train_files, test_files):
             missing = [f for f in files if not (folder / f).is_file()]
             if missing:
@@ -253,12 +254,13 @@ def _cifar(name: str):
                 raise DataError(f"{folder} holds a file that is not a {name} batch ({err})") from None
             if len(images) != len(labels):
                 raise DataError(f"{folder} holds {len(images)} images but {len(labels)} labels")
+            if len(labels) and not 0 <= labels.min() <= labels.max() < n_classes:
+                raise DataError(f"{folder} holds labels outside 0–{n_classes - 1}: not {name}")
             parts += [images.transpose(0, 2, 3, 1), labels]
         classes = None
         if (folder / meta_file).is_file():
             classes = [c.decode() if isinstance(c, bytes) else str(c)
                        for c in _read_cifar_file(folder / meta_file).get(names_key, [])]
-        n_classes = 10 if name == "cifar10" else 100
         classes = classes if classes and len(classes) == n_classes else [str(c) for c in range(n_classes)]
         return [classes, *parts, {"train_origin": np.arange(len(parts[1])), "source_size": len(parts[1])}]
 
@@ -349,7 +351,11 @@ def flip_labels(labels: np.ndarray, num_classes: int, fraction: float, seed: int
 
 
 def _to_tensor(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    # (N, C, H, W) with its own strides: a permuted (N, H, W, C) array stays channels-last in memory (for
+    # one channel even `is_contiguous` says yes), convolutions follow it, and a user's model that
+    # `.view`s its activations could not train on it.
+    n, h, w, c = images.shape
+    x = torch.empty(n, c, h, w).copy_(torch.from_numpy(images).permute(0, 3, 1, 2)).div_(255)  # one float copy
     return x.sub_(torch.from_numpy(mean)[:, None, None]).div_(torch.from_numpy(std)[:, None, None])  # in place
 
 

@@ -110,6 +110,11 @@ class Whiten(nn.Conv2d):
         self.weight.copy_(torch.cat([filters, -filters]).to(self.weight))
 
 
+def fits_to_data(model: nn.Module) -> bool:
+    """Whether `model` has layers whose weights come from its training data (`Whiten`)."""
+    return any(isinstance(mod, Whiten) for mod in model.modules())
+
+
 def init_from_data(model: nn.Module, x: torch.Tensor) -> None:
     """Fit every layer of `model` whose weights come from its training data (`Whiten`) to `x`."""
     for mod in model.modules():
@@ -419,6 +424,7 @@ def build(arch: str | Arch, channels: int, num_classes: int, size: int) -> nn.Mo
         if spec.variant is not None and name != "vgg16_bn":
             raise ArchError(f"{name} has no variant {spec.variant!r}")
         model = builder(channels, num_classes, size, **({"variant": spec.variant} if spec.variant else {}))
+        model.explorer_registry = True  # ours: its forward is known to take channels-last tensors
     affine = input_affine(spec, channels)
     if affine is not None:
         # Buffers move with .to(device) and are copied with the model; not persistent, so the

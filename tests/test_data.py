@@ -125,7 +125,7 @@ def test_image_folder_loads_classes_and_splits(tmp_path):
     assert ds.thumbs_train.shape == (12, 32, 32, 3)
 
 
-def _write_cifar(root, name, n_train=30, n_test=10):
+def _write_cifar(root, name, n_train=30, n_test=10, protocol=2):
     """Files in torchvision's on-disk layout of CIFAR (pickled dicts, protocol 2, as published)."""
     import pickle
 
@@ -141,16 +141,17 @@ def _write_cifar(root, name, n_train=30, n_test=10):
             labels = [(j * 7 + i) % classes for j in range(n)]
             with open(folder / f, "wb") as out:
                 pickle.dump({b"batch_label": b"x", label_key: labels, b"data": images,
-                             b"filenames": [b"f%d.png" % j for j in range(n)]}, out, protocol=2)
+                             b"filenames": [b"f%d.png" % j for j in range(n)]}, out, protocol=protocol)
             written[f] = (images, labels)
     with open(folder / meta_file, "wb") as out:
         pickle.dump({names_key: [b"class%d" % c for c in range(classes)]}, out, protocol=2)
     return written
 
 
-@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
-def test_cifar_is_read_from_torchvisions_layout_without_a_download(tmp_path, name):
-    written = _write_cifar(tmp_path, name)
+@pytest.mark.parametrize("name, protocol", [("cifar10", 2), ("cifar100", 2), ("cifar10", 5)],
+                         ids=["cifar10", "cifar100", "rebuilt_at_protocol_5"])
+def test_cifar_is_read_from_torchvisions_layout_without_a_download(tmp_path, name, protocol):
+    written = _write_cifar(tmp_path, name, protocol=protocol)
     ds = data.load(data.DatasetSpec(name=name, root=str(tmp_path)))
     first_train = next(iter(written.values()))
     n_train_files = 5 if name == "cifar10" else 1

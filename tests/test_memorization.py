@@ -142,7 +142,7 @@ def test_out_of_memory_halves_the_chunk_and_gives_the_same_estimate(noisy_model,
     assert np.allclose(halved.values, whole.values, equal_nan=True)
 
 
-def test_a_chunk_holds_what_half_the_free_memory_holds():
+def test_a_chunk_holds_what_half_the_memory_holds():
     from explorer import data
 
     ds = data.load(DatasetSpec())
@@ -150,9 +150,9 @@ def test_a_chunk_holds_what_half_the_free_memory_holds():
     small, large = ensembles.footprint("mlp", ds, recipe), ensembles.footprint("cnn", ds, recipe)
     assert 0 < small < large
     assert ensembles.footprint("cnn", ds, replace(recipe, batch_size=128)) > large  # activations grow with the batch
-    assert ensembles.models_per_chunk(large, free=10 * large, most=256) == 5
-    assert ensembles.models_per_chunk(large, free=large, most=256) == 1  # at least one
-    assert ensembles.models_per_chunk(small, free=None, most=32) == 32  # free memory unknown
+    assert ensembles.models_per_chunk(large, memory=10 * large, most=256) == 4  # 5 fit: a power of two
+    assert ensembles.models_per_chunk(large, memory=large, most=256) == 1  # at least one
+    assert ensembles.models_per_chunk(small, memory=None, most=32) == 32  # memory unknown
 
 
 def test_same_run_twice_is_not_duplicated_and_concurrent_start_is_refused(noisy_model, monkeypatch):
@@ -388,3 +388,37 @@ def test_auto_resumes_an_unfinished_run_with_the_engine_it_began_with(noisy_mode
     monkeypatch.setattr(ensembles, "calibrate", lambda *a, **k: pytest.fail("a begun run is not re-measured"))
     engine, why = memorize.pick_engine(cfg, rec, CPU, ws)
     assert (engine, why) == ("fused", "the engine this run began with (resuming it)")
+    # Asked again without a chunk size (the app's form has none): the saved chunks' size, not a new one.
+    resolved = memorize.resolve(replace(cfg, chunk=None), rec, CPU, ws)
+    assert (resolved.engine, resolved.chunk) == ("fused", 2)
+
+
+def test_a_registry_architecture_with_a_variant_is_judged_as_it_is_built():
+    from explorer.models import Arch
+
+    assert ensembles.not_batchable(Arch("vgg16_bn", variant="salun")) is None  # batch norm: one wide model
+    own_input = Arch("mlp", normalize=((0.5,), (0.5,)), pixels=((0.1,), (0.3,)))
+    assert "input normalization" in ensembles.not_batchable(own_input)
+    assert "not in the registry" in ensembles.not_batchable(Arch("mymodels:Net"))
+
+
+def test_an_out_of_memory_retry_runs_after_the_failed_attempt_is_freed(noisy_model, monkeypatch):
+    """The halves train once the failed attempt's tensors are gone (they hold the memory needed)."""
+    import gc
+    import weakref
+
+    ws, rec = noisy_model
+    real, alive = ensembles.train_correctness, []
+
+    def big_then_fine(arch, ds, subs, seeds, *args, **kwargs):
+        if len(seeds) > 2:
+            held = torch.zeros(1000)  # what the failed attempt allocated
+            alive.append(weakref.ref(held))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        gc.collect()
+        assert all(ref() is None for ref in alive), "the failed attempt's tensors are still alive"
+        return real(arch, ds, subs, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(ensembles, "train_correctness", big_then_fine)
+    out = memorize.exact(ws, rec, ExactConfig(models=4, epochs=2, chunk=4, seed=13, engine="batched"), CPU)
+    assert out["models"] == 4 and alive

@@ -197,3 +197,26 @@ def test_sgd_gives_the_same_update_whatever_the_memory_layout_of_weights_gradien
         if reference is None:
             reference = w.detach().clone()
         assert torch.allclose(w.detach(), reference, atol=1e-6)
+
+
+def test_a_users_conv_net_that_views_its_activations_trains_in_its_own_layout(digits):
+    """Channels-last is for the registry's nets only: a user's forward may `.view` an activation,
+    which a channels-last tensor cannot do."""
+    from torch import nn
+
+    from explorer.runtime import devices
+
+    class LeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4 * 6 * 6, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).view(-1, 4 * 6 * 6))
+
+    model = LeNet()
+    assert not devices.channels_last_helps(model, CPU)
+    assert devices.channels_last_helps(training.init_model("cnn", digits, 0), CPU)
+    training.fit(model, digits.x_train[:200], digits.y_train[:200], training.Recipe(epochs=1), CPU,
+                 record_dynamics=False)
+    assert model.conv.weight.is_contiguous()

@@ -78,7 +78,8 @@ with exact_col.form("exact"):
         backend, address = ("ray", where.strip() or None) if on_ray else ("local", None)
     if propose_fast and st.form_submit_button("Train a fast_cnn on this dataset"):
         spec = ds.spec
-        ui.launch(ws, commands.train(spec.name, "fast_cnn", {}, label_noise=spec.label_noise, data_root=spec.root),
+        ui.launch(ws, commands.train(spec.name, "fast_cnn", {}, label_noise=spec.label_noise, data_root=spec.root,
+                                     split_seed=spec.split_seed, image_size=spec.image_size),
                   f"train {spec.name} fast_cnn (for exact memorization)", "exact_job")
     if st.form_submit_button("Compute exact", type="primary"):
         cfg = estimator.ExactConfig(models=int(k), ratio=float(ratio), epochs=int(epochs))

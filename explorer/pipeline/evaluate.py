@@ -112,7 +112,7 @@ def _train_oracles(ws: Workspace, model_rec: dict, fs_rec: dict, n: int, device:
     retain, forget = metrics.split_ids(ds.n_train, fs_rec["ids"])
     recipe, _ = recipe_for(model_rec)
     arch = models.arch_of(model_rec)
-    engine = "sequential" if ensembles.not_batchable(model_rec["arch"], recipe.as_meta()) else "batched"
+    engine = "sequential" if ensembles.not_batchable(models.arch_of(model_rec), recipe.as_meta()) else "batched"
     chunk = ORACLE_CHUNK if engine == "batched" else 8
     seeds = [ORACLE_SEED + k for k in range(n)]
     bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
@@ -202,7 +202,7 @@ def cost(ws: Workspace, model_rec: dict, fs_rec: dict, method_name: str, n: int 
         recipe, _ = recipe_for(model_rec)
         n_train = artifacts.dataset_of(ws, model_rec).n_train
         steps = recipe.epochs * math.ceil((n_train - len(set(fs_rec["ids"]))) / recipe.batch_size)
-        engine = "sequential" if ensembles.not_batchable(model_rec["arch"], recipe.as_meta()) else "batched"
+        engine = "sequential" if ensembles.not_batchable(models.arch_of(model_rec), recipe.as_meta()) else "batched"
         if engine == "batched":
             per_step = memorize.calibrated_engine(ws, model_rec, device, ORACLE_CHUNK)["seconds_per_model_step"][engine]
             oracle_s = n * steps * per_step

@@ -8,6 +8,7 @@ being fixed by the seed, ends with the same estimate as an uninterrupted one.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -52,12 +53,14 @@ def calibrated_engine(ws: Workspace, model_rec: dict, device: torch.device, k: i
     size and kept in the workspace, so that a resumed run picks what its start picked."""
     recipe = artifacts.recipe_of(model_rec) or Recipe()
     threads = torch.get_num_threads() if device.type == "cpu" else 0
-    key = json.dumps([model_rec["arch"], model_rec["dataset_id"], recipe.cost_key(), devices.describe(device),
-                      threads, k], sort_keys=True, default=str)
+    arch = models.arch_of(model_rec)  # a variant or an input normalization is another model to time
+    named = arch if isinstance(arch, str) else models.arch_meta(arch)
+    key = json.dumps([named, model_rec["dataset_id"], recipe.cost_key(), devices.describe(device), threads, k],
+                     sort_keys=True, default=str)
     path = ws.path / "calibration.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     if key not in known:
-        known[key] = ensembles.calibrate(model_rec["arch"], artifacts.dataset_of(ws, model_rec), recipe, device, k)
+        known[key] = ensembles.calibrate(arch, artifacts.dataset_of(ws, model_rec), recipe, device, k)
         write_atomic(path, json.dumps(known, indent=1).encode())
     return known[key]
 
@@ -68,8 +71,11 @@ MOST_PER_CHUNK = {"cpu": 32, "cuda": 256}  # models trained at once, at most (me
 def default_chunk(engine: str, model_rec: dict | None = None, ws: Workspace | None = None,
                   device: torch.device | None = None) -> int:
     """Models per chunk: 8 one after another (the chunk is only how often progress is saved); for
-    the batched engines as many at once as half the device's free memory holds, by the model's
-    measured footprint (ensembles.footprint), up to MOST_PER_CHUNK."""
+    the batched engines as many at once as half the device's memory holds, by the model's measured
+    footprint (ensembles.footprint), a power of two up to MOST_PER_CHUNK. The device's total memory,
+    not its free memory of the moment: the chunk is part of what identifies a run, so the same
+    run on the same device must get the same chunk to resume; memory taken by others is met by
+    halving a chunk that runs out (`_local_chunks`)."""
     if engine not in ("batched", "fused"):
         return 8
     most = MOST_PER_CHUNK.get(device.type if device is not None else "cpu", 32)
@@ -77,20 +83,21 @@ def default_chunk(engine: str, model_rec: dict | None = None, ws: Workspace | No
         return most if device is not None else 32
     recipe = artifacts.recipe_of(model_rec) or Recipe()
     per_model = ensembles.footprint(models.arch_of(model_rec), artifacts.dataset_of(ws, model_rec), recipe)
-    return ensembles.models_per_chunk(per_model, devices.free_bytes(device), most)
+    return ensembles.models_per_chunk(per_model, devices.total_bytes(device), most)
 
 
-def _begun_engine(ws: Workspace, cfg: ExactConfig, model_rec: dict) -> str | None:
-    """The engine of an unfinished run of this configuration (begun here or on a Ray cluster), so
-    that `auto` resumes it rather than starting over with another engine."""
+def _begun(ws: Workspace, cfg: ExactConfig, model_rec: dict) -> ExactConfig | None:
+    """The resolved configuration of an unfinished run of this one (begun here or on a Ray
+    cluster), so that `auto` and the default chunk resume it rather than start over."""
     for manifest in (folder / "manifest.json" for folder in artifacts.exact_folders(ws, model_rec["id"])):
         try:
             begun = ExactConfig(**json.loads(manifest.read_text())["cfg"])
         except (OSError, ValueError, TypeError, KeyError):
             continue
-        same = replace(cfg, engine=begun.engine, epochs=cfg.epochs or begun.epochs, chunk=cfg.chunk or begun.chunk)
+        engine = begun.engine if cfg.engine == "auto" else cfg.engine
+        same = replace(cfg, engine=engine, epochs=cfg.epochs or begun.epochs, chunk=cfg.chunk or begun.chunk)
         if same == begun and any(manifest.parent.glob("chunk-*.npz")):
-            return begun.engine
+            return begun
     return None
 
 
@@ -101,10 +108,10 @@ def pick_engine(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Wor
     the batched one whenever the model can train batched."""
     if cfg.engine != "auto":
         return cfg.engine, "asked for"
-    if why_not := ensembles.not_batchable(model_rec["arch"], model_rec.get("recipe")):
+    if why_not := ensembles.not_batchable(models.arch_of(model_rec), model_rec.get("recipe")):
         return "sequential", why_not
-    if ws is not None and (begun := _begun_engine(ws, cfg, model_rec)):
-        return begun, "the engine this run began with (resuming it)"
+    if ws is not None and (begun := _begun(ws, cfg, model_rec)):
+        return begun.engine, "the engine this run began with (resuming it)"
     if not measure or ws is None:
         return "batched", "not measured (a Ray cluster's workers, or no workspace to keep the measurement)"
     picked = calibrated_engine(ws, model_rec, device,
@@ -118,8 +125,12 @@ def resolve(cfg: ExactConfig, model_rec: dict, device: torch.device, ws: Workspa
     identifies a run, so a resume from the CLI, the app or another device finds its chunks."""
     engine, _ = pick_engine(cfg, model_rec, device, ws, measure)
     epochs = cfg.epochs or (artifacts.recipe_of(model_rec) or Recipe()).epochs
-    return replace(cfg, epochs=epochs, engine=engine,
-                   chunk=cfg.chunk or min(cfg.models, default_chunk(engine, model_rec, ws, device)))
+    chunk = cfg.chunk
+    if chunk is None and ws is not None and (begun := _begun(ws, replace(cfg, engine=engine), model_rec)):
+        chunk = begun.chunk  # the chunks already saved decide
+    if chunk is None:
+        chunk = min(cfg.models, default_chunk(engine, model_rec, ws, device if measure else None))
+    return replace(cfg, epochs=epochs, engine=engine, chunk=chunk)
 
 
 def _recipe(model_rec: dict, cfg: ExactConfig) -> Recipe:
@@ -203,13 +214,16 @@ def _local_chunks(arch, ds, recipe, device, engine, todo, report):
         except Exception as err:
             if not devices.out_of_memory(err):
                 raise
-            devices.release(device)
             if len(seeds) == 1:
                 raise UserError(f"one model does not fit in {devices.describe(device)}'s free memory "
                                 f"({errors.first_line(err)}); use a smaller batch size or another device") from None
-            fits = len(seeds) // 2
-            report(done, f" · out of memory with {len(seeds)} models at once: {fits} at a time from now on")
-            return _halves(subs, seeds, done, train)
+        # Retried outside the except block: there its traceback would keep the failed attempt's
+        # tensors (the ensemble, its activations) alive through the retry.
+        gc.collect()
+        devices.release(device)
+        fits = len(seeds) // 2
+        report(done, f" · out of memory with {len(seeds)} models at once: {fits} at a time from now on")
+        return _halves(subs, seeds, done, train)
 
     for c, subs, seeds in todo:
         start = time.perf_counter()
@@ -246,7 +260,7 @@ def exact(ws: Workspace, model_rec: dict, cfg: ExactConfig, device: torch.device
         device = pool.device  # the workers' device decides the engine, hence the run
     engine, engine_why = pick_engine(cfg, model_rec, device, ws, measure=pool is None)
     cfg = resolve(replace(cfg, engine=engine), model_rec, device, ws)  # picked once: not measured again
-    if why := ensembles.refused(cfg.engine, model_rec["arch"], model_rec.get("recipe"), option=True):
+    if why := ensembles.refused(cfg.engine, models.arch_of(model_rec), model_rec.get("recipe"), option=True):
         raise ArchError(why)
     key = _run_key(model_rec, cfg)
     folder = artifacts.exact_folder(ws, model_rec["id"], key)

@@ -3,6 +3,7 @@ host data to it."""
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Iterator
 
@@ -78,11 +79,27 @@ def batches(x: torch.Tensor, device: torch.device, batch_size: int) -> Iterator[
         yield x[i : i + batch_size].to(device, non_blocking=_streaming(x, device))  # a copy back must block
 
 
+def total_bytes(device: torch.device) -> int | None:
+    """The memory of `device`: the GPU's, or the host's for the CPU (Linux); None where it cannot be
+    asked (MPS, or a CUDA device this machine does not have: a Ray cluster's)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory) if torch.cuda.is_available() else None
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemTotal:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
 def free_bytes(device: torch.device) -> int | None:
     """Memory free for new work on `device`: the GPU's free memory, or the host's available memory
     for the CPU (Linux); None where it cannot be asked."""
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+        return int(torch.cuda.mem_get_info(device)[0]) if torch.cuda.is_available() else None
     if device.type == "cpu":
         try:
             with open("/proc/meminfo") as f:
@@ -111,5 +128,22 @@ def release(device: torch.device) -> None:
 def channels_last_helps(model: torch.nn.Module, device: torch.device) -> bool:
     """Whether convolutions of `model` should run channels-last on `device`: on CUDA (tensor
     cores) and on the CPU (oneDNN), where it measured 15–30% faster a training step for the
-    registry's conv nets (resnet18, fast_cnn, cnn; docs/memorization.md); not elsewhere."""
-    return device.type in ("cpu", "cuda") and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    registry's conv nets (resnet18, fast_cnn, cnn; docs/memorization.md); not elsewhere, and not
+    for a user's or timm's architecture, whose forward may `.view` a channels-last tensor."""
+    return (device.type in ("cpu", "cuda") and getattr(model, "explorer_registry", False)
+            and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()))
+
+
+@contextlib.contextmanager
+def conv_layout(model: torch.nn.Module, device: torch.device):
+    """The model's weights channels-last while inside, where that helps (`channels_last_helps`),
+    and back in the usual layout on leaving, however it is left: flat views of the weights
+    (Fisher, unlearning) expect it. The parameters stay the same objects."""
+    if not channels_last_helps(model, device):
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .. import models
+from ..runtime import devices
 
 from .blocks import fit_blocks
 from .codes import make_codes
@@ -34,15 +35,16 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, devi
 
     A fresh training (no `opt` to continue) first fits the model's data-dependent layers
     (models.Whiten) to the samples it trains on: without the dropped ones in a replay."""
-    if kwargs.get("opt") is None:
+    if kwargs.get("opt") is None and models.fits_to_data(model):
         drop = kwargs.get("drop")
         kept = x if drop is None else x[torch.as_tensor(np.setdiff1d(np.arange(len(x)), np.asarray(drop, dtype=np.int64)))]
         models.init_from_data(model, kept)
-    if recipe.blocks:  # DeepObliviate's block training: no dynamics, a checkpoint after each block
-        if kwargs.pop("curvature_every", 0):
-            raise RecipeError("curvature is recorded into the training dynamics, which block training does not "
-                              "record; train without --blocks")
-        kwargs.pop("opt", None)
-        # Without dynamics (the estimator's subset models) nobody reads the block snapshots either.
-        return fit_blocks(model, x, y, recipe, device, snapshots=record_dynamics, **kwargs)
-    return run(model, x, y, recipe, device, record_dynamics=record_dynamics, **kwargs)
+    with devices.conv_layout(model.to(device), device):  # channels-last where it helps, restored after
+        if recipe.blocks:  # DeepObliviate's block training: no dynamics, a checkpoint after each block
+            if kwargs.pop("curvature_every", 0):
+                raise RecipeError("curvature is recorded into the training dynamics, which block training does not "
+                                  "record; train without --blocks")
+            kwargs.pop("opt", None)
+            # Without dynamics (the estimator's subset models) nobody reads the block snapshots either.
+            return fit_blocks(model, x, y, recipe, device, snapshots=record_dynamics, **kwargs)
+        return run(model, x, y, recipe, device, record_dynamics=record_dynamics, **kwargs)

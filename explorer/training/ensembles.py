@@ -38,13 +38,19 @@ ENGINES = ("sequential", "batched", "fused")
 _WHY_NOT: dict[str, tuple[str | None, str | None, bool]] = {}
 
 
-def _why_not(arch: str) -> tuple[str | None, str | None, bool]:
+def _why_not(arch) -> tuple[str | None, str | None, bool]:
+    """For a registry name or a `models.Arch` (a variant, an input normalization): why not batched,
+    why not fused, and whether it has batch norm."""
     if arch not in _WHY_NOT:
-        if arch not in models.ARCHS:  # a user's or timm's: not built (its code run) just to ask
+        if str(arch) not in models.ARCHS:  # a user's or timm's: not built (its code run) just to ask
             why = f"{arch} is not in the registry: its models train one at a time"
             _WHY_NOT[arch] = (why, why, False)
         else:  # the layer types do not depend on the data's shape
-            net = models.build(arch, 1, 2, 32)
+            try:
+                net = models.build(arch, 1, 2, 32)
+            except models.ArchError as err:
+                _WHY_NOT[arch] = (str(err), str(err), False)
+                return _WHY_NOT[arch]
             norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
             _WHY_NOT[arch] = (wide.unwidenable(net), fused.unfusable(net), norm)
     return _WHY_NOT[arch]
@@ -219,12 +225,14 @@ def footprint(arch: str, ds, recipe: Recipe, probe: int = 8) -> int:
     return int(4 * weights + activations)
 
 
-def models_per_chunk(per_model: int, free: int | None, most: int, fraction: float = 0.5) -> int:
-    """How many models one chunk trains at once: as many as `fraction` of the free memory holds at
-    `per_model` bytes each, at least 1 and at most `most` (all of it when the free memory is unknown)."""
-    if free is None:
+def models_per_chunk(per_model: int, memory: int | None, most: int, fraction: float = 0.5) -> int:
+    """How many models one chunk trains at once: as many as `fraction` of `memory` holds at
+    `per_model` bytes each, rounded down to a power of two, at least 1 and at most `most` (`most`
+    when the memory is unknown)."""
+    if memory is None:
         return most
-    return max(1, min(most, int(fraction * free // max(1, per_model))))
+    fits = max(1, min(most, int(fraction * memory // max(1, per_model))))
+    return 1 << (fits.bit_length() - 1)
 
 
 def train_correctness(arch: str, ds, subsets: torch.Tensor, seeds: list[int], recipe: Recipe, device: torch.device,

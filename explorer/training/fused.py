@@ -75,9 +75,10 @@ class Ensemble:
         self.weights: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         for i, mod in enumerate(self.layers):
             if isinstance(mod, (nn.Linear, nn.Conv2d)):
-                w = torch.stack([net[i].weight.detach() for net in nets]).to(device).requires_grad_()
+                w = torch.stack([net[i].weight.detach() for net in nets]).to(device).requires_grad_(
+                    mod.weight.requires_grad)  # a fixed layer stays fixed
                 b = None if mod.bias is None else torch.stack([net[i].bias.detach() for net in nets]).to(device)
-                self.weights[i] = (w, None if b is None else b.requires_grad_())
+                self.weights[i] = (w, None if b is None else b.requires_grad_(mod.bias.requires_grad))
         self.params = [t for pair in self.weights.values() for t in pair if t is not None]
 
     def train(self) -> None:  # no layer here behaves differently in training
@@ -141,14 +142,15 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, s
     return (losses.per_sample(logits, y, sd_lambda, label_smoothing) * weight).sum(0)
 
 
-def ensemble_of(nets: list[nn.Module], device: torch.device, order: str) -> Ensemble | wide.Wide:
+def ensemble_of(nets: list[nn.Module], device: torch.device, order: str,
+                example: torch.Tensor | None = None) -> Ensemble | wide.Wide:
     """The K models as one computation: stacked (`Ensemble`) when they are plain sequences without
     batch norm, else one wide model (wide.py), which trains each model on its own batches only."""
     if unfusable(nets[0]) is None:
         return Ensemble(nets, device)
     if order == "shared":
         raise ValueError(f"{unfusable(nets[0])}: use the batched engine")
-    return wide.Wide(nets, device, channels_last=devices.channels_last_helps(nets[0], device))
+    return wide.Wide(nets, device, channels_last=devices.channels_last_helps(nets[0], device), example=example)
 
 
 class _Batches:
@@ -195,9 +197,10 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
     "shared": one order for all, from `seeds[0]`. Returns the trained ensemble."""
     if order not in ("own", "shared"):
         raise ValueError(f"unknown order {order!r}")
-    for net, subset in zip(nets, torch.as_tensor(subsets)):  # each model's data-dependent layers on its own samples
-        models.init_from_data(net, x[subset])
-    ens = ensemble_of(nets, device, order)
+    if models.fits_to_data(nets[0]):  # each model's data-fitted layers on its own samples, as fit fits them
+        for net, subset in zip(nets, torch.as_tensor(subsets)):
+            models.init_from_data(net, x[subset[: models.Whiten.PATCH_IMAGES]])
+    ens = ensemble_of(nets, device, order, x[:1])
     K, n = len(subsets), len(y)
     shared = order == "shared"
     if shared and recipe.augment:
@@ -233,7 +236,8 @@ def train(nets: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, subsets: 
                      else torch.stack([torch.rand(batches.m, generator=g) for g in swap_streams], 1))
             swaps = devices.to_device(swaps < recipe.mnemonic_tmix, device)
         if views is not None:  # each model's flips and shifts by position in its order, as fit draws them
-            flips, shifts = (torch.stack(d) for d in zip(*(augment.draw(batches.m, g) for g in views)))
+            flips, shifts = (devices.to_device(torch.stack(d), device)  # once an epoch, not a copy per batch
+                             for d in zip(*(augment.draw(batches.m, g) for g in views)))
         for ids, w, lo in batches.epoch():
             if recipe.cosine:
                 opt.lr = optim.cosine_lr(recipe.lr, step, total)

@@ -110,9 +110,6 @@ def run(
     nothing."""
     start = time.perf_counter()
     model.to(device)
-    channels_last = devices.channels_last_helps(model, device)
-    if channels_last:  # the weights' layout only: the parameters stay the same objects (an optimizer given keeps them)
-        model.to(memory_format=torch.channels_last)
     x, y = x.to(device), y.to(device)
     n = len(y)
     dropped = None
@@ -143,6 +140,7 @@ def run(
             flips, shifts = augment.draw(n, views)
             if kept is not None:
                 flips, shifts = flips[kept], shifts[kept]
+            flips, shifts = devices.to_device(flips, device), devices.to_device(shifts, device)  # once an epoch
         if kept is not None:
             perm = perm[kept]
         perm = devices.to_device(perm, device)  # without a host sync on a GPU
@@ -192,8 +190,6 @@ def run(
         result.curvature_seconds = curv.seconds
     if mix is not None:
         result.codes = mix.codes.cpu()
-    if channels_last:  # handed back in the usual layout: flat views of the weights (Fisher, unlearning) expect it
-        model.to(memory_format=torch.contiguous_format)
     result.seconds = time.perf_counter() - start
     return result
 

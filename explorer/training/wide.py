@@ -113,9 +113,9 @@ class WideLinear(nn.Module):
 
 def _wide_norm(norms: list[nn.modules.batchnorm._BatchNorm]) -> nn.Module:
     b = norms[0]
-    like = next(iter([*b.parameters(), *b.buffers()]))
-    wide = type(b)(b.num_features * len(norms), b.eps, b.momentum, b.affine, b.track_running_stats,
-                   dtype=b.running_mean.dtype if b.running_mean is not None else like.dtype)
+    tensors = [*b.parameters(), *b.buffers()]
+    dtype = b.running_mean.dtype if b.running_mean is not None else tensors[0].dtype if tensors else None
+    wide = type(b)(b.num_features * len(norms), b.eps, b.momentum, b.affine, b.track_running_stats, dtype=dtype)
     with torch.no_grad():
         for name, tensor in wide.named_parameters(recurse=False):
             tensor.copy_(torch.cat([getattr(m, name).detach() for m in norms]))
@@ -134,29 +134,38 @@ def _norm_part(wide: nn.Module, k: int) -> dict[str, torch.Tensor]:
             for name, t in [*wide.named_parameters(recurse=False), *wide.named_buffers(recurse=False)]}
 
 
+def _widen(nets: list[nn.Module]) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """A copy of nets[0] with each channel-mixing layer replaced by its K-fold version built from
+    the K nets' own: (the wide model, name -> its wide layer)."""
+    net, parts = copy.deepcopy(nets[0]), {}
+    for name, mod in list(nets[0].named_modules()):
+        if isinstance(mod, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
+            group = [other.get_submodule(name) for other in nets]
+            wide = (WideConv2d(group) if isinstance(mod, nn.Conv2d) else WideLinear(group)
+                    if isinstance(mod, nn.Linear) else _wide_norm(group))
+            net.set_submodule(name, wide)
+            parts[name] = wide
+    return net, parts
+
+
 class Wide:
     """K models of one architecture (`nets`, their initial weights) as one wide model on `device`,
-    with the interface of fused.Ensemble: `forward`, `params`, `module`, `train`/`eval`."""
+    with the interface of fused.Ensemble: `forward`, `params`, `module`, `train`/`eval`.
+    `example`: an input of the shape the models take ((1, C, H, W) or (1, d)), for the check that
+    the architecture's forward keeps the models apart."""
 
-    def __init__(self, nets: list[nn.Module], device: torch.device, channels_last: bool = False):
+    def __init__(self, nets: list[nn.Module], device: torch.device, channels_last: bool = False,
+                 example: torch.Tensor | None = None):
         if why := unwidenable(nets[0]):
             raise ValueError(why)
+        _check(nets, example)
         self.k = len(nets)
-        self.net = copy.deepcopy(nets[0])
-        self.parts: dict[str, nn.Module] = {}
-        for name, mod in list(nets[0].named_modules()):
-            if isinstance(mod, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
-                group = [net.get_submodule(name) for net in nets]
-                wide = (WideConv2d(group) if isinstance(mod, nn.Conv2d) else WideLinear(group)
-                        if isinstance(mod, nn.Linear) else _wide_norm(group))
-                self.net.set_submodule(name, wide)
-                self.parts[name] = wide
+        self.net, self.parts = _widen(nets)
         self.net.to(device)
         self.channels_last = channels_last
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
-        self._check(nets)
 
     def forward(self, x: torch.Tensor, own: bool = False) -> torch.Tensor:
         """Logits (B, K, classes): on shared inputs x (B, …), or with `own` on each model's own
@@ -188,37 +197,34 @@ class Wide:
             template.load_state_dict({key: t.detach() for key, t in self.state(k).items()}, strict=True)
         return template
 
-    @torch.no_grad()
-    def _check(self, nets: list[nn.Module]) -> None:
-        """Refuse an architecture whose forward mixes channels: the wide model's outputs must be
-        its models' own (eval mode; two models, one random input). Once per architecture."""
-        key = repr(nets[0])
-        if key in _CHECKED:
-            return
-        param = next(self.net.parameters())
-        first = next(m for m in nets[0].modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-        shape = (first.in_channels, 32, 32) if isinstance(first, nn.Conv2d) else (first.in_features,)
-        x = torch.randn(1, *shape, dtype=param.dtype)
-        was = [net.training for net in nets]
-        self.eval()
-        try:
-            wide = self.forward(x.to(param.device)).cpu()
-            for k in {0, self.k - 1}:
-                nets[k].eval()
-                own = nets[k](x.to(next(nets[k].parameters()).device)).cpu()
-                if not torch.allclose(wide[:, k], own, rtol=1e-3, atol=1e-4):
-                    raise ValueError(f"{type(nets[0]).__name__}'s forward mixes channels across layers: "
-                                     "it trains one at a time")
-        except RuntimeError as err:  # a shape its forward cannot take: the same verdict
-            raise ValueError(f"{type(nets[0]).__name__} cannot be trained batched ({err})") from None
-        finally:
-            for net, mode in zip(nets, was):
-                net.train(mode)
-            self.train()
-        _CHECKED.add(key)
+
+_CHECKED: set[str] = set()  # architectures and input shapes whose wide outputs matched their own
 
 
-_CHECKED: set[str] = set()  # architectures (their repr) whose wide outputs matched their own
+@torch.no_grad()
+def _check(nets: list[nn.Module], example: torch.Tensor | None) -> None:
+    """Refuse an architecture whose forward mixes channels: a wide copy of its first and last model,
+    in float64 on the CPU (no TF32, no rounding to hide behind), must give each model's own outputs
+    on a random input of the models' shape, in eval mode. Once per architecture and shape."""
+    first = next(m for m in nets[0].modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    shape = tuple(example.shape[1:]) if example is not None else (
+        (first.in_channels, 32, 32) if isinstance(first, nn.Conv2d) else (first.in_features,))
+    key = f"{nets[0]!r}{shape}"
+    if key in _CHECKED:
+        return
+    pair = [copy.deepcopy(net).cpu().double().eval() for net in (nets[0], nets[-1])]
+    probe, _ = _widen(pair)
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    name = type(nets[0]).__name__
+    try:
+        wide = probe.eval()(x).view(2, 2, -1)
+        for k, net in enumerate(pair):
+            own = net(x)
+            if not torch.allclose(wide[:, k], own, rtol=1e-7, atol=1e-9 * (1 + float(own.abs().max()))):
+                raise ValueError(f"{name}'s forward mixes channels across layers: it trains one at a time")
+    except RuntimeError as err:  # a shape its forward cannot take as a wide model: the same verdict
+        raise ValueError(f"{name} cannot be trained batched ({err})") from None
+    _CHECKED.add(key)
 
 
 class _PerModelLinear(torch.autograd.Function):
