@@ -73,7 +73,7 @@ def run() -> dict:
         full = training.default_for(arch, "cifar10")
         per_model = ensembles.footprint(arch, ds, full)
         out[f"{arch}_footprint_mb_per_model (batch {full.batch_size})"] = round(per_model / 2**20, 1)
-        out[f"{arch}_models_per_chunk[{device.type}] (half the free memory)"] = ensembles.models_per_chunk(
-            per_model, devices.free_bytes(device), 256)
+        out[f"{arch}_models_per_chunk[{device.type}] (half the device's memory)"] = ensembles.models_per_chunk(
+            per_model, devices.total_bytes(device), 256)
     record(f"scale_{device.type}", {"sample_passes_per_s": {device.type: throughput}})
     return out
