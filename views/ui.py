@@ -416,19 +416,22 @@ def recipe_inputs(columns, recipe_cls: type | None = None) -> dict:
     return values
 
 
-def measured_throughput() -> dict:
-    """{device: {arch: {engine: sample-passes per second}}} as `python -m bench scale` and `bench gpu`
-    last measured them (docs/figures.json); empty before any measurement."""
+def _figures() -> dict:
+    """What the benches last measured (docs/figures.json, written by bench/_figures.py); {} before any."""
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "docs" / "figures.json"
     try:
-        figures = json.loads(path.read_text())
+        return json.loads((Path(__file__).resolve().parent.parent / "docs" / "figures.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def measured_throughput() -> dict:
+    """{device: {arch: {engine: sample-passes per second}}} as `python -m bench scale` and `bench gpu`
+    last measured them (docs/figures.json); empty before any measurement."""
     out: dict = {}
-    for bench, measured in sorted(figures.items()):
+    for bench, measured in sorted(_figures().items()):
         for device, archs in (measured.get("sample_passes_per_s") or {}).items():
             for arch, rates in archs.items():
                 out.setdefault(device, {}).setdefault(arch, {}).update(rates)
@@ -438,14 +441,7 @@ def measured_throughput() -> dict:
 def measured_demo() -> str:
     """The demo's times as the benches last measured them (docs/figures.json), for Home's
     sentence: " (41 s measured from the app on 2 cores, …)", or nothing before any measurement."""
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "docs" / "figures.json"
-    try:
-        figures = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return ""
+    figures = _figures()
     journey, demo = figures.get("journey", {}), figures.get("demo", {})
     app, cli = journey.get("demo_app_seconds"), journey.get("demo_cli_seconds") or demo.get("cli_seconds")
     again = journey.get("demo_again_seconds") or demo.get("again_seconds")

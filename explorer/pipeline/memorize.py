@@ -78,9 +78,9 @@ def default_chunk(engine: str, model_rec: dict | None = None, ws: Workspace | No
     halving a chunk that runs out (`_local_chunks`)."""
     if engine not in ("batched", "fused"):
         return 8
-    most = MOST_PER_CHUNK.get(device.type if device is not None else "cpu", 32)
+    most = MOST_PER_CHUNK.get(device.type, 32) if device is not None else 32
     if model_rec is None or ws is None or device is None:
-        return most if device is not None else 32
+        return most
     recipe = artifacts.recipe_of(model_rec) or Recipe()
     per_model = ensembles.footprint(models.arch_of(model_rec), artifacts.dataset_of(ws, model_rec), recipe)
     return ensembles.models_per_chunk(per_model, devices.total_bytes(device), most)

@@ -95,22 +95,6 @@ def total_bytes(device: torch.device) -> int | None:
     return None
 
 
-def free_bytes(device: torch.device) -> int | None:
-    """Memory free for new work on `device`: the GPU's free memory, or the host's available memory
-    for the CPU (Linux); None where it cannot be asked."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0]) if torch.cuda.is_available() else None
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-    return None
-
-
 def out_of_memory(err: BaseException) -> bool:
     """Whether `err` is a device (or host) running out of memory for a tensor."""
     if isinstance(err, torch.cuda.OutOfMemoryError):

@@ -105,7 +105,7 @@ class RunRecord(Record):
     params: dict
     preset: str | None
     device: str
-    metrics: dict  # acc_retain, acc_forget, acc_test, mia_efficacy, tow, tow_mia, seconds, … (DESIGN.md)
+    metrics: dict  # acc_retain, acc_forget, acc_test, mia_efficacy, tow, tow_mia, seconds, … (present/comparison.py says what each is)
     original: dict
     oracle: dict | None
     analysis: dict
